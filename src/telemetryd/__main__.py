@@ -1,0 +1,5 @@
+"""`python -m telemetryd` runs the command line."""
+
+from telemetryd.cli import main
+
+raise SystemExit(main())

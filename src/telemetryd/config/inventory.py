@@ -1,0 +1,167 @@
+"""Inventory files: schools with their contract and devices, as validated YAML models.
+
+The raw models mirror the YAML exactly (`extra="forbid"`); `to_domain` turns them into
+the frozen types of `telemetryd.model` after cross-checks that need the whole
+inventory (duplicate ids and addresses) have run in the loader.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+from telemetryd.model import Contract, Device, DeviceKind, ProbeSpec, School, Segment
+
+PROTOCOLS = ("icmp", "tcp")
+_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+DEFAULT_PROBES: dict[DeviceKind, tuple[ProbeSpec, ...]] = {
+    DeviceKind.ROUTER: (ProbeSpec("icmp"),),
+    DeviceKind.CAMERA: (ProbeSpec("icmp"), ProbeSpec("tcp", 554), ProbeSpec("tcp", 80)),
+    DeviceKind.NVR: (ProbeSpec("icmp"), ProbeSpec("tcp", 80), ProbeSpec("tcp", 554)),
+    DeviceKind.ALARM_PANEL: (ProbeSpec("icmp"), ProbeSpec("tcp", 80)),
+}
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def parse_probe(value: object) -> object:
+    """``icmp`` / ``tcp:554`` shorthand, or a mapping ``{protocol: tcp, port: 554}``."""
+    if isinstance(value, str):
+        protocol, sep, port = value.strip().partition(":")
+        if sep:
+            if not port.isdigit():
+                raise ValueError(f"{value!r}: the port after ':' must be a number, e.g. tcp:554")
+            return {"protocol": protocol, "port": int(port)}
+        return {"protocol": protocol}
+    return value
+
+
+class ProbeEntry(Strict):
+    """One probe in a device's `probes:` list."""
+
+    protocol: str
+    port: int | None = Field(None, ge=1, le=65535)
+
+    @model_validator(mode="after")
+    def _shape(self) -> ProbeEntry:
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"unknown probe {self.protocol!r}; expected one of: {', '.join(PROTOCOLS)}")
+        if self.protocol == "tcp" and self.port is None:
+            raise ValueError("a tcp probe needs a port, e.g. tcp:554")
+        if self.protocol == "icmp" and self.port is not None:
+            raise ValueError("an icmp probe takes no port")
+        return self
+
+
+class DeviceEntry(Strict):
+    """A device as written in the inventory."""
+
+    id: Annotated[str, Field(pattern=_ID)]
+    kind: DeviceKind
+    host: str
+    name: str = ""
+    credentials: Annotated[str, Field(pattern=_ID)] | None = None
+    probes: list[Annotated[ProbeEntry, BeforeValidator(parse_probe)]] | None = None
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        try:
+            return str(ipaddress.IPv4Address(value.strip()))
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IPv4 address (e.g. 10.20.3.14)") from None
+
+    @field_validator("probes")
+    @classmethod
+    def _unique_probes(cls, value: list[ProbeEntry] | None) -> list[ProbeEntry] | None:
+        if value is not None:
+            names = [ProbeSpec(p.protocol, p.port).name for p in value]
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"probe listed twice: {', '.join(dupes)}")
+        return value
+
+
+class ContractEntry(Strict):
+    """The contracted link: total and per-segment Mbit/s."""
+
+    total_mbps: float = Field(150.0, gt=0)
+    segments: dict[Segment, Annotated[float, Field(ge=0)]] = Field(
+        default_factory=lambda: {Segment.ALARM: 20.0, Segment.VIDEO: 30.0, Segment.EDUCATION: 100.0}
+    )
+
+    @model_validator(mode="after")
+    def _segments_fit(self) -> ContractEntry:
+        total = sum(self.segments.values())
+        if total > self.total_mbps + 1e-9:
+            split = " + ".join(f"{k.value} {v:g}" for k, v in self.segments.items())
+            raise ValueError(
+                f"segments add up to {total:g} Mbps ({split}), more than the total {self.total_mbps:g} Mbps"
+            )
+        return self
+
+
+class LocationEntry(Strict):
+    """Where the school is, for maps in Grafana."""
+
+    latitude: float = Field(ge=-90, le=90)
+    longitude: float = Field(ge=-180, le=180)
+
+
+class SchoolEntry(Strict):
+    """A school as written in the inventory."""
+
+    id: Annotated[str, Field(pattern=_ID)]
+    name: str = Field(min_length=1)
+    district: str = Field(min_length=1)
+    location: LocationEntry | None = None
+    contract: ContractEntry = ContractEntry()
+    devices: list[DeviceEntry] = Field(default_factory=list)
+
+    def to_domain(self) -> School:
+        """The frozen domain School."""
+        devices = tuple(
+            Device(
+                id=d.id,
+                school_id=self.id,
+                kind=d.kind,
+                host=d.host,
+                name=d.name,
+                credentials=d.credentials,
+                probes=(
+                    tuple(ProbeSpec(p.protocol, p.port) for p in d.probes)
+                    if d.probes is not None
+                    else DEFAULT_PROBES[d.kind]
+                ),
+            )
+            for d in self.devices
+        )
+        return School(
+            id=self.id,
+            name=self.name,
+            district=self.district,
+            contract=Contract(
+                total_mbps=self.contract.total_mbps,
+                segments_mbps=tuple(self.contract.segments.items()),
+            ),
+            devices=devices,
+            latitude=self.location.latitude if self.location else None,
+            longitude=self.location.longitude if self.location else None,
+        )
+
+
+class InventoryFile(Strict):
+    """One inventory YAML file: a list of schools."""
+
+    schools: list[SchoolEntry]
+
+
+ID_PATTERN = re.compile(_ID)

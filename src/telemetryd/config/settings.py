@@ -1,0 +1,156 @@
+"""Daemon settings (`telemetryd.yaml`): pydantic models with every default on the model."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+from telemetryd.model import DeviceKind
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(value: object) -> object:
+    """Accept seconds as a number or a string like ``250ms``, ``30s``, ``5m``, ``1h``."""
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if not match:
+            raise ValueError("expected a duration such as 30s, 250ms, 5m or 1h")
+        return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    return value
+
+
+Seconds = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+
+
+class Strict(BaseModel):
+    """Base for config sections: unknown keys are errors, values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class IcmpSettings(Strict):
+    """Echo probes over one shared socket."""
+
+    interval: Seconds = 30.0
+    timeout: Seconds = 2.0
+    packets: int = Field(3, ge=1, le=20, description="echo requests per probe")
+    packet_spacing: Seconds = Field(0.25, description="gap between one probe's packets")
+    max_packets_per_second: int = Field(5000, ge=10, description="global send pacing")
+    receive_buffer_bytes: int = Field(4 * 1024 * 1024, ge=65536)
+
+
+class TcpSettings(Strict):
+    """TCP connect probes (RTSP 554, HTTP 80, alarm panel ports)."""
+
+    interval: Seconds = 30.0
+    timeout: Seconds = 3.0
+
+
+class ProbeSettings(Strict):
+    """Interval and timeout per probe protocol."""
+
+    icmp: IcmpSettings = IcmpSettings()
+    tcp: TcpSettings = TcpSettings()
+
+
+class DeviceKindSettings(Strict):
+    """Overrides for one kind of device, e.g. alarm panels checked more often."""
+
+    interval: Seconds | None = None
+
+
+class ConcurrencySettings(Strict):
+    """How many probes may run at once."""
+
+    max_probes: int = Field(2000, ge=1, description="across all schools")
+    per_school: int = Field(32, ge=1, description="so one school's link is never flooded")
+
+
+class HysteresisSettings(Strict):
+    """Debounce: a device goes down or up only after several results agree."""
+
+    down_after: int = Field(3, ge=1, description="consecutive failures before down")
+    up_after: int = Field(2, ge=1, description="consecutive successes before up")
+
+
+class LoggingSettings(Strict):
+    """structlog output."""
+
+    format: Literal["auto", "json", "console"] = "auto"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class Shard(Strict):
+    """`k/N`: this instance keeps the schools whose id hashes to k of N."""
+
+    index: int
+    count: int
+
+    @classmethod
+    def parse(cls, value: object) -> object:
+        """Turn ``"1/4"`` into a Shard; pass mappings through for the normal validation."""
+        if isinstance(value, str):
+            match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", value)
+            if not match:
+                raise ValueError("expected k/N, e.g. 0/1 for a single instance or 2/4")
+            return {"index": int(match.group(1)), "count": int(match.group(2))}
+        return value
+
+    @model_validator(mode="after")
+    def _in_range(self) -> Shard:
+        if self.count < 1 or not 0 <= self.index < self.count:
+            raise ValueError(f"shard {self.index}/{self.count}: need 0 <= k < N and N >= 1")
+        return self
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+class Settings(Strict):
+    """Everything in `telemetryd.yaml`."""
+
+    listen: str = Field("0.0.0.0:9817", description="host:port of /metrics and the status page")
+    inventory: str = Field("inventory", description="directory or file; relative to this file")
+    credentials_directory: str | None = Field(
+        None, description="where named secrets live; $CREDENTIALS_DIRECTORY wins when set"
+    )
+    shard: Annotated[Shard, BeforeValidator(Shard.parse)] = Shard(index=0, count=1)
+    probes: ProbeSettings = ProbeSettings()
+    device_kinds: dict[DeviceKind, DeviceKindSettings] = Field(default_factory=dict)
+    concurrency: ConcurrencySettings = ConcurrencySettings()
+    hysteresis: HysteresisSettings = HysteresisSettings()
+    logging: LoggingSettings = LoggingSettings()
+    shutdown_timeout: Seconds = 10.0
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("expected host:port, e.g. 0.0.0.0:9817 or 127.0.0.1:9817")
+        return value
+
+    @property
+    def listen_host(self) -> str:
+        """Host part of `listen` (brackets of an IPv6 literal removed)."""
+        return self.listen.rpartition(":")[0].strip("[]") or "0.0.0.0"
+
+    @property
+    def listen_port(self) -> int:
+        """Port part of `listen`."""
+        return int(self.listen.rpartition(":")[2])
+
+    def interval_for(self, protocol: str, kind: DeviceKind) -> float:
+        """How often a probe runs for a kind of device."""
+        override = self.device_kinds.get(kind)
+        if override is not None and override.interval is not None:
+            return override.interval
+        return float(getattr(self.probes, protocol).interval)
+
+    def timeout_for(self, protocol: str) -> float:
+        """How long one probe of a protocol may take."""
+        return float(getattr(self.probes, protocol).timeout)
