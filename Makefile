@@ -1,0 +1,54 @@
+# telemetryd: `make demo` runs the daemon against a simulated city; `make test` runs every test.
+# Both set up what they need: Debian packages (when root), uv, a virtualenv with the locked deps.
+
+SHELL := /bin/bash
+UV_VERSION := 0.13.9
+TOOLS := .tools
+UV := $(shell command -v uv 2>/dev/null || echo $(TOOLS)/bin/uv)
+VENV := .venv
+PY := $(VENV)/bin/python
+export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
+
+# What the tests and benchmarks run against (Debian names).
+DEBIAN_PACKAGES := iproute2 iputils-ping fping prometheus prometheus-blackbox-exporter systemd python3-venv
+
+.PHONY: all demo test lint typecheck pytest system-deps venv bench clean
+
+all: test
+
+$(TOOLS)/bin/uv:
+	python3 -m venv $(TOOLS) || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq python3-venv && python3 -m venv $(TOOLS); }
+	$(TOOLS)/bin/pip install -q "uv==$(UV_VERSION)"
+
+system-deps:
+	@if [ "$$(id -u)" = 0 ]; then \
+	  missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	  if [ -n "$$missing" ]; then \
+	    echo "installing Debian packages:" $$missing; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  fi; \
+	else echo "not root: skipping Debian packages ($(DEBIAN_PACKAGES)); tests that need them will skip with a reason"; fi
+
+venv: $(UV)
+	$(UV) sync --frozen --quiet
+
+lint: venv
+	$(UV) run --frozen ruff check src tests bench
+	$(UV) run --frozen ruff format --check src tests bench
+
+typecheck: venv
+	$(UV) run --frozen mypy
+
+pytest: venv system-deps
+	$(UV) run --frozen pytest -q
+
+test: lint typecheck pytest
+
+demo: venv system-deps
+	$(UV) run --frozen telemetryd demo
+
+bench: venv system-deps
+	$(UV) run --frozen python bench/reachability.py
+
+clean:
+	rm -rf $(VENV) $(TOOLS) .demo .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,150 @@
+"""The `telemetryd` command: run, check-config, probe, inventory import, demo, simulate."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from telemetryd import __version__
+
+DEFAULT_CONFIG = Path("/etc/telemetryd/telemetryd.yaml")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="telemetryd",
+        description="Monitoring daemon for school networks: link speed against contract, "
+        "cameras, NVRs, alarm panels.",
+    )
+    parser.add_argument("--version", action="version", version=f"telemetryd {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the daemon")
+    run.add_argument(
+        "-c", "--config", type=Path, default=DEFAULT_CONFIG, help=f"settings file (default {DEFAULT_CONFIG})"
+    )
+
+    check = sub.add_parser("check-config", help="validate settings and inventory; list every problem")
+    check.add_argument(
+        "path",
+        type=Path,
+        nargs="?",
+        default=DEFAULT_CONFIG,
+        help="settings file, or an inventory file or directory",
+    )
+
+    probe = sub.add_parser("probe", help="probe one device or address now and print the result")
+    probe.add_argument("target", help="device id from the inventory, or an IPv4 address")
+    probe.add_argument(
+        "-c", "--config", type=Path, default=None, help="settings file (for device ids and timeouts)"
+    )
+    probe.add_argument(
+        "-p",
+        "--probe",
+        action="append",
+        default=None,
+        help="probe to run, e.g. icmp or tcp:554 (repeatable; default: the device's probes, or icmp)",
+    )
+
+    inventory = sub.add_parser("inventory", help="inventory tools")
+    inv_sub = inventory.add_subparsers(dest="inventory_command", required=True, metavar="ACTION")
+    imp = inv_sub.add_parser(
+        "import", help="turn a spreadsheet export (CSV, one row per device) into inventory YAML"
+    )
+    imp.add_argument("csv", type=Path)
+    imp.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=None,
+        help="directory to write one YAML file per district (default: YAML on stdout)",
+    )
+
+    for name, helptext, schools in (
+        ("demo", "run the daemon against a simulated city (Ctrl-C to stop and clean up)", 300),
+        ("simulate", "bring up a simulated city only (for a daemon you run yourself)", 300),
+    ):
+        cmd = sub.add_parser(name, help=helptext)
+        cmd.add_argument("--schools", type=int, default=schools)
+        cmd.add_argument("--devices-per-school", type=int, default=35)
+        cmd.add_argument("--seed", type=int, default=1)
+        cmd.add_argument(
+            "--mode",
+            choices=["auto", "netns", "loopback"],
+            default="auto",
+            help="netns needs root; loopback uses 127.x addresses (no ICMP truth)",
+        )
+        cmd.add_argument("--dir", type=Path, default=Path(".demo"), help="where the generated inventory goes")
+        if name == "demo":
+            cmd.add_argument("--listen", default="127.0.0.1:9817")
+            cmd.add_argument("--interval", default="15s", help="probe interval for the demo")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `telemetryd` console script."""
+    args = _parser().parse_args(argv)
+    if args.command == "run":
+        from telemetryd.daemon import run  # noqa: PLC0415 - keep other commands light
+
+        return run(args.config)
+    if args.command == "check-config":
+        return check_config(args.path)
+    if args.command == "probe":
+        from telemetryd.oneshot import run_probe  # noqa: PLC0415
+
+        return asyncio.run(run_probe(args.target, args.config, args.probe))
+    if args.command == "inventory":
+        from telemetryd.config.csv_import import run_import  # noqa: PLC0415
+
+        return run_import(args.csv, args.output)
+    if args.command == "simulate":
+        from telemetryd.sim.cli import run_simulate  # noqa: PLC0415
+
+        return run_simulate(args.schools, args.devices_per_school, args.dir, args.seed, args.mode)
+    if args.command == "demo":
+        from telemetryd.demo import run_demo  # noqa: PLC0415
+
+        return run_demo(
+            schools=args.schools,
+            devices_per_school=args.devices_per_school,
+            seed=args.seed,
+            mode=args.mode,
+            workdir=args.dir,
+            listen=args.listen,
+            interval=args.interval,
+        )
+    raise AssertionError(args.command)
+
+
+def check_config(path: Path) -> int:
+    """Validate a settings file (with its inventory), or an inventory file/directory alone."""
+    from telemetryd.config import ConfigError, load_config, load_inventory  # noqa: PLC0415
+
+    try:
+        if path.is_dir() or _looks_like_inventory(path):
+            inventory = load_inventory(path)
+            print(f"{path}: OK: {len(inventory.schools)} schools, {inventory.device_count} devices")
+        else:
+            config = load_config(path)
+            print(
+                f"{path}: OK: {config.total_schools} schools in the inventory, "
+                f"{len(config.inventory.schools)} in shard {config.settings.shard}, "
+                f"{config.inventory.device_count} devices"
+            )
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"{len(exc.problems)} problem{'s' if len(exc.problems) != 1 else ''} found", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _looks_like_inventory(path: Path) -> bool:
+    try:
+        head = path.read_text(encoding="utf-8", errors="replace")[:65536]
+    except OSError:
+        return False
+    return any(line.startswith("schools:") for line in head.splitlines())

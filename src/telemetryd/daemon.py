@@ -1,0 +1,277 @@
+"""Wiring and lifecycle: start-up, run, reload on SIGHUP, shutdown with a deadline.
+
+Signal handlers only set flags; the main coroutine acts on them. A second SIGINT or
+SIGTERM during shutdown gives up waiting and exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from pathlib import Path
+
+import structlog
+from aiohttp import web
+
+from telemetryd import __version__, logs
+from telemetryd.config import Config, ConfigError, load_config
+from telemetryd.model import Device, Health, ProbeResult, ProbeSpec, StateChange
+from telemetryd.probes import ProbeContext
+from telemetryd.probes.icmp import Pinger
+from telemetryd.scheduler import Histogram, Scheduler, jobs_per_second
+from telemetryd.sdnotify import Notifier
+from telemetryd.state import State
+
+log = structlog.get_logger("telemetryd")
+
+LOOP_LAG_PERIOD = 0.5
+
+
+class Daemon:
+    """One running telemetryd: config, state, scheduler, HTTP server."""
+
+    def __init__(self, config: Config, *, notifier: Notifier | None = None) -> None:
+        self.config = config
+        self.state = State(config.settings.hysteresis.down_after, config.settings.hysteresis.up_after)
+        self.state.sync(config.inventory)
+        self.ctx = ProbeContext(config.settings)
+        self.scheduler = Scheduler(self.ctx, self._on_result)
+        self.notifier = notifier or Notifier()
+        self.loop_lag = Histogram()
+        self.started_at = time.time()
+        self.last_reload_ok = True
+        self.last_reload_success = time.time()
+        self.icmp_mode = "none"
+        self.ready = False
+        self.listen_address = ""
+        self._stop = asyncio.Event()
+        self._reload_requested = asyncio.Event()
+        self._scheduler_task: asyncio.Task[None] | None = None
+        self._stop_signals = 0
+
+    # ------------------------------------------------------------------ results
+
+    def _on_result(self, device: Device, spec: ProbeSpec, result: ProbeResult) -> None:
+        for change in self.state.apply(device.id, spec.name, result, time.time()):
+            self._log_change(change)
+
+    @staticmethod
+    def _log_change(change: StateChange) -> None:
+        """Log transitions, not every failure: a device going down, recovering, first seen down."""
+        fields = {"school": change.school_id, "device": change.device_id, "kind": change.kind.value}
+        if change.probe is not None:
+            log.debug(
+                "probe_state_changed",
+                probe=change.probe,
+                old=change.old.value,
+                new=change.new.value,
+                reason=change.reason,
+                **fields,
+            )
+            return
+        if change.new is Health.DOWN:
+            log.warning(
+                "device_down", reason=change.reason, detail=change.detail, was=change.old.value, **fields
+            )
+        elif change.old is Health.DOWN:
+            log.info("device_recovered", **fields)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self) -> int:
+        """Run until SIGTERM/SIGINT; returns the process exit code."""
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._on_stop_signal, signum)
+        loop.add_signal_handler(signal.SIGHUP, self._reload_requested.set)
+        settings = self.config.settings
+        self._open_pinger()
+        runner = web.AppRunner(_app(self), access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, settings.listen_host, settings.listen_port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            log.error("listen_failed", address=settings.listen, error=exc.strerror)
+            await runner.cleanup()
+            return 1
+        sockets = getattr(site._server, "sockets", None) or []  # the port actually bound (listen :0 in tests)
+        self.listen_address = "{}:{}".format(*sockets[0].getsockname()[:2]) if sockets else settings.listen
+        self.scheduler.load(self.config.inventory, settings)
+        self._scheduler_task = loop.create_task(self.scheduler.run(), name="scheduler")
+        background = [
+            loop.create_task(self._measure_loop_lag(), name="loop-lag"),
+            loop.create_task(self._reload_loop(), name="reload"),
+        ]
+        if self.notifier.watchdog_interval:
+            background.append(
+                loop.create_task(self._watchdog(self.notifier.watchdog_interval), name="watchdog")
+            )
+        self.ready = True
+        log.info(
+            "started",
+            version=__version__,
+            listen=self.listen_address,
+            schools=len(self.config.inventory.schools),
+            devices=self.config.inventory.device_count,
+            shard=str(settings.shard),
+            probes_per_second=round(jobs_per_second(self.config.inventory, settings), 1),
+            icmp=self.icmp_mode,
+        )
+        self.notifier.notify(ready=1, status=self._status_line())
+        try:
+            await self._stop.wait()
+        finally:
+            await self._shutdown(runner, background)
+        return 0
+
+    def _open_pinger(self) -> None:
+        icmp = self.config.settings.probes.icmp
+        try:
+            pinger = Pinger.open(
+                max_packets_per_second=icmp.max_packets_per_second,
+                receive_buffer_bytes=icmp.receive_buffer_bytes,
+            )
+        except PermissionError as exc:
+            log.error(
+                "icmp_unavailable", error=str(exc), hint="run with CAP_NET_RAW (the systemd unit grants it)"
+            )
+            return
+        self.ctx.pinger = pinger
+        self.icmp_mode = pinger.mode
+        log.info(
+            "icmp_socket_opened",
+            mode=pinger.mode,
+            receive_buffer_bytes=pinger.receive_buffer_bytes,
+            note="unprivileged ping socket" if pinger.mode == "dgram" else "raw socket (CAP_NET_RAW)",
+        )
+
+    def _on_stop_signal(self, signum: int) -> None:
+        self._stop_signals += 1
+        if self._stop_signals > 1:
+            log.warning("forced_exit", signal=signal.Signals(signum).name)
+            raise SystemExit(1)
+        log.info("stopping", signal=signal.Signals(signum).name)
+        self._stop.set()
+
+    def request_stop(self) -> None:
+        """Ask the daemon to stop (as SIGTERM does)."""
+        self._stop.set()
+
+    async def _shutdown(self, runner: web.AppRunner, background: list[asyncio.Task[None]]) -> None:
+        self.ready = False
+        self.notifier.notify(stopping=1)
+        deadline = self.config.settings.shutdown_timeout
+        self.scheduler.stop()
+        if self._scheduler_task is not None:
+            self._scheduler_task.cancel()
+        cancelled = await self.scheduler.drain(max(deadline - 1.0, 0.1))
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        if self._scheduler_task is not None:
+            await asyncio.gather(self._scheduler_task, return_exceptions=True)
+        await runner.cleanup()
+        if self.ctx.pinger is not None:
+            self.ctx.pinger.close()
+        log.info("stopped", probes_cancelled=cancelled)
+
+    # ------------------------------------------------------------------ reload
+
+    async def _reload_loop(self) -> None:
+        while True:
+            await self._reload_requested.wait()
+            self._reload_requested.clear()
+            self.reload()
+
+    def reload(self) -> bool:
+        """Load the config again; swap it in whole, or keep the old one and say why."""
+        path = self.config.path
+        try:
+            new = load_config(path)
+        except ConfigError as exc:
+            self.last_reload_ok = False
+            log.error(
+                "reload_failed",
+                path=str(path),
+                problems=[str(p) for p in exc.problems],
+                action="kept the running configuration",
+            )
+            self.notifier.notify(status="reload failed; running the previous configuration")
+            return False
+        old = self.config
+        if new.settings.listen != old.settings.listen:
+            log.warning(
+                "listen_change_needs_restart", running=old.settings.listen, configured=new.settings.listen
+            )
+        if new.settings.logging != old.settings.logging:
+            logs.configure(new.settings.logging.format, new.settings.logging.level)
+        self.config = new
+        self.state.down_after = new.settings.hysteresis.down_after
+        self.state.up_after = new.settings.hysteresis.up_after
+        self.state.sync(new.inventory)
+        if self.ctx.pinger is not None:
+            self.ctx.pinger.set_rate(new.settings.probes.icmp.max_packets_per_second)
+        self.scheduler.load(new.inventory, new.settings)
+        self.last_reload_ok = True
+        self.last_reload_success = time.time()
+        log.info(
+            "reloaded",
+            schools=len(new.inventory.schools),
+            devices=new.inventory.device_count,
+            was_devices=old.inventory.device_count,
+        )
+        self.notifier.notify(status=self._status_line())
+        return True
+
+    # ------------------------------------------------------------------ health
+
+    async def _measure_loop_lag(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            expected = loop.time() + LOOP_LAG_PERIOD
+            await asyncio.sleep(LOOP_LAG_PERIOD)
+            self.loop_lag.observe(max(0.0, loop.time() - expected))
+
+    async def _watchdog(self, interval: float) -> None:
+        while True:
+            # Only pet the watchdog while the scheduler is alive: a dead scheduler should be restarted.
+            if not self.health_problems():
+                self.notifier.notify(watchdog=1, status=self._status_line())
+            await asyncio.sleep(interval)
+
+    def health_problems(self) -> list[str]:
+        """Reasons the daemon is not healthy (empty when it is)."""
+        problems = []
+        task = self._scheduler_task
+        if task is not None and task.done() and not task.cancelled():
+            problems.append("scheduler stopped")
+        return problems
+
+    def _status_line(self) -> str:
+        counts = self.state.count_by_health()
+        return (
+            f"{len(self.config.inventory.schools)} schools, {len(self.state.devices)} devices: "
+            f"{counts[Health.UP]} up, {counts[Health.DOWN]} down"
+        )
+
+
+def _app(daemon: Daemon) -> web.Application:
+    from telemetryd.exporter import create_app  # noqa: PLC0415 - exporter imports Daemon for typing
+
+    return create_app(daemon)
+
+
+def run(config_path: Path) -> int:
+    """Load the config, set up logging and run the daemon under uvloop."""
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        logs.configure("auto", "info")
+        log.error("config_invalid", path=str(config_path), problems=[str(p) for p in exc.problems])
+        return 2
+    logs.configure(config.settings.logging.format, config.settings.logging.level)
+    import uvloop  # noqa: PLC0415 - only the daemon needs it; CLI helpers start faster without
+
+    return uvloop.run(Daemon(config).run())

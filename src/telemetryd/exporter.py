@@ -1,0 +1,457 @@
+"""Prometheus metrics and the HTTP endpoints.
+
+Metrics come from one custom Collector that reads State at scrape time: no labelled
+Gauge children per device, so a device removed by a reload vanishes from the next
+scrape without stale series. Label values are bounded: ids, kinds, probe names,
+segments; never an error string or a timestamp.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import platform
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from telemetryd import __version__
+from telemetryd.model import DeviceKind, Health
+from telemetryd.scheduler import Histogram
+
+if TYPE_CHECKING:
+    from telemetryd.daemon import Daemon
+
+MBIT_BYTES = 1_000_000 / 8
+"""Contracts are written in Mbit/s; metrics use bytes per second (base units)."""
+
+DEVICE_LABELS = ["school", "device", "kind"]
+
+
+def _histogram(name: str, doc: str, histogram: Histogram) -> HistogramMetricFamily:
+    return HistogramMetricFamily(name, doc, buckets=histogram.cumulative(), sum_value=histogram.total)
+
+
+class StateCollector(Collector):
+    """Reads the daemon's State and scheduler stats on every scrape."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield every telemetryd_* metric family."""
+        yield from self._devices()
+        yield from self._schools()
+        yield from self._daemon()
+
+    def _devices(self) -> Iterator[Metric]:
+        state = self.daemon.state
+        info = InfoMetricFamily(
+            "telemetryd_device", "Device inventory facts.", labels=[*DEVICE_LABELS, "host"]
+        )
+        up = GaugeMetricFamily(
+            "telemetryd_device_up",
+            "1 when every probe of the device is up, 0 when one is down.",
+            labels=DEVICE_LABELS,
+        )
+        flaps = CounterMetricFamily(
+            "telemetryd_device_flaps",
+            "Up/down transitions of the device since the daemon started.",
+            labels=DEVICE_LABELS,
+        )
+        changed = GaugeMetricFamily(
+            "telemetryd_device_last_change_timestamp_seconds",
+            "When the device last changed state (Unix time).",
+            labels=DEVICE_LABELS,
+        )
+        probe_labels = [*DEVICE_LABELS, "probe"]
+        probe_up = GaugeMetricFamily(
+            "telemetryd_probe_up",
+            "1 when the probe's debounced state is up, 0 when down.",
+            labels=probe_labels,
+        )
+        duration = GaugeMetricFamily(
+            "telemetryd_probe_duration_seconds", "Duration of the probe's last run.", labels=probe_labels
+        )
+        rtt = GaugeMetricFamily(
+            "telemetryd_probe_rtt_seconds",
+            "Round-trip time of the last successful run: mean ICMP echo RTT, or TCP connect time.",
+            labels=probe_labels,
+        )
+        loss = GaugeMetricFamily(
+            "telemetryd_probe_loss_ratio",
+            "Share of echo requests unanswered in the last ICMP run (0-1).",
+            labels=probe_labels,
+        )
+        for device_state in state.devices.values():
+            device = device_state.device
+            labels = [device.school_id, device.id, device.kind.value]
+            info.add_metric([*labels, device.host], {})
+            if device_state.health is not Health.UNKNOWN:
+                up.add_metric(labels, 1.0 if device_state.health is Health.UP else 0.0)
+            flaps.add_metric(labels, device_state.flaps)
+            if device_state.last_change is not None:
+                changed.add_metric(labels, device_state.last_change)
+            for name, probe in device_state.probes.items():
+                result = probe.last_result
+                if result is None:
+                    continue
+                plabels = [*labels, name]
+                if probe.health is not Health.UNKNOWN:
+                    probe_up.add_metric(plabels, 1.0 if probe.health is Health.UP else 0.0)
+                duration.add_metric(plabels, result.duration)
+                if result.ok and result.rtt is not None:
+                    rtt.add_metric(plabels, result.rtt)
+                if result.loss is not None:
+                    loss.add_metric(plabels, result.loss)
+        yield from (info, up, flaps, changed, probe_up, duration, rtt, loss)
+
+    def _schools(self) -> Iterator[Metric]:
+        state = self.daemon.state
+        info = InfoMetricFamily(
+            "telemetryd_school", "School inventory facts.", labels=["school", "name", "district"]
+        )
+        latitude = GaugeMetricFamily(
+            "telemetryd_school_latitude_degrees", "School latitude.", labels=["school"]
+        )
+        longitude = GaugeMetricFamily(
+            "telemetryd_school_longitude_degrees", "School longitude.", labels=["school"]
+        )
+        contract = GaugeMetricFamily(
+            "telemetryd_school_contract_bytes_per_second",
+            "Contracted link speed of the school (Mbit/s x 125000).",
+            labels=["school"],
+        )
+        segment_contract = GaugeMetricFamily(
+            "telemetryd_segment_contract_bytes_per_second",
+            "Contracted allocation of one segment of the school's link (alarm, video, education).",
+            labels=["school", "segment"],
+        )
+        kind_labels = ["school", "kind"]
+        total = GaugeMetricFamily(
+            "telemetryd_school_devices", "Devices of a kind at the school.", labels=kind_labels
+        )
+        up = GaugeMetricFamily(
+            "telemetryd_school_devices_up", "Devices of a kind that are up.", labels=kind_labels
+        )
+        down = GaugeMetricFamily(
+            "telemetryd_school_devices_down", "Devices of a kind that are down.", labels=kind_labels
+        )
+        for summary in state.school_summaries():
+            school = summary.school
+            info.add_metric([school.id, school.name, school.district], {})
+            if school.latitude is not None and school.longitude is not None:
+                latitude.add_metric([school.id], school.latitude)
+                longitude.add_metric([school.id], school.longitude)
+            contract.add_metric([school.id], school.contract.total_mbps * MBIT_BYTES)
+            for segment, mbps in school.contract.segments_mbps:
+                segment_contract.add_metric([school.id, segment.value], mbps * MBIT_BYTES)
+            for kind in DeviceKind:
+                count = summary.count(kind)
+                if count.total:
+                    total.add_metric([school.id, kind.value], count.total)
+                    up.add_metric([school.id, kind.value], count.up)
+                    down.add_metric([school.id, kind.value], count.down)
+        yield from (info, latitude, longitude, contract, segment_contract, total, up, down)
+
+    def _daemon(self) -> Iterator[Metric]:
+        daemon = self.daemon
+        stats = daemon.scheduler.stats
+        build = InfoMetricFamily("telemetryd_build", "Version of the running daemon.")
+        build.add_metric([], {"version": __version__, "python": platform.python_version()})
+        yield build
+        config = daemon.config
+        shard = InfoMetricFamily("telemetryd_shard", "Which share of the inventory this instance watches.")
+        shard.add_metric(
+            [], {"shard": str(config.settings.shard.index), "shards": str(config.settings.shard.count)}
+        )
+        yield shard
+        icmp = InfoMetricFamily(
+            "telemetryd_icmp_socket", "Kind of the shared ICMP socket: dgram, raw or none."
+        )
+        icmp.add_metric([], {"mode": daemon.icmp_mode})
+        yield icmp
+
+        runs = CounterMetricFamily(
+            "telemetryd_probes",
+            "Probe runs by protocol and result (ok or the failure reason).",
+            labels=["probe", "result"],
+        )
+        for (protocol, result), count in sorted(stats.runs.items()):
+            runs.add_metric([protocol, result], count)
+        yield runs
+        skipped = CounterMetricFamily(
+            "telemetryd_probe_slots_skipped",
+            "Scheduled runs skipped because the previous run was still going.",
+            labels=["probe"],
+        )
+        for protocol, count in sorted(stats.skipped.items()):
+            skipped.add_metric([protocol], count)
+        yield skipped
+        yield CounterMetricFamily(
+            "telemetryd_probe_errors",
+            "Prober or handler crashes (bugs), caught at the task boundary.",
+            value=stats.errors,
+        )
+        yield _histogram(
+            "telemetryd_schedule_lag_seconds",
+            "How late probes started against their scheduled time.",
+            stats.lag,
+        )
+        yield GaugeMetricFamily(
+            "telemetryd_schedule_last_lag_seconds",
+            "Lag of the most recently dispatched probe.",
+            value=stats.last_lag,
+        )
+        yield _histogram(
+            "telemetryd_event_loop_lag_seconds",
+            "How late a 0.5 s timer fires: event-loop saturation.",
+            daemon.loop_lag,
+        )
+        yield GaugeMetricFamily(
+            "telemetryd_probes_in_flight", "Probe tasks running now.", value=daemon.scheduler.in_flight
+        )
+        yield GaugeMetricFamily(
+            "telemetryd_scheduled_probes",
+            "(device, probe) pairs on a schedule.",
+            value=daemon.scheduler.job_count,
+        )
+        yield GaugeMetricFamily(
+            "telemetryd_inventory_schools",
+            "Schools this instance watches (its shard).",
+            value=len(config.inventory.schools),
+        )
+        devices = GaugeMetricFamily(
+            "telemetryd_inventory_devices", "Devices this instance watches, by kind.", labels=["kind"]
+        )
+        per_kind = dict.fromkeys(DeviceKind, 0)
+        for device in config.inventory.devices_by_id.values():
+            per_kind[device.kind] += 1
+        for kind, count in per_kind.items():
+            devices.add_metric([kind.value], count)
+        yield devices
+        yield GaugeMetricFamily(
+            "telemetryd_config_last_reload_successful",
+            "1 when the last configuration load succeeded.",
+            value=1.0 if daemon.last_reload_ok else 0.0,
+        )
+        yield GaugeMetricFamily(
+            "telemetryd_config_last_reload_success_timestamp_seconds",
+            "When the configuration was last loaded successfully (Unix time).",
+            value=daemon.last_reload_success,
+        )
+        yield GaugeMetricFamily(
+            "telemetryd_start_time_seconds", "When the daemon started (Unix time).", value=daemon.started_at
+        )
+
+
+def build_registry(daemon: Daemon) -> CollectorRegistry:
+    """A registry holding the state collector plus process metrics (CPU, memory, fds)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StateCollector(daemon))
+    ProcessCollector(registry=registry)
+    return registry
+
+
+# ---------------------------------------------------------------------------- HTTP
+
+
+def create_app(daemon: Daemon) -> web.Application:
+    """The aiohttp application: /metrics, /healthz, /-/ready, /api/v1/status and /."""
+    registry = build_registry(daemon)
+    app = web.Application()
+
+    async def metrics(request: web.Request) -> web.StreamResponse:
+        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+        # Rendering 10,000 devices takes a while: do it off the loop so probes keep their timing.
+        body = await asyncio.get_running_loop().run_in_executor(None, encoder, registry)
+        response = web.Response(body=body, headers={"Content-Type": content_type})
+        response.enable_compression()
+        return response
+
+    async def healthz(_: web.Request) -> web.Response:
+        problems = daemon.health_problems()
+        if problems:
+            return web.Response(status=503, text="unhealthy: " + "; ".join(problems) + "\n")
+        return web.Response(text="ok\n")
+
+    async def ready(_: web.Request) -> web.Response:
+        if not daemon.ready:
+            return web.Response(status=503, text="starting\n")
+        return web.Response(text="ready\n")
+
+    async def status_json(request: web.Request) -> web.Response:
+        response = web.json_response(status_document(daemon, request.query.get("school")))
+        response.enable_compression()
+        return response
+
+    async def status_page(_: web.Request) -> web.Response:
+        response = web.Response(text=render_status_page(daemon), content_type="text/html", charset="utf-8")
+        response.enable_compression()
+        return response
+
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/-/healthy", healthz)
+    app.router.add_get("/-/ready", ready)
+    app.router.add_get("/api/v1/status", status_json)
+    app.router.add_get("/", status_page)
+    return app
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def status_document(daemon: Daemon, school_id: str | None = None) -> dict[str, Any]:
+    """The JSON status: instance facts, and per school its roll-up and down devices.
+
+    With `school_id`, only that school, with every device listed.
+    """
+    state = daemon.state
+    counts = state.count_by_health()
+    schools = []
+    for summary in state.school_summaries():
+        school = summary.school
+        if school_id is not None and school.id != school_id:
+            continue
+        entry: dict[str, Any] = {
+            "id": school.id,
+            "name": school.name,
+            "district": school.district,
+            "contract": {
+                "total_mbps": school.contract.total_mbps,
+                "segments_mbps": {s.value: v for s, v in school.contract.segments_mbps},
+            },
+            "devices": {
+                kind.value: {"total": c.total, "up": c.up, "down": c.down, "unknown": c.unknown}
+                for kind, c in summary.by_kind.items()
+            },
+            "down": [
+                {
+                    "device": d.device.id,
+                    "kind": d.device.kind.value,
+                    "host": d.device.host,
+                    "reason": d.down_reason(),
+                    "since": _iso(d.last_change),
+                }
+                for d in summary.down_devices
+            ],
+        }
+        if school_id is not None:
+            entry["all_devices"] = [
+                {
+                    "device": d.id,
+                    "kind": d.kind.value,
+                    "name": d.name,
+                    "host": d.host,
+                    "health": state.devices[d.id].health.value,
+                    "probes": {
+                        name: {
+                            "health": p.health.value,
+                            "reason": p.last_result.reason if p.last_result else None,
+                            "detail": p.last_result.detail if p.last_result else None,
+                            "rtt_seconds": p.last_result.rtt if p.last_result else None,
+                            "last_run": _iso(p.last_run),
+                            "flaps": p.flaps,
+                        }
+                        for name, p in state.devices[d.id].probes.items()
+                    },
+                }
+                for d in school.devices
+            ]
+        schools.append(entry)
+    return {
+        "version": __version__,
+        "shard": str(daemon.config.settings.shard),
+        "started_at": _iso(daemon.started_at),
+        "devices": {h.value: n for h, n in counts.items()},
+        "schools": schools,
+    }
+
+
+_PAGE_STYLE = """
+body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}
+table{border-collapse:collapse;width:100%;margin-bottom:2em}
+th,td{border-bottom:1px solid #ddd;padding:.3em .6em;text-align:left}
+th{background:#f4f4f4} .bad{color:#b00020;font-weight:600} .ok{color:#1b5e20}
+.muted{color:#777} td.n{text-align:right;font-variant-numeric:tabular-nums}
+"""
+
+
+def _ratio_cell(up: int, total: int) -> str:
+    if total == 0:
+        return '<td class="n muted">–</td>'
+    css = "ok" if up == total else "bad"
+    return f'<td class="n {css}">{up}/{total}</td>'
+
+
+def render_status_page(daemon: Daemon) -> str:
+    """A plain server-rendered status page for when Grafana is not at hand."""
+    state = daemon.state
+    counts = state.count_by_health()
+    summaries = sorted(
+        state.school_summaries(), key=lambda s: (-len(s.down_devices), s.school.district, s.school.id)
+    )
+    rows, down_rows = [], []
+    for summary in summaries:
+        school = summary.school
+        router = summary.count(DeviceKind.ROUTER)
+        link = (
+            '<td class="muted">unknown</td>'
+            if router.up + router.down == 0
+            else '<td class="bad">down</td>'
+            if router.down
+            else '<td class="ok">up</td>'
+        )
+        cams, nvrs, alarms = (
+            summary.count(k) for k in (DeviceKind.CAMERA, DeviceKind.NVR, DeviceKind.ALARM_PANEL)
+        )
+        rows.append(
+            f"<tr><td>{html.escape(school.id)}</td><td>{html.escape(school.name)}</td>"
+            f"<td>{html.escape(school.district)}</td>{link}"
+            f'<td class="n">{school.contract.total_mbps:g} Mbps</td>'
+            f"{_ratio_cell(cams.up, cams.total)}{_ratio_cell(nvrs.up, nvrs.total)}"
+            f"{_ratio_cell(alarms.up, alarms.total)}</tr>"
+        )
+        for device_state in summary.down_devices:
+            device = device_state.device
+            down_rows.append(
+                f"<tr><td>{html.escape(school.id)}</td><td>{html.escape(device.id)}</td>"
+                f"<td>{device.kind.value}</td><td>{html.escape(device.host)}</td>"
+                f"<td>{html.escape(device.name)}</td><td>{html.escape(device_state.down_reason())}</td>"
+                f"<td>{_iso(device_state.last_change) or ''}</td></tr>"
+            )
+    down_table = (
+        "<table><tr><th>School</th><th>Device</th><th>Kind</th><th>Address</th><th>Name</th>"
+        "<th>Reason</th><th>Down since (UTC)</th></tr>" + "".join(down_rows) + "</table>"
+        if down_rows
+        else '<p class="ok">No device is down.</p>'
+    )
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><meta http-equiv='refresh' content='30'>"
+        f"<title>telemetryd status</title><style>{_PAGE_STYLE}</style></head><body>"
+        f"<h1>telemetryd</h1><p>{len(state.inventory.schools)} schools, {len(state.devices)} devices: "
+        f"<span class='ok'>{counts[Health.UP]} up</span>, "
+        f"<span class='bad'>{counts[Health.DOWN]} down</span>, "
+        f"<span class='muted'>{counts[Health.UNKNOWN]} not yet probed</span>. "
+        f"Shard {daemon.config.settings.shard}. Version {__version__}. "
+        "<a href='/metrics'>/metrics</a> · <a href='/api/v1/status'>/api/v1/status</a></p>"
+        f"<h2>Down devices ({len(down_rows)})</h2>{down_table}"
+        "<h2>Schools</h2><table><tr><th>School</th><th>Name</th><th>District</th><th>Router</th>"
+        "<th>Contract</th><th>Cameras up</th><th>NVRs up</th><th>Alarm panels up</th></tr>"
+        + "".join(rows)
+        + "</table></body></html>"
+    )

@@ -1,0 +1,219 @@
+"""Current state of every device: pure, synchronous, no I/O.
+
+Probe results go in; debounced health, flap counts, school roll-ups and StateChange
+events come out. The clock is passed in, so every rule here is tested without sleeping.
+
+Hysteresis: a (device, probe) pair that is up goes down only after `down_after`
+consecutive failures and comes back only after `up_after` consecutive successes. The
+very first result decides at once (there is nothing to debounce against), so a daemon
+start does not leave the whole city "unknown" for three intervals.
+A device is down when any of its probes is down, up when none is down and one is up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from telemetryd.model import Device, DeviceKind, Health, Inventory, ProbeResult, School, StateChange
+
+
+@dataclass(slots=True)
+class ProbeState:
+    """Debounced health of one probe of one device, with its latest raw result."""
+
+    health: Health = Health.UNKNOWN
+    ok_streak: int = 0
+    fail_streak: int = 0
+    last_result: ProbeResult | None = None
+    last_run: float | None = None
+    last_change: float | None = None
+    flaps: int = 0
+    runs: int = 0
+
+
+@dataclass(slots=True)
+class DeviceState:
+    """A device and the state of each of its probes."""
+
+    device: Device
+    probes: dict[str, ProbeState]
+    health: Health = Health.UNKNOWN
+    last_change: float | None = None
+    flaps: int = 0
+
+    def down_reason(self) -> str:
+        """Why the device is down, e.g. ``tcp:554 refused`` (empty when it is not down)."""
+        reasons = []
+        for name, probe in self.probes.items():
+            if probe.health is Health.DOWN and probe.last_result is not None:
+                reasons.append(f"{name} {probe.last_result.reason}".strip())
+        return ", ".join(reasons)
+
+
+@dataclass(frozen=True, slots=True)
+class KindCount:
+    """How many devices of one kind a school has, and how they are."""
+
+    total: int = 0
+    up: int = 0
+    down: int = 0
+
+    @property
+    def unknown(self) -> int:
+        """Devices with no result yet."""
+        return self.total - self.up - self.down
+
+
+@dataclass(frozen=True, slots=True)
+class SchoolSummary:
+    """Per-school roll-up for the status page, the API and the exporter."""
+
+    school: School
+    by_kind: dict[DeviceKind, KindCount]
+    down_devices: tuple[DeviceState, ...]
+
+    def count(self, kind: DeviceKind) -> KindCount:
+        """Roll-up of one device kind (zeros when the school has none)."""
+        return self.by_kind.get(kind, KindCount())
+
+
+@dataclass(slots=True)
+class State:
+    """Every device's state; the single source the exporter, status page and history read."""
+
+    down_after: int = 3
+    up_after: int = 2
+    inventory: Inventory = field(default_factory=lambda: Inventory.build([]))
+    devices: dict[str, DeviceState] = field(default_factory=dict)
+
+    def sync(self, inventory: Inventory) -> None:
+        """Follow an inventory (re)load: keep history of unchanged devices, drop removed ones.
+
+        A device whose address or probe list changed starts over as unknown, since its
+        old results say nothing about the new target.
+        """
+        kept: dict[str, DeviceState] = {}
+        for school in inventory.schools:
+            for device in school.devices:
+                old = self.devices.get(device.id)
+                if old is not None and old.device.host == device.host:
+                    probes = {p.name: old.probes.get(p.name, ProbeState()) for p in device.probes}
+                    kept[device.id] = DeviceState(device, probes, old.health, old.last_change, old.flaps)
+                    kept[device.id].health = _device_health(probes.values())
+                else:
+                    kept[device.id] = DeviceState(device, {p.name: ProbeState() for p in device.probes})
+        self.devices = kept
+        self.inventory = inventory
+
+    def apply(self, device_id: str, probe: str, result: ProbeResult, now: float) -> list[StateChange]:
+        """Record one probe result; return the transitions it caused (probe and device level)."""
+        device_state = self.devices.get(device_id)
+        if device_state is None:
+            return []  # the device was removed by a reload while its probe ran
+        probe_state = device_state.probes.get(probe)
+        if probe_state is None:
+            return []
+        probe_state.last_result = result
+        probe_state.last_run = now
+        probe_state.runs += 1
+        if result.ok:
+            probe_state.ok_streak += 1
+            probe_state.fail_streak = 0
+        else:
+            probe_state.fail_streak += 1
+            probe_state.ok_streak = 0
+
+        new = _debounce(probe_state, self.down_after, self.up_after, ok=result.ok)
+        if new is probe_state.health:
+            return []
+        device = device_state.device
+        changes = [
+            StateChange(
+                now,
+                device.school_id,
+                device.id,
+                device.kind,
+                probe,
+                probe_state.health,
+                new,
+                result.reason,
+                result.detail,
+            )
+        ]
+        if probe_state.health is not Health.UNKNOWN:
+            probe_state.flaps += 1
+        probe_state.health = new
+        probe_state.last_change = now
+
+        device_new = _device_health(device_state.probes.values())
+        if device_new is not device_state.health:
+            reason = device_state.down_reason() if device_new is Health.DOWN else ""
+            changes.append(
+                StateChange(
+                    now,
+                    device.school_id,
+                    device.id,
+                    device.kind,
+                    None,
+                    device_state.health,
+                    device_new,
+                    reason,
+                    result.detail if device_new is Health.DOWN else "",
+                )
+            )
+            if device_state.health is not Health.UNKNOWN:
+                device_state.flaps += 1
+            device_state.health = device_new
+            device_state.last_change = now
+        return changes
+
+    def school_summaries(self) -> Iterator[SchoolSummary]:
+        """Roll-ups per school in inventory order."""
+        for school in self.inventory.schools:
+            yield self.school_summary(school)
+
+    def school_summary(self, school: School) -> SchoolSummary:
+        """Cameras, NVRs, alarm panels and routers up/down/total at one school."""
+        counts: dict[DeviceKind, list[int]] = {}
+        down: list[DeviceState] = []
+        for device in school.devices:
+            state = self.devices[device.id]
+            total_up_down = counts.setdefault(device.kind, [0, 0, 0])
+            total_up_down[0] += 1
+            if state.health is Health.UP:
+                total_up_down[1] += 1
+            elif state.health is Health.DOWN:
+                total_up_down[2] += 1
+                down.append(state)
+        return SchoolSummary(
+            school,
+            {kind: KindCount(*values) for kind, values in counts.items()},
+            tuple(down),
+        )
+
+    def count_by_health(self) -> dict[Health, int]:
+        """How many devices are up, down and unknown across the instance."""
+        out = dict.fromkeys(Health, 0)
+        for state in self.devices.values():
+            out[state.health] += 1
+        return out
+
+
+def _debounce(state: ProbeState, down_after: int, up_after: int, *, ok: bool) -> Health:
+    if state.health is Health.UNKNOWN:
+        return Health.UP if ok else Health.DOWN
+    if state.health is Health.UP and state.fail_streak >= down_after:
+        return Health.DOWN
+    if state.health is Health.DOWN and state.ok_streak >= up_after:
+        return Health.UP
+    return state.health
+
+
+def _device_health(probes: Iterable[ProbeState]) -> Health:
+    seen_up = False
+    for probe in probes:
+        if probe.health is Health.DOWN:
+            return Health.DOWN
+        seen_up = seen_up or probe.health is Health.UP
+    return Health.UP if seen_up else Health.UNKNOWN

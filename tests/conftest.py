@@ -1,0 +1,32 @@
+"""Shared test helpers: skip-with-reason off CI, fail on CI, for root and binaries."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+ON_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+IS_ROOT = os.geteuid() == 0
+
+
+def require_root(what: str) -> None:
+    """Skip (or on CI, fail) a test that needs root for `what`."""
+    if not IS_ROOT:
+        if ON_CI:
+            pytest.fail(f"CI must run as root: {what}")
+        pytest.skip(f"needs root: {what}")
+
+
+def require_binary(name: str, package: str) -> str:
+    """Path of `name`; skip when missing (fail on CI, where `make test` installs `package`)."""
+    path = shutil.which(name) or next(
+        (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}", f"/sbin/{name}") if os.path.exists(p)), None
+    )
+    if path is None:
+        message = f"{name} not installed (Debian package {package}; `make test` installs it as root)"
+        if ON_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
