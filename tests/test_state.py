@@ -99,7 +99,7 @@ def test_school_rollup_counts_by_kind() -> None:
 
 
 def test_reload_keeps_unchanged_devices_and_drops_removed() -> None:
-    """A reload keeps the state of devices whose address is unchanged, resets moved ones, drops removed ones."""
+    """A reload keeps state of devices whose address is unchanged, resets moved ones, drops removed ones."""
     state = _state(_camera("cam1", "10.0.0.1"), _camera("cam2", "10.0.0.2"), _camera("cam3", "10.0.0.3"))
     for device_id in ("cam1", "cam2", "cam3"):
         state.apply(device_id, "icmp", TIMEOUT, 0.0)

@@ -17,7 +17,17 @@ from ..conftest import require_root
 
 def _ip_header(payload_len: int, src: str = "10.0.0.1", dst: str = "10.0.0.2") -> bytes:
     return struct.pack(
-        "!BBHHHBBH4s4s", 0x45, 0, 20 + payload_len, 0, 0, 64, 1, 0, socket.inet_aton(src), socket.inet_aton(dst)
+        "!BBHHHBBH4s4s",
+        0x45,
+        0,
+        20 + payload_len,
+        0,
+        0,
+        64,
+        1,
+        0,
+        socket.inet_aton(src),
+        socket.inet_aton(dst),
     )
 
 
@@ -125,7 +135,9 @@ async def test_pacing_spreads_sends() -> None:
     pinger = Pinger.open(max_packets_per_second=1000)
     try:
         started = time.monotonic()
-        results = await pinger.ping_many([f"127.1.{i // 200}.{i % 200 + 1}" for i in range(300)], count=1, timeout=1.0)
+        results = await pinger.ping_many(
+            [f"127.1.{i // 200}.{i % 200 + 1}" for i in range(300)], count=1, timeout=1.0
+        )
         elapsed = time.monotonic() - started
     finally:
         pinger.close()
