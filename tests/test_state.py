@@ -42,7 +42,7 @@ def test_down_only_after_n_consecutive_failures() -> None:
     assert state.apply("cam1", "icmp", TIMEOUT, 1.0) == []
     assert state.apply("cam1", "icmp", TIMEOUT, 2.0) == []
     changes = state.apply("cam1", "icmp", TIMEOUT, 3.0)
-    device_change = [c for c in changes if c.probe is None][0]
+    device_change = next(c for c in changes if c.probe is None)
     assert (device_change.old, device_change.new, device_change.reason) == (
         Health.UP,
         Health.DOWN,

@@ -1,0 +1,105 @@
+"""`telemetryd demo`: a simulated city plus the daemon watching it, until Ctrl-C.
+
+The daemon runs as its own process (`telemetryd run`), exactly as in production; only
+its inventory comes from the simulator. Everything the demo created is removed on exit.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+from telemetryd.sim.city import generate_city
+from telemetryd.sim.fleet import Fleet
+
+
+def write_demo_config(workdir: Path, *, listen: str, interval: str) -> Path:
+    """Daemon settings for the demo: the generated inventory, short intervals, console logs."""
+    config = {
+        "listen": listen,
+        "inventory": "inventory",
+        "probes": {"icmp": {"interval": interval, "timeout": "2s"}, "tcp": {"interval": interval, "timeout": "2s"}},
+        "hysteresis": {"down_after": 2, "up_after": 2},
+        "logging": {"format": "auto", "level": "info"},
+    }
+    path = workdir / "telemetryd.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def _wait_ready(address: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(f"http://{address}/-/ready", timeout=1) as response:  # noqa: S310
+                if response.status == 200:
+                    return True
+        except OSError:
+            time.sleep(0.2)
+    return False
+
+
+def run_demo(
+    *, schools: int, devices_per_school: int, seed: int, mode: str, workdir: Path, listen: str, interval: str
+) -> int:
+    """Bring up the city, start the daemon against it, print where to look, clean up on Ctrl-C."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    city = generate_city(schools, devices_per_school, seed=seed)
+    inventory_dir = workdir / "inventory"
+    city.write_inventory(inventory_dir)
+    config = write_demo_config(workdir, listen=listen, interval=interval)
+    stop = False
+
+    def on_signal(_signum: int, _frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    fleet = Fleet(city, mode=mode)
+    daemon: subprocess.Popen[bytes] | None = None
+    try:
+        print(f"bringing up {city.inventory.device_count} simulated devices in {len(city.inventory.schools)} schools ...")
+        fleet.start()
+        daemon = subprocess.Popen([sys.executable, "-m", "telemetryd", "run", "--config", str(config)])
+        if not _wait_ready(listen, daemon):
+            print("the daemon did not become ready; see its log above", file=sys.stderr)
+            return 1
+        truth = city.truth_summary()
+        print(
+            "\n"
+            f"telemetryd demo is running ({fleet.mode} mode).\n"
+            f"  simulated city: {len(city.inventory.schools)} schools, {city.inventory.device_count} devices "
+            f"({truth})\n"
+            f"  status page:    http://{listen}/\n"
+            f"  metrics:        http://{listen}/metrics\n"
+            f"  JSON status:    http://{listen}/api/v1/status\n"
+            f"  inventory:      {inventory_dir}\n"
+            f"  config:         {config}\n"
+            "Press Ctrl-C to stop and clean up.\n",
+            flush=True,
+        )
+        while not stop and daemon.poll() is None:
+            time.sleep(0.5)
+        return 0 if stop else 1
+    finally:
+        if daemon is not None and daemon.poll() is None:
+            daemon.send_signal(signal.SIGTERM)
+            try:
+                daemon.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+                daemon.wait()
+        fleet.stop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        print("demo stopped; simulated devices removed", file=sys.stderr)
+
+
+__all__ = ["run_demo", "write_demo_config"]
+
