@@ -63,9 +63,7 @@ class DaemonProcess:
             self.seen.append(record)
             if record.get("event") == event:
                 return record
-        raise AssertionError(
-            f"no {event!r} log line in {timeout}s; saw {[r.get('event') for r in self.seen]}"
-        )
+        raise AssertionError(f"no {event!r} log line in {timeout}s; saw {[r.get('event') for r in self.seen]}")
 
     def notifications(self, timeout: float = 3.0) -> list[str]:
         """sd_notify datagrams received so far (waits up to timeout for at least one)."""

@@ -41,9 +41,7 @@ def _samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     }
 
 
-def _get(
-    samples: dict[tuple[str, frozenset[tuple[str, str]]], float], metric: str, /, **labels: str
-) -> float:
+def _get(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], metric: str, /, **labels: str) -> float:
     return samples[(metric, frozenset(labels.items()))]
 
 
@@ -60,9 +58,7 @@ def test_device_metrics_follow_state(tmp_path: Path) -> None:
     assert _get(samples, "telemetryd_probe_loss_ratio", **alarm, probe="icmp") == 1.0
     router = {"school": "s1", "device": "s1-router", "kind": "router"}
     assert _get(samples, "telemetryd_device_up", **router) == 1.0
-    assert not any(
-        name == "telemetryd_device_up" and ("device", "s2-router") in labels for name, labels in samples
-    )
+    assert not any(name == "telemetryd_device_up" and ("device", "s2-router") in labels for name, labels in samples)
 
 
 def test_school_and_contract_metrics(tmp_path: Path) -> None:
@@ -70,14 +66,8 @@ def test_school_and_contract_metrics(tmp_path: Path) -> None:
     samples = _samples(generate_latest(build_registry(_daemon(tmp_path))).decode())
     assert _get(samples, "telemetryd_school_info", school="s1", name="School s1", district="Abay") == 1.0
     assert _get(samples, "telemetryd_school_contract_bytes_per_second", school="s1") == 150e6 / 8
-    assert (
-        _get(samples, "telemetryd_segment_contract_bytes_per_second", school="s1", segment="alarm")
-        == 20e6 / 8
-    )
-    assert (
-        _get(samples, "telemetryd_segment_contract_bytes_per_second", school="s1", segment="video")
-        == 30e6 / 8
-    )
+    assert _get(samples, "telemetryd_segment_contract_bytes_per_second", school="s1", segment="alarm") == 20e6 / 8
+    assert _get(samples, "telemetryd_segment_contract_bytes_per_second", school="s1", segment="video") == 30e6 / 8
     assert _get(samples, "telemetryd_school_latitude_degrees", school="s1") == 42.3
     assert _get(samples, "telemetryd_school_devices", school="s1", kind="camera") == 1.0
     assert _get(samples, "telemetryd_school_devices_down", school="s1", kind="camera") == 1.0

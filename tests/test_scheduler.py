@@ -24,9 +24,7 @@ def _settings(interval: float = 0.2, max_probes: int = 100, per_school: int = 10
     )
 
 
-def _inventory(
-    schools: int, devices: int, probes: tuple[ProbeSpec, ...] = (ProbeSpec("tcp", 80),)
-) -> Inventory:
+def _inventory(schools: int, devices: int, probes: tuple[ProbeSpec, ...] = (ProbeSpec("tcp", 80),)) -> Inventory:
     return Inventory.build(
         [
             School(

@@ -15,8 +15,7 @@ DEFAULT_CONFIG = Path("/etc/telemetryd/telemetryd.yaml")
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="telemetryd",
-        description="Monitoring daemon for school networks: link speed against contract, "
-        "cameras, NVRs, alarm panels.",
+        description="Monitoring daemon for school networks: link speed against contract, cameras, NVRs, alarm panels.",
     )
     parser.add_argument("--version", action="version", version=f"telemetryd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -37,9 +36,7 @@ def _parser() -> argparse.ArgumentParser:
 
     probe = sub.add_parser("probe", help="probe one device or address now and print the result")
     probe.add_argument("target", help="device id from the inventory, or an IPv4 address")
-    probe.add_argument(
-        "-c", "--config", type=Path, default=None, help="settings file (for device ids and timeouts)"
-    )
+    probe.add_argument("-c", "--config", type=Path, default=None, help="settings file (for device ids and timeouts)")
     probe.add_argument(
         "-p",
         "--probe",
@@ -50,9 +47,7 @@ def _parser() -> argparse.ArgumentParser:
 
     inventory = sub.add_parser("inventory", help="inventory tools")
     inv_sub = inventory.add_subparsers(dest="inventory_command", required=True, metavar="ACTION")
-    imp = inv_sub.add_parser(
-        "import", help="turn a spreadsheet export (CSV, one row per device) into inventory YAML"
-    )
+    imp = inv_sub.add_parser("import", help="turn a spreadsheet export (CSV, one row per device) into inventory YAML")
     imp.add_argument("csv", type=Path)
     imp.add_argument(
         "-o",

@@ -71,9 +71,7 @@ class Daemon:
             )
             return
         if change.new is Health.DOWN:
-            log.warning(
-                "device_down", reason=change.reason, detail=change.detail, was=change.old.value, **fields
-            )
+            log.warning("device_down", reason=change.reason, detail=change.detail, was=change.old.value, **fields)
         elif change.old is Health.DOWN:
             log.info("device_recovered", **fields)
 
@@ -105,9 +103,7 @@ class Daemon:
             loop.create_task(self._reload_loop(), name="reload"),
         ]
         if self.notifier.watchdog_interval:
-            background.append(
-                loop.create_task(self._watchdog(self.notifier.watchdog_interval), name="watchdog")
-            )
+            background.append(loop.create_task(self._watchdog(self.notifier.watchdog_interval), name="watchdog"))
         self.ready = True
         log.info(
             "started",
@@ -134,9 +130,7 @@ class Daemon:
                 receive_buffer_bytes=icmp.receive_buffer_bytes,
             )
         except PermissionError as exc:
-            log.error(
-                "icmp_unavailable", error=str(exc), hint="run with CAP_NET_RAW (the systemd unit grants it)"
-            )
+            log.error("icmp_unavailable", error=str(exc), hint="run with CAP_NET_RAW (the systemd unit grants it)")
             return
         self.ctx.pinger = pinger
         self.icmp_mode = pinger.mode
@@ -202,9 +196,7 @@ class Daemon:
             return False
         old = self.config
         if new.settings.listen != old.settings.listen:
-            log.warning(
-                "listen_change_needs_restart", running=old.settings.listen, configured=new.settings.listen
-            )
+            log.warning("listen_change_needs_restart", running=old.settings.listen, configured=new.settings.listen)
         if new.settings.logging != old.settings.logging:
             logs.configure(new.settings.logging.format, new.settings.logging.level)
         self.config = new

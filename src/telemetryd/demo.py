@@ -15,8 +15,10 @@ from pathlib import Path
 
 import yaml
 
-from telemetryd.sim.city import generate_city
+from telemetryd.config.settings import parse_duration
+from telemetryd.sim.city import City, generate_city
 from telemetryd.sim.fleet import Fleet
+from telemetryd.sim.truth import compare, exported_up
 
 
 def write_demo_config(workdir: Path, *, listen: str, interval: str) -> Path:
@@ -24,7 +26,10 @@ def write_demo_config(workdir: Path, *, listen: str, interval: str) -> Path:
     config = {
         "listen": listen,
         "inventory": "inventory",
-        "probes": {"icmp": {"interval": interval, "timeout": "2s"}, "tcp": {"interval": interval, "timeout": "2s"}},
+        "probes": {
+            "icmp": {"interval": interval, "timeout": "2s"},
+            "tcp": {"interval": interval, "timeout": "2s"},
+        },
         "hysteresis": {"down_after": 2, "up_after": 2},
         "logging": {"format": "auto", "level": "info"},
     }
@@ -37,12 +42,32 @@ def _wait_ready(address: str, proc: subprocess.Popen[bytes], timeout: float = 30
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
         try:
-            with urllib.request.urlopen(f"http://{address}/-/ready", timeout=1) as response:  # noqa: S310
+            with urllib.request.urlopen(f"http://{address}/-/ready", timeout=1) as response:
                 if response.status == 200:
                     return True
         except OSError:
             time.sleep(0.2)
     return False
+
+
+AGREEMENT_EVERY = 60.0
+
+
+def agreement_line(city: City, listen: str, margin: float) -> str:
+    """One line comparing the daemon's /metrics with the simulator's truth, device by device."""
+    try:
+        with urllib.request.urlopen(f"http://{listen}/metrics", timeout=10) as response:
+            text = response.read().decode()
+    except OSError as exc:
+        return f"truth check: cannot scrape /metrics: {exc}"
+    result = compare(city, exported_up(text), time.time(), margin=margin)
+    line = (
+        f"truth check: {result.devices_agreeing}/{result.devices_compared} devices agree with the simulator "
+        f"({city.inventory.device_count - result.devices_compared} flapping devices mid-transition not judged)"
+    )
+    if result.wrong:
+        line += f"; first disagreements: {', '.join(result.wrong[:3])}"
+    return line
 
 
 def run_demo(
@@ -64,13 +89,18 @@ def run_demo(
     fleet = Fleet(city, mode=mode)
     daemon: subprocess.Popen[bytes] | None = None
     try:
-        print(f"bringing up {city.inventory.device_count} simulated devices in {len(city.inventory.schools)} schools ...")
+        print(
+            f"bringing up {city.inventory.device_count} simulated devices in {len(city.inventory.schools)} schools ..."
+        )
         fleet.start()
-        daemon = subprocess.Popen([sys.executable, "-m", "telemetryd", "run", "--config", str(config)])
+        # Its own session: Ctrl-C reaches the demo only, which then stops the daemon with SIGTERM.
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "telemetryd", "run", "--config", str(config)], start_new_session=True
+        )
         if not _wait_ready(listen, daemon):
             print("the daemon did not become ready; see its log above", file=sys.stderr)
             return 1
-        truth = city.truth_summary()
+        truth = ", ".join(f"{count} {condition.value}" for condition, count in city.counts().items())
         print(
             "\n"
             f"telemetryd demo is running ({fleet.mode} mode).\n"
@@ -84,8 +114,15 @@ def run_demo(
             "Press Ctrl-C to stop and clean up.\n",
             flush=True,
         )
+        interval_seconds = parse_duration(interval)
+        assert isinstance(interval_seconds, float)  # the settings model validated it already
+        margin = interval_seconds + 2.5  # exported state is up to one interval plus a timeout old
+        next_check = time.monotonic() + 3 * interval_seconds
         while not stop and daemon.poll() is None:
             time.sleep(0.5)
+            if time.monotonic() >= next_check:
+                next_check = time.monotonic() + AGREEMENT_EVERY
+                print(agreement_line(city, listen, margin), flush=True)
         return 0 if stop else 1
     finally:
         if daemon is not None and daemon.poll() is None:
@@ -102,4 +139,3 @@ def run_demo(
 
 
 __all__ = ["run_demo", "write_demo_config"]
-

@@ -58,9 +58,7 @@ class StateCollector(Collector):
 
     def _devices(self) -> Iterator[Metric]:
         state = self.daemon.state
-        info = InfoMetricFamily(
-            "telemetryd_device", "Device inventory facts.", labels=[*DEVICE_LABELS, "host"]
-        )
+        info = InfoMetricFamily("telemetryd_device", "Device inventory facts.", labels=[*DEVICE_LABELS, "host"])
         up = GaugeMetricFamily(
             "telemetryd_device_up",
             "1 when every probe of the device is up, 0 when one is down.",
@@ -120,15 +118,9 @@ class StateCollector(Collector):
 
     def _schools(self) -> Iterator[Metric]:
         state = self.daemon.state
-        info = InfoMetricFamily(
-            "telemetryd_school", "School inventory facts.", labels=["school", "name", "district"]
-        )
-        latitude = GaugeMetricFamily(
-            "telemetryd_school_latitude_degrees", "School latitude.", labels=["school"]
-        )
-        longitude = GaugeMetricFamily(
-            "telemetryd_school_longitude_degrees", "School longitude.", labels=["school"]
-        )
+        info = InfoMetricFamily("telemetryd_school", "School inventory facts.", labels=["school", "name", "district"])
+        latitude = GaugeMetricFamily("telemetryd_school_latitude_degrees", "School latitude.", labels=["school"])
+        longitude = GaugeMetricFamily("telemetryd_school_longitude_degrees", "School longitude.", labels=["school"])
         contract = GaugeMetricFamily(
             "telemetryd_school_contract_bytes_per_second",
             "Contracted link speed of the school (Mbit/s x 125000).",
@@ -140,12 +132,8 @@ class StateCollector(Collector):
             labels=["school", "segment"],
         )
         kind_labels = ["school", "kind"]
-        total = GaugeMetricFamily(
-            "telemetryd_school_devices", "Devices of a kind at the school.", labels=kind_labels
-        )
-        up = GaugeMetricFamily(
-            "telemetryd_school_devices_up", "Devices of a kind that are up.", labels=kind_labels
-        )
+        total = GaugeMetricFamily("telemetryd_school_devices", "Devices of a kind at the school.", labels=kind_labels)
+        up = GaugeMetricFamily("telemetryd_school_devices_up", "Devices of a kind that are up.", labels=kind_labels)
         down = GaugeMetricFamily(
             "telemetryd_school_devices_down", "Devices of a kind that are down.", labels=kind_labels
         )
@@ -174,13 +162,9 @@ class StateCollector(Collector):
         yield build
         config = daemon.config
         shard = InfoMetricFamily("telemetryd_shard", "Which share of the inventory this instance watches.")
-        shard.add_metric(
-            [], {"shard": str(config.settings.shard.index), "shards": str(config.settings.shard.count)}
-        )
+        shard.add_metric([], {"shard": str(config.settings.shard.index), "shards": str(config.settings.shard.count)})
         yield shard
-        icmp = InfoMetricFamily(
-            "telemetryd_icmp_socket", "Kind of the shared ICMP socket: dgram, raw or none."
-        )
+        icmp = InfoMetricFamily("telemetryd_icmp_socket", "Kind of the shared ICMP socket: dgram, raw or none.")
         icmp.add_metric([], {"mode": daemon.icmp_mode})
         yield icmp
 
@@ -402,9 +386,7 @@ def render_status_page(daemon: Daemon) -> str:
     """A plain server-rendered status page for when Grafana is not at hand."""
     state = daemon.state
     counts = state.count_by_health()
-    summaries = sorted(
-        state.school_summaries(), key=lambda s: (-len(s.down_devices), s.school.district, s.school.id)
-    )
+    summaries = sorted(state.school_summaries(), key=lambda s: (-len(s.down_devices), s.school.district, s.school.id))
     rows, down_rows = [], []
     for summary in summaries:
         school = summary.school
@@ -416,9 +398,7 @@ def render_status_page(daemon: Daemon) -> str:
             if router.down
             else '<td class="ok">up</td>'
         )
-        cams, nvrs, alarms = (
-            summary.count(k) for k in (DeviceKind.CAMERA, DeviceKind.NVR, DeviceKind.ALARM_PANEL)
-        )
+        cams, nvrs, alarms = (summary.count(k) for k in (DeviceKind.CAMERA, DeviceKind.NVR, DeviceKind.ALARM_PANEL))
         rows.append(
             f"<tr><td>{html.escape(school.id)}</td><td>{html.escape(school.name)}</td>"
             f"<td>{html.escape(school.district)}</td>{link}"

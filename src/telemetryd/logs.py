@@ -13,9 +13,7 @@ SECRET_KEYS = frozenset({"password", "passwd", "community", "token", "secret", "
 REDACTED = "<redacted>"
 
 
-def redact_secrets(
-    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
-) -> MutableMapping[str, Any]:
+def redact_secrets(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """A last line of defence: a key that names a secret never reaches the log output."""
     for key in event_dict:
         if key.lower() in SECRET_KEYS:
@@ -29,9 +27,7 @@ def configure(fmt: str = "auto", level: str = "info", *, stream: Any = None) -> 
     if fmt == "auto":
         fmt = "console" if getattr(stream, "isatty", lambda: False)() else "json"
     renderer: Any = (
-        structlog.dev.ConsoleRenderer(colors=True)
-        if fmt == "console"
-        else structlog.processors.JSONRenderer()
+        structlog.dev.ConsoleRenderer(colors=True) if fmt == "console" else structlog.processors.JSONRenderer()
     )
     structlog.configure(
         processors=[

@@ -58,9 +58,7 @@ async def run_probe(target: str, config_path: Path | None, probe_names: list[str
                 file=sys.stderr,
             )
             return 2
-        device = Device(
-            id=host, school_id="-", kind=DeviceKind.ROUTER, host=host, probes=(ProbeSpec("icmp"),)
-        )
+        device = Device(id=host, school_id="-", kind=DeviceKind.ROUTER, host=host, probes=(ProbeSpec("icmp"),))
     try:
         specs = _specs(probe_names, device.probes)
     except ValueError as exc:

@@ -286,27 +286,19 @@ class Scheduler:
             raise
         except Exception as exc:  # the task boundary: log with the device bound, keep going
             self.stats.errors += 1
-            log.exception(
-                "probe_crashed", school=job.device.school_id, device=job.device.id, probe=job.spec.name
-            )
-            return ProbeResult(
-                False, self.clock() - started, "error", f"internal error: {type(exc).__name__}"
-            )
+            log.exception("probe_crashed", school=job.device.school_id, device=job.device.id, probe=job.spec.name)
+            return ProbeResult(False, self.clock() - started, "error", f"internal error: {type(exc).__name__}")
 
     async def _run_batch(self, protocol: str, jobs: list[Job]) -> None:
         try:
             try:
-                results: Sequence[ProbeResult] = await self.batch_probers[protocol](
-                    [j.device for j in jobs], self.ctx
-                )
+                results: Sequence[ProbeResult] = await self.batch_probers[protocol]([j.device for j in jobs], self.ctx)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 self.stats.errors += 1
                 log.exception("probe_batch_crashed", probe=protocol, size=len(jobs))
-                results = [ProbeResult(False, 0.0, "error", f"internal error: {type(exc).__name__}")] * len(
-                    jobs
-                )
+                results = [ProbeResult(False, 0.0, "error", f"internal error: {type(exc).__name__}")] * len(jobs)
             for job, result in zip(jobs, results, strict=True):
                 self._deliver(job, result)
         finally:

@@ -135,9 +135,7 @@ async def test_pacing_spreads_sends() -> None:
     pinger = Pinger.open(max_packets_per_second=1000)
     try:
         started = time.monotonic()
-        results = await pinger.ping_many(
-            [f"127.1.{i // 200}.{i % 200 + 1}" for i in range(300)], count=1, timeout=1.0
-        )
+        results = await pinger.ping_many([f"127.1.{i // 200}.{i % 200 + 1}" for i in range(300)], count=1, timeout=1.0)
         elapsed = time.monotonic() - started
     finally:
         pinger.close()

@@ -25,9 +25,7 @@ class ProbeContext:
 
     settings: Settings
     pinger: Pinger | None = None
-    log: structlog.typing.FilteringBoundLogger = field(
-        default_factory=lambda: structlog.get_logger("telemetryd.probe")
-    )
+    log: structlog.typing.FilteringBoundLogger = field(default_factory=lambda: structlog.get_logger("telemetryd.probe"))
 
 
 Prober = Callable[[Device, ProbeSpec, ProbeContext], Awaitable[ProbeResult]]

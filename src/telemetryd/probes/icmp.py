@@ -202,9 +202,7 @@ class Pinger:
             self._loop.remove_reader(self.sock.fileno())
             self.sock.close()
 
-    async def ping(
-        self, host: str, *, count: int = 3, spacing: float = 0.25, timeout: float = 2.0
-    ) -> ProbeResult:
+    async def ping(self, host: str, *, count: int = 3, spacing: float = 0.25, timeout: float = 2.0) -> ProbeResult:
         """Send `count` echo requests to `host`, `spacing` apart; wait `timeout` after the last."""
         return (await self.ping_many((host,), count=count, spacing=spacing, timeout=timeout))[0]
 
@@ -324,9 +322,7 @@ def _result(run: _Run, duration: float) -> ProbeResult:
         return ProbeResult(False, duration, "unreachable", f"send failed: {run.send_failure}", sent=0)
     loss = 1.0 - received / sent
     if received:
-        return ProbeResult(
-            True, duration, rtt=sum(run.rtts) / received, loss=loss, sent=sent, received=received
-        )
+        return ProbeResult(True, duration, rtt=sum(run.rtts) / received, loss=loss, sent=sent, received=received)
     if run.errors:
         return ProbeResult(
             False, duration, "unreachable", "ICMP destination unreachable", loss=1.0, sent=sent, received=0

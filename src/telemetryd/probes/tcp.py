@@ -32,13 +32,9 @@ async def connect(host: str, port: int, timeout: float) -> ProbeResult:
         async with asyncio.timeout(timeout):
             await loop.create_connection(_Connected, host, port)
     except TimeoutError:
-        return ProbeResult(
-            False, time.monotonic() - started, "timeout", f"no answer on port {port} in {timeout:g}s"
-        )
+        return ProbeResult(False, time.monotonic() - started, "timeout", f"no answer on port {port} in {timeout:g}s")
     except ConnectionRefusedError:
-        return ProbeResult(
-            False, time.monotonic() - started, "refused", f"port {port} refused the connection"
-        )
+        return ProbeResult(False, time.monotonic() - started, "refused", f"port {port} refused the connection")
     except OSError as exc:
         reason = "unreachable" if exc.errno in _UNREACHABLE else "error"
         name = errno.errorcode.get(exc.errno or 0, "error")
