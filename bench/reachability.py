@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import shutil
 import socket
 import subprocess
@@ -34,6 +35,8 @@ from telemetryd.sim.fleet import Fleet
 
 HERE = Path(__file__).resolve().parent
 TICKS = os.sysconf("SC_CLK_TCK")
+UNPACED = 10_000_000
+"""A packet rate no sweep reaches: pacing never waits."""
 
 
 @dataclass
@@ -49,8 +52,9 @@ class Sample:
 
 
 def _children_cpu() -> float:
-    usage = os.times()
-    return usage.children_user + usage.children_system
+    # getrusage has microsecond resolution; os.times() counts 10 ms clock ticks.
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def run_fping(fping: str, hosts_file: Path, count: int, interval_ms: float) -> Sample:
@@ -142,11 +146,22 @@ def median(samples: list[Sample]) -> Sample:
 
 
 def measure(name: str, repeat: int, fn: Callable[[], Sample]) -> Sample:
-    samples = [fn() for _ in range(repeat)]
-    best = median(samples)
-    spread = [round(s.cpu_ms_per_1000, 1) for s in samples]
-    print(f"  {name:<38} {best.cpu_ms_per_1000:8.1f} ms/1000  runs {spread}  ok {best.ok}/{best.probes}", flush=True)
-    return best
+    return measure_pair(repeat, (name, fn))[0]
+
+
+def measure_pair(repeat: int, *tools: tuple[str, Callable[[], Sample]]) -> list[Sample]:
+    """Run the tools in turn, `repeat` rounds, so a load that comes and goes hits them alike."""
+    runs: list[list[Sample]] = [[] for _ in tools]
+    for _ in range(repeat):
+        for samples, (_name, fn) in zip(runs, tools, strict=True):
+            samples.append(fn())
+    medians = []
+    for samples, (name, _fn) in zip(runs, tools, strict=True):
+        best = median(samples)
+        spread = [round(s.cpu_ms_per_1000, 1) for s in samples]
+        print(f"  {name:<38} {best.cpu_ms_per_1000:8.1f} ms/1000  runs {spread}  ok {best.ok}/{best.probes}")
+        medians.append(best)
+    return medians
 
 
 def main() -> int:
@@ -186,37 +201,48 @@ def main() -> int:
                 f"fleet: {len(hosts)} alive hosts in namespace {fleet.ns_name}; ICMP rate {args.rate}/s; "
                 f"median of {args.repeat} runs (CPU = user + system of the prober's process)\n"
             )
-            print("ICMP")
-            fping_s = measure(
-                "fping 1 ping/host", args.repeat, lambda: run_fping(fping, hosts_file, len(hosts), 1000 / args.rate)
+            print(f"ICMP, paced at {args.rate} packets/s (how the daemon sends)")
+            fping_s, ours_icmp = measure_pair(
+                args.repeat,
+                ("fping 1 ping/host", lambda: run_fping(fping, hosts_file, len(hosts), 1000 / args.rate)),
+                ("telemetryd icmp (shared socket)", lambda: run_telemetryd("icmp", hosts_file, args.rate)),
             )
-            ours_icmp = measure(
-                "telemetryd icmp (shared socket)", args.repeat, lambda: run_telemetryd("icmp", hosts_file, args.rate)
+            print("ICMP, unpaced (each tool as fast as it sends)")
+            fping_fast, ours_fast = measure_pair(
+                args.repeat,
+                ("fping -i 0", lambda: run_fping(fping, hosts_file, len(hosts), 0)),
+                ("telemetryd icmp, no pacing", lambda: run_telemetryd("icmp", hosts_file, UNPACED)),
             )
             bb_icmp = measure(
                 f"blackbox_exporter icmp ({len(bb_hosts)})", args.repeat, lambda: blackbox.sweep("icmp", bb_hosts)
             )
             print("TCP connect :80")
-            ours_tcp = measure("telemetryd tcp", args.repeat, lambda: run_telemetryd("tcp", tcp_file, 1000))
-            bb_tcp = measure(
-                f"blackbox_exporter tcp_connect ({len(bb_tcp_hosts)})",
+            ours_tcp, bb_tcp = measure_pair(
                 args.repeat,
-                lambda: blackbox.sweep("tcp", bb_tcp_hosts),
+                ("telemetryd tcp", lambda: run_telemetryd("tcp", tcp_file, 1000)),
+                (f"blackbox_exporter tcp_connect ({len(bb_tcp_hosts)})", lambda: blackbox.sweep("tcp", bb_tcp_hosts)),
             )
         finally:
             blackbox.stop()
             fleet.stop()
 
     rows = [
-        ("ICMP", "fping", fping_s, None),
+        ("ICMP paced", "fping", fping_s, None),
         (
-            "ICMP",
+            "ICMP paced",
             "telemetryd",
             ours_icmp,
             f"{ours_icmp.cpu_ms_per_1000 / fping_s.cpu_ms_per_1000:.2f}x fping "
             f"(target <= 1.5x), {ours_icmp.cpu_ms_per_1000 / bb_icmp.cpu_ms_per_1000:.3f}x blackbox",
         ),
         ("ICMP", "blackbox_exporter", bb_icmp, None),
+        ("ICMP unpaced", "fping -i 0", fping_fast, None),
+        (
+            "ICMP unpaced",
+            "telemetryd",
+            ours_fast,
+            f"{ours_fast.cpu_ms_per_1000 / fping_fast.cpu_ms_per_1000:.2f}x fping (target <= 1.5x)",
+        ),
         (
             "TCP",
             "telemetryd",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 from pathlib import Path
 
@@ -11,7 +12,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from telemetryd.daemon import Daemon
 from telemetryd.exporter import build_registry, create_app
-from telemetryd.model import ProbeResult
+from telemetryd.model import (
+    DeviceKind,
+    Direction,
+    InterfaceCounters,
+    ProbeResult,
+    SnmpSample,
+    SnmpTarget,
+    SpeedResult,
+)
 
 from .conftest import require_binary
 from .helpers import loopback_config
@@ -30,7 +39,74 @@ def _daemon(tmp_path: Path) -> Daemon:
     daemon.scheduler.stats.runs[("icmp", "ok")] += 2
     daemon.scheduler.stats.runs[("icmp", "timeout")] += 1
     daemon.scheduler.stats.lag.observe(0.002)
+    _link_data(daemon)
     return daemon
+
+
+def _link_data(daemon: Daemon) -> None:
+    """s1 measured at 19 Mbps twice (below contract), its router polled twice; s2 never tested."""
+    schools = [
+        dataclasses.replace(
+            s,
+            devices=tuple(
+                dataclasses.replace(d, snmp=SnmpTarget((("wan", "wan0"), ("alarm", "alarm0"))))
+                if d.kind is DeviceKind.ROUTER
+                else d
+                for d in s.devices
+            ),
+        )
+        for s in daemon.config.inventory.schools
+    ]
+    links = daemon.links
+    links.snmp_interval = 60
+    links.sync(schools)
+    for now in (0.0, 200.0):
+        links.record_speedtest(
+            "s1",
+            SpeedResult(True, Direction.DOWNLOAD, 19.0, 5_000_000, 2.1, 4, stable=True),
+            SpeedResult(True, Direction.UPLOAD, 18.5, 4_900_000, 2.2, 4),
+            now=now,
+            wall=1_700_000_000.0 + now,
+        )
+    for at, octets in ((0.0, 0), (60.0, 150_000_000)):  # 20 Mbit/s on both interfaces
+        links.record_snmp(
+            "s1",
+            SnmpSample(
+                True,
+                at,
+                0.01,
+                uptime_ticks=int(at * 100) + 100,
+                interfaces=tuple(
+                    (role, InterfaceCounters(name, i, octets // 2, octets, 64, speed_mbps=1000, oper_up=True))
+                    for i, (role, name) in enumerate((("wan", "wan0"), ("alarm", "alarm0")), start=1)
+                ),
+            ),
+        )
+
+
+def test_link_metrics_follow_link_state(tmp_path: Path) -> None:
+    """Speed, ratio to contract, the below-contract flag, raw counters and segment rates are exported."""
+    samples = _samples(generate_latest(build_registry(_daemon(tmp_path))).decode())
+    assert _get(samples, "telemetryd_speedtest_bytes_per_second", school="s1", direction="download") == 19e6 / 8
+    assert (
+        abs(_get(samples, "telemetryd_speedtest_contract_ratio", school="s1", direction="upload") - 18.5 / 150) < 1e-9
+    )
+    assert _get(samples, "telemetryd_school_below_contract", school="s1") == 1.0
+    assert _get(samples, "telemetryd_school_below_contract", school="s2") == 0.0
+    assert _get(samples, "telemetryd_school_link_compliance", school="s1", verdict="below_contract") == 1.0
+    assert _get(samples, "telemetryd_school_link_compliance", school="s2", verdict="unknown") == 1.0
+    assert _get(samples, "telemetryd_speedtests_total", school="s1", result="ok") == 2.0
+    assert _get(samples, "telemetryd_speedtest_transferred_bytes_total", school="s1", direction="download") == 10e6
+    alarm = {"school": "s1", "device": "s1-router", "segment": "alarm"}
+    assert _get(samples, "telemetryd_interface_octets_total", **alarm, direction="out") == 150_000_000
+    assert _get(samples, "telemetryd_snmp_up", school="s1", device="s1-router") == 1.0
+    out = _get(samples, "telemetryd_segment_throughput_bytes_per_second", school="s1", segment="alarm", direction="out")
+    assert out == 150_000_000 / 60
+    assert _get(samples, "telemetryd_segment_utilisation_ratio", school="s1", segment="alarm") == 1.0
+    assert _get(samples, "telemetryd_segment_utilisation_ratio", school="s1", segment="wan") == 20 / 150
+    assert not any(
+        name.startswith("telemetryd_speedtest_bytes") and ("school", "s2") in labels for name, labels in samples
+    )
 
 
 def _samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -129,8 +205,13 @@ async def test_http_endpoints(tmp_path: Path) -> None:
         assert [s["id"] for s in one["schools"]] == ["s2"] and one["schools"][0]["all_devices"][0][
             "health"
         ] == "unknown"
+        assert s1["link"]["compliance"] == "below_contract"
+        assert s1["link"]["speedtest"]["download"]["mbps"] == 19.0
+        assert s1["link"]["snmp"]["segments"]["alarm"]["out_mbps"] == 20.0
         page = await (await client.get("/")).text()
         assert "s1-alarm" in page and "icmp timeout" in page
+        assert "↓19.0 ↑18.5 / 150 Mbps below contract" in page
+        assert "1 school(s) confirmed below contract" in page
         assert "Gate &lt;east&gt;" in page and "Gate <east>" not in page
 
 

@@ -1,4 +1,4 @@
-"""The `telemetryd` command: run, check-config, probe, inventory import, demo, simulate."""
+"""The `telemetryd` command: run, check-config, probe, speedtest, responder, inventory import, demo, simulate."""
 
 from __future__ import annotations
 
@@ -57,6 +57,17 @@ def _parser() -> argparse.ArgumentParser:
         help="directory to write one YAML file per district (default: YAML on stdout)",
     )
 
+    speed = sub.add_parser("speedtest", help="run one speed test of a school now and compare it with its contract")
+    speed.add_argument("school", help="school id from the inventory")
+    speed.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG)
+    speed.add_argument("--streams", type=int, default=None, help="parallel TCP streams (default: from settings)")
+
+    sub.add_parser(
+        "responder",
+        help="run the school-side speed-test responder (see `telemetryd responder --help`)",
+        add_help=False,
+    )
+
     for name, helptext, schools in (
         ("demo", "run the daemon against a simulated city (Ctrl-C to stop and clean up)", 300),
         ("simulate", "bring up a simulated city only (for a daemon you run yourself)", 300),
@@ -80,6 +91,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `telemetryd` console script."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["responder"]:
+        from telemetryd.responder import main as responder_main  # noqa: PLC0415 - its own options
+
+        return responder_main(argv[1:])
     args = _parser().parse_args(argv)
     if args.command == "run":
         from telemetryd.daemon import run  # noqa: PLC0415 - keep other commands light
@@ -87,6 +103,10 @@ def main(argv: list[str] | None = None) -> int:
         return run(args.config)
     if args.command == "check-config":
         return check_config(args.path)
+    if args.command == "speedtest":
+        from telemetryd.oneshot import run_speedtest  # noqa: PLC0415
+
+        return asyncio.run(run_speedtest(args.school, args.config, args.streams))
     if args.command == "probe":
         from telemetryd.oneshot import run_probe  # noqa: PLC0415
 
@@ -142,4 +162,5 @@ def _looks_like_inventory(path: Path) -> bool:
         head = path.read_text(encoding="utf-8", errors="replace")[:65536]
     except OSError:
         return False
-    return any(line.startswith("schools:") for line in head.splitlines())
+    # A top-level `schools:` key or a bare list is an inventory; anything else is settings.
+    return any(line.startswith(("schools:", "- ")) for line in head.splitlines())

@@ -16,6 +16,8 @@ from aiohttp import web
 
 from telemetryd import __version__, logs
 from telemetryd.config import Config, ConfigError, load_config
+from telemetryd.linkmon import LinkMonitor
+from telemetryd.links import LinkState
 from telemetryd.model import Device, Health, ProbeResult, ProbeSpec, StateChange
 from telemetryd.probes import ProbeContext
 from telemetryd.probes.icmp import Pinger
@@ -37,6 +39,8 @@ class Daemon:
         self.state.sync(config.inventory)
         self.ctx = ProbeContext(config.settings)
         self.scheduler = Scheduler(self.ctx, self._on_result)
+        self.links = LinkState()
+        self.link_monitor = LinkMonitor(self.links)
         self.notifier = notifier or Notifier()
         self.loop_lag = Histogram()
         self.started_at = time.time()
@@ -98,7 +102,9 @@ class Daemon:
         self.listen_address = "{}:{}".format(*sockets[0].getsockname()[:2]) if sockets else settings.listen
         self.scheduler.load(self.config.inventory, settings)
         self._scheduler_task = loop.create_task(self.scheduler.run(), name="scheduler")
+        self.link_monitor.configure(settings, self.config.inventory)
         background = [
+            loop.create_task(self.link_monitor.run(), name="links"),
             loop.create_task(self._measure_loop_lag(), name="loop-lag"),
             loop.create_task(self._reload_loop(), name="reload"),
         ]
@@ -206,6 +212,7 @@ class Daemon:
         if self.ctx.pinger is not None:
             self.ctx.pinger.set_rate(new.settings.probes.icmp.max_packets_per_second)
         self.scheduler.load(new.inventory, new.settings)
+        self.link_monitor.configure(new.settings, new.inventory)
         self.last_reload_ok = True
         self.last_reload_success = time.time()
         log.info(

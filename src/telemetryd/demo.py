@@ -6,6 +6,7 @@ its inventory comes from the simulator. Everything the demo created is removed o
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -18,18 +19,25 @@ import yaml
 from telemetryd.config.settings import parse_duration
 from telemetryd.sim.city import City, generate_city
 from telemetryd.sim.fleet import Fleet
+from telemetryd.sim.linklab import DEMO_LINKS, LinkLab
 from telemetryd.sim.truth import compare, exported_up
 
 
 def write_demo_config(workdir: Path, *, listen: str, interval: str) -> Path:
-    """Daemon settings for the demo: the generated inventory, short intervals, console logs."""
+    """Daemon settings for the demo: the generated inventory, short intervals, console logs.
+
+    Speed tests run every 3 minutes (production: hourly) so the demo shows verdicts soon.
+    """
     config = {
         "listen": listen,
         "inventory": "inventory",
+        "credentials_directory": "credentials",
         "probes": {
             "icmp": {"interval": interval, "timeout": "2s"},
             "tcp": {"interval": interval, "timeout": "2s"},
+            "snmp": {"interval": "10s", "timeout": "1s", "retries": 2},
         },
+        "speedtest": {"interval": "3m", "confirm_after": "20s", "max_seconds": "8s"},
         "hysteresis": {"down_after": 2, "up_after": 2},
         "logging": {"format": "auto", "level": "info"},
     }
@@ -70,6 +78,29 @@ def agreement_line(city: City, listen: str, margin: float) -> str:
     return line
 
 
+def links_line(listen: str, school_ids: list[str]) -> str:
+    """One line with each shaped school's measured speed and verdict, from /api/v1/status."""
+    try:
+        with urllib.request.urlopen(f"http://{listen}/api/v1/status", timeout=10) as response:
+            status = json.loads(response.read())
+    except (OSError, ValueError) as exc:
+        return f"links: cannot read /api/v1/status: {exc}"
+    parts = []
+    for school in status["schools"]:
+        if school["id"] not in school_ids or not school.get("link"):
+            continue
+        link = school["link"]
+        down = link["speedtest"].get("download") or {}
+        up = link["speedtest"].get("upload") or {}
+        speeds = (
+            f"↓{down['mbps']:.1f} ↑{up['mbps']:.1f} Mbit/s"
+            if down.get("mbps") is not None and up.get("mbps") is not None
+            else "not measured yet"
+        )
+        parts.append(f"{school['id']} {speeds} of {school['contract']['total_mbps']:g}: {link['compliance']}")
+    return "links: " + "; ".join(parts)
+
+
 def run_demo(
     *, schools: int, devices_per_school: int, seed: int, mode: str, workdir: Path, listen: str, interval: str
 ) -> int:
@@ -87,12 +118,17 @@ def run_demo(
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     fleet = Fleet(city, mode=mode)
+    lab: LinkLab | None = None
+    (inventory_dir / "links.yaml").unlink(missing_ok=True)  # a previous run's shaped links are gone
     daemon: subprocess.Popen[bytes] | None = None
     try:
         print(
             f"bringing up {city.inventory.device_count} simulated devices in {len(city.inventory.schools)} schools ..."
         )
         fleet.start()
+        if fleet.mode == "netns":
+            print(f"shaping {len(DEMO_LINKS)} school links and starting a simulated SNMP router ...")
+            lab = LinkLab(inventory_dir, workdir / "credentials").start()
         # Its own session: Ctrl-C reaches the demo only, which then stops the daemon with SIGTERM.
         daemon = subprocess.Popen(
             [sys.executable, "-m", "telemetryd", "run", "--config", str(config)], start_new_session=True
@@ -109,7 +145,14 @@ def run_demo(
             f"  status page:    http://{listen}/\n"
             f"  metrics:        http://{listen}/metrics\n"
             f"  JSON status:    http://{listen}/api/v1/status\n"
-            f"  inventory:      {inventory_dir}\n"
+            + (
+                "  shaped links:   "
+                + ", ".join(f"{school} {rate:g} Mbit/s" for school, rate in DEMO_LINKS)
+                + " (150 contracted each; the first is under-delivered and has the SNMP router)\n"
+                if lab is not None
+                else "  shaped links:   none (needs root)\n"
+            )
+            + f"  inventory:      {inventory_dir}\n"
             f"  config:         {config}\n"
             "Press Ctrl-C to stop and clean up.\n",
             flush=True,
@@ -123,6 +166,8 @@ def run_demo(
             if time.monotonic() >= next_check:
                 next_check = time.monotonic() + AGREEMENT_EVERY
                 print(agreement_line(city, listen, margin), flush=True)
+                if lab is not None:
+                    print(links_line(listen, list(lab.rates)), flush=True)
         return 0 if stop else 1
     finally:
         if daemon is not None and daemon.poll() is None:
@@ -132,6 +177,8 @@ def run_demo(
             except subprocess.TimeoutExpired:
                 daemon.kill()
                 daemon.wait()
+        if lab is not None:
+            lab.stop()
         fleet.stop()
         for signum, handler in previous.items():
             signal.signal(signum, handler)

@@ -28,7 +28,8 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 
 from telemetryd import __version__
-from telemetryd.model import DeviceKind, Health
+from telemetryd.links import Compliance, SchoolLink
+from telemetryd.model import DeviceKind, Direction, Health
 from telemetryd.scheduler import Histogram
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ class StateCollector(Collector):
         """Yield every telemetryd_* metric family."""
         yield from self._devices()
         yield from self._schools()
+        yield from self._links()
         yield from self._daemon()
 
     def _devices(self) -> Iterator[Metric]:
@@ -153,6 +155,160 @@ class StateCollector(Collector):
                     up.add_metric([school.id, kind.value], count.up)
                     down.add_metric([school.id, kind.value], count.down)
         yield from (info, latitude, longitude, contract, segment_contract, total, up, down)
+
+    def _links(self) -> Iterator[Metric]:
+        links = self.daemon.links
+        direction_labels = ["school", "direction"]
+        speed = GaugeMetricFamily(
+            "telemetryd_speedtest_bytes_per_second",
+            "Steady goodput of the last successful speed test (x8 for bit/s).",
+            labels=direction_labels,
+        )
+        ratio = GaugeMetricFamily(
+            "telemetryd_speedtest_contract_ratio",
+            "Last measured speed divided by the contracted total (1 = exactly the contract).",
+            labels=direction_labels,
+        )
+        last_ok = GaugeMetricFamily(
+            "telemetryd_speedtest_last_success_timestamp_seconds",
+            "When the school last completed a speed test in both directions.",
+            labels=["school"],
+        )
+        test_up = GaugeMetricFamily(
+            "telemetryd_speedtest_up",
+            "1 when the school's last speed test completed, 0 when it failed.",
+            labels=direction_labels,
+        )
+        spent = CounterMetricFamily(
+            "telemetryd_speedtest_transferred_bytes",
+            "Payload bytes moved by speed tests (what the tests cost the link).",
+            labels=direction_labels,
+        )
+        runs = CounterMetricFamily(
+            "telemetryd_speedtests", "Speed tests run, by result (ok, failed).", labels=["school", "result"]
+        )
+        below = GaugeMetricFamily(
+            "telemetryd_school_below_contract",
+            "1 when two tests in a row (a test and its confirmation) came in under the contract threshold.",
+            labels=["school"],
+        )
+        compliance = GaugeMetricFamily(
+            "telemetryd_school_link_compliance",
+            "1 for the school's current verdict: unknown, compliant, suspect (re-test due) or below_contract.",
+            labels=["school", "verdict"],
+        )
+        snmp_up = GaugeMetricFamily(
+            "telemetryd_snmp_up", "1 when the router's last SNMP poll answered.", labels=["school", "device"]
+        )
+        seg = ["school", "device", "segment"]
+        octets = CounterMetricFamily(
+            "telemetryd_interface_octets",
+            "Raw interface octet counter of the router (ifHCIn/OutOctets); rate() it in PromQL.",
+            labels=[*seg, "direction"],
+        )
+        errors = CounterMetricFamily(
+            "telemetryd_interface_errors", "Raw ifIn/OutErrors of the interface.", labels=[*seg, "direction"]
+        )
+        discards = CounterMetricFamily(
+            "telemetryd_interface_discards", "Raw ifIn/OutDiscards of the interface.", labels=[*seg, "direction"]
+        )
+        oper = GaugeMetricFamily("telemetryd_interface_up", "ifOperStatus is up (1) or not (0).", labels=seg)
+        if_speed = GaugeMetricFamily(
+            "telemetryd_interface_speed_bytes_per_second", "ifHighSpeed of the interface.", labels=seg
+        )
+        uptime = GaugeMetricFamily(
+            "telemetryd_router_uptime_seconds", "sysUpTime of the router.", labels=["school", "device"]
+        )
+        throughput = GaugeMetricFamily(
+            "telemetryd_segment_throughput_bytes_per_second",
+            "Average rate over the last SNMP interval; direction in = from the school's LAN, out = towards it.",
+            labels=["school", "segment", "direction"],
+        )
+        utilisation = GaugeMetricFamily(
+            "telemetryd_segment_utilisation_ratio",
+            "max(in, out) rate over the segment's allocation (wan: over the contracted total).",
+            labels=["school", "segment"],
+        )
+        saturated = GaugeMetricFamily(
+            "telemetryd_segment_saturated",
+            "1 when the segment sat at >= 95% of its allocation for 3 polls in a row.",
+            labels=["school", "segment"],
+        )
+        for link in links.schools.values():
+            school = link.school_id
+            for direction, result in link.last_good.items():
+                speed.add_metric([school, direction.value], result.mbps * MBIT_BYTES)
+                measured = link.ratio(direction)
+                if measured is not None:
+                    ratio.add_metric([school, direction.value], measured)
+            for direction, result in link.last.items():
+                test_up.add_metric([school, direction.value], 1.0 if result.ok else 0.0)
+                spent.add_metric([school, direction.value], link.bytes_used[direction])
+            if link.last:
+                for result_name, count in link.tests.items():
+                    runs.add_metric([school, result_name], count)
+            if link.last_success_at is not None:
+                last_ok.add_metric([school], link.last_success_at)
+            below.add_metric([school], 1.0 if link.compliance is Compliance.BELOW else 0.0)
+            for verdict in Compliance:
+                compliance.add_metric([school, verdict.value], 1.0 if link.compliance is verdict else 0.0)
+            if link.router_id is None or link.snmp_ok is None:
+                continue
+            router = link.router_id
+            snmp_up.add_metric([school, router], 1.0 if link.snmp_ok else 0.0)
+            sample = link.snmp_sample
+            if sample is not None:
+                if sample.uptime_ticks is not None:
+                    uptime.add_metric([school, router], sample.uptime_ticks / 100)
+                for role, counters in sample.interfaces:
+                    labels = [school, router, role]
+                    octets.add_metric([*labels, "in"], counters.in_octets)
+                    octets.add_metric([*labels, "out"], counters.out_octets)
+                    for family, pair in (
+                        (errors, (counters.in_errors, counters.out_errors)),
+                        (discards, (counters.in_discards, counters.out_discards)),
+                    ):
+                        for side, value in zip(("in", "out"), pair, strict=True):
+                            if value is not None:
+                                family.add_metric([*labels, side], value)
+                    if counters.oper_up is not None:
+                        oper.add_metric(labels, 1.0 if counters.oper_up else 0.0)
+                    if counters.speed_mbps:
+                        if_speed.add_metric(labels, counters.speed_mbps * MBIT_BYTES)
+            for role, view in link.segments.items():
+                if view.rate is not None:
+                    throughput.add_metric([school, role, "in"], view.rate.in_bps / 8)
+                    throughput.add_metric([school, role, "out"], view.rate.out_bps / 8)
+                if view.utilisation is not None:
+                    utilisation.add_metric([school, role], view.utilisation)
+                saturated.add_metric([school, role], 1.0 if view.saturated else 0.0)
+        yield from (speed, ratio, last_ok, test_up, spent, runs, below, compliance)
+        yield from (snmp_up, uptime, octets, errors, discards, oper, if_speed, throughput, utilisation, saturated)
+        monitor = self.daemon.link_monitor
+        polls = CounterMetricFamily("telemetryd_snmp_polls", "SNMP polls of routers, by result.", labels=["result"])
+        polls.add_metric(["ok"], monitor.stats.snmp_polls - monitor.stats.snmp_failures)
+        polls.add_metric(["failed"], monitor.stats.snmp_failures)
+        running = GaugeMetricFamily(
+            "telemetryd_speedtests_running", "Speed tests moving bytes now.", value=len(monitor.running_tests)
+        )
+        reserved = GaugeMetricFamily(
+            "telemetryd_speedtest_budget_reserved_bytes_per_second",
+            "NOC uplink capacity reserved by running speed tests.",
+            value=monitor.budget.reserved_mbps * MBIT_BYTES,
+        )
+        capacity = GaugeMetricFamily(
+            "telemetryd_speedtest_budget_bytes_per_second",
+            "NOC uplink capacity speed tests may use at once (speedtest.central_capacity_mbps).",
+            value=monitor.budget.capacity_mbps * MBIT_BYTES,
+        )
+        deferred = CounterMetricFamily(
+            "telemetryd_speedtests_deferred",
+            "Speed tests that had to wait, by cause (quiet_window, budget).",
+            labels=["cause"],
+        )
+        deferred.add_metric(["quiet_window"], monitor.stats.speedtests_deferred_quiet)
+        deferred.add_metric(["budget"], monitor.stats.speedtests_waiting_budget)
+        yield from (polls, running, reserved, capacity, deferred)
 
     def _daemon(self) -> Iterator[Metric]:
         daemon = self.daemon
@@ -323,6 +479,7 @@ def status_document(daemon: Daemon, school_id: str | None = None) -> dict[str, A
                 kind.value: {"total": c.total, "up": c.up, "down": c.down, "unknown": c.unknown}
                 for kind, c in summary.by_kind.items()
             },
+            "link": link_document(daemon.links.schools.get(school.id)),
             "down": [
                 {
                     "device": d.device.id,
@@ -366,6 +523,65 @@ def status_document(daemon: Daemon, school_id: str | None = None) -> dict[str, A
     }
 
 
+def link_document(link: SchoolLink | None) -> dict[str, Any] | None:
+    """One school's speed-test verdict and segment rates, for /api/v1/status."""
+    if link is None:
+        return None
+    return {
+        "compliance": link.compliance.value,
+        "last_success": _iso(link.last_success_at),
+        "speedtest": {
+            d.value: {
+                "ok": r.ok,
+                "mbps": round(r.mbps, 3) if r.ok else None,
+                "contract_ratio": round(link.ratio(d) or 0.0, 4) if r.ok else None,
+                "bytes_used": r.bytes_used,
+                "duration_seconds": round(r.duration, 3),
+                "streams": r.streams,
+                "reason": r.reason or None,
+                "detail": r.detail or None,
+            }
+            for d, r in link.last.items()
+        },
+        "snmp": None
+        if link.router_id is None
+        else {
+            "router": link.router_id,
+            "ok": link.snmp_ok,
+            "reason": link.snmp_reason or None,
+            "detail": link.snmp_detail or None,
+            "segments": {
+                role: {
+                    "in_mbps": round(v.rate.in_bps / 1e6, 3) if v.rate else None,
+                    "out_mbps": round(v.rate.out_bps / 1e6, 3) if v.rate else None,
+                    "utilisation": round(v.utilisation, 4) if v.utilisation is not None else None,
+                    "saturated": v.saturated,
+                }
+                for role, v in link.segments.items()
+            },
+        },
+    }
+
+
+def _speed_cell(link: SchoolLink | None, contract_mbps: float) -> str:
+    """Measured download/upload against the contract, flagged when below."""
+    if link is None or not link.last_good:
+        failed = link is not None and any(not r.ok for r in link.last.values())
+        reason = next((r.reason for r in link.last.values() if not r.ok), "") if link else ""
+        text = f"test failed: {html.escape(reason)}" if failed else "not tested"
+        return f'<td class="muted">{text}</td>'
+    down = link.last_good.get(Direction.DOWNLOAD)
+    up = link.last_good.get(Direction.UPLOAD)
+    text = f"↓{down.mbps:.1f} ↑{up.mbps:.1f}" if down and up else f"{(down or up).mbps:.1f}"  # type: ignore[union-attr]
+    verdict = {
+        Compliance.BELOW: ("bad", " below contract"),
+        Compliance.SUSPECT: ("bad", " low, re-testing"),
+        Compliance.COMPLIANT: ("ok", ""),
+        Compliance.UNKNOWN: ("muted", ""),
+    }[link.compliance]
+    return f'<td class="n {verdict[0]}">{text} / {contract_mbps:g} Mbps{verdict[1]}</td>'
+
+
 _PAGE_STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}
 table{border-collapse:collapse;width:100%;margin-bottom:2em}
@@ -386,7 +602,18 @@ def render_status_page(daemon: Daemon) -> str:
     """A plain server-rendered status page for when Grafana is not at hand."""
     state = daemon.state
     counts = state.count_by_health()
-    summaries = sorted(state.school_summaries(), key=lambda s: (-len(s.down_devices), s.school.district, s.school.id))
+    links = daemon.links.schools
+
+    def below(school_id: str) -> bool:
+        link = links.get(school_id)
+        return link is not None and link.compliance is Compliance.BELOW
+
+    # Schools below contract first, then by devices down: what the NOC acts on comes first.
+    summaries = sorted(
+        state.school_summaries(),
+        key=lambda s: (not below(s.school.id), -len(s.down_devices), s.school.district, s.school.id),
+    )
+    below_count = sum(below(s.id) for s in state.inventory.schools)
     rows, down_rows = [], []
     for summary in summaries:
         school = summary.school
@@ -402,7 +629,7 @@ def render_status_page(daemon: Daemon) -> str:
         rows.append(
             f"<tr><td>{html.escape(school.id)}</td><td>{html.escape(school.name)}</td>"
             f"<td>{html.escape(school.district)}</td>{link}"
-            f'<td class="n">{school.contract.total_mbps:g} Mbps</td>'
+            f"{_speed_cell(daemon.links.schools.get(school.id), school.contract.total_mbps)}"
             f"{_ratio_cell(cams.up, cams.total)}{_ratio_cell(nvrs.up, nvrs.total)}"
             f"{_ratio_cell(alarms.up, alarms.total)}</tr>"
         )
@@ -429,9 +656,10 @@ def render_status_page(daemon: Daemon) -> str:
         f"<span class='muted'>{counts[Health.UNKNOWN]} not yet probed</span>. "
         f"Shard {daemon.config.settings.shard}. Version {__version__}. "
         "<a href='/metrics'>/metrics</a> · <a href='/api/v1/status'>/api/v1/status</a></p>"
+        f"<p class='{'bad' if below_count else 'ok'}'>{below_count} school(s) confirmed below contract.</p>"
         f"<h2>Down devices ({len(down_rows)})</h2>{down_table}"
         "<h2>Schools</h2><table><tr><th>School</th><th>Name</th><th>District</th><th>Router</th>"
-        "<th>Contract</th><th>Cameras up</th><th>NVRs up</th><th>Alarm panels up</th></tr>"
+        "<th>Measured / contract</th><th>Cameras up</th><th>NVRs up</th><th>Alarm panels up</th></tr>"
         + "".join(rows)
         + "</table></body></html>"
     )

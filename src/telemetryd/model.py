@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
 class DeviceKind(enum.StrEnum):
@@ -82,6 +83,25 @@ class Device:
     probes: tuple[ProbeSpec, ...]
     name: str = ""
     credentials: str | None = None
+    snmp: SnmpTarget | None = None
+    """For a router: where its segment counters are read (community = `credentials`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SnmpTarget:
+    """A router's SNMP agent and which interface carries the WAN and each segment."""
+
+    interfaces: tuple[tuple[str, str | int], ...]
+    """Role (``wan`` or a Segment value) → ifName or ifIndex."""
+    port: int = 161
+
+
+@dataclass(frozen=True, slots=True)
+class SpeedTestTarget:
+    """The speed-test responder at a school (token = the named credential)."""
+
+    url: str
+    credentials: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +115,12 @@ class School:
     devices: tuple[Device, ...]
     latitude: float | None = None
     longitude: float | None = None
+    speedtest: SpeedTestTarget | None = None
+
+    @property
+    def router(self) -> Device | None:
+        """The router whose counters are polled, if any has `snmp:`."""
+        return next((d for d in self.devices if d.snmp is not None), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,9 +151,11 @@ class Inventory:
         return Inventory.build([s for s in self.schools if s.id in school_ids])
 
 
-@dataclass(frozen=True, slots=True)
-class ProbeResult:
+class ProbeResult(NamedTuple):
     """What one probe run found. Device faults are results, never exceptions.
+
+    A NamedTuple rather than a frozen dataclass: a sweep builds 10,000 of these, and a
+    tuple is built in a third of the time (immutable all the same).
 
     `reason` is a short machine-friendly word (``timeout``, ``refused``, ``unreachable``,
     ``error``) when `ok` is false; `detail` is a human sentence for logs and the status
@@ -155,5 +183,74 @@ class StateChange:
     probe: str | None
     old: Health
     new: Health
+    reason: str = ""
+    detail: str = ""
+
+
+class Direction(enum.StrEnum):
+    """Which way a speed test moved its bytes, seen from the school: the `direction` label."""
+
+    DOWNLOAD = "download"
+    """NOC → school (the responder sends)."""
+    UPLOAD = "upload"
+    """School → NOC (the responder receives)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SpeedResult:
+    """One direction of one active speed test against a school's responder.
+
+    `mbps` is the goodput of the steady part of the test (the slow-start ramp left out),
+    in Mbit/s (10^6 bit/s). `bytes_used` counts every payload byte moved, ramp included,
+    because that is what the test cost the link. Failures carry a reason word
+    (``timeout``, ``refused``, ``unauthorized``, ``error``, ``http``) and a detail
+    sentence without secrets.
+    """
+
+    ok: bool
+    direction: Direction
+    mbps: float
+    bytes_used: int
+    duration: float
+    streams: int
+    stable: bool = False
+    """True when the test stopped early because the rate had settled."""
+    reason: str = ""
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class InterfaceCounters:
+    """One router interface as read over SNMP (raw values, no rates)."""
+
+    name: str
+    index: int
+    in_octets: int
+    out_octets: int
+    counter_bits: int
+    """64 when read from ifHCIn/OutOctets, 32 when the agent only had ifIn/OutOctets."""
+    speed_mbps: int | None = None
+    """ifHighSpeed."""
+    oper_up: bool | None = None
+    in_errors: int | None = None
+    out_errors: int | None = None
+    in_discards: int | None = None
+    out_discards: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SnmpSample:
+    """One SNMP poll of a school router: its WAN and per-segment interfaces.
+
+    `interfaces` maps a role (``wan`` or a Segment value) to what was read; `uptime_ticks`
+    is sysUpTime in 1/100 s, used to see reboots (counters restart from zero).
+    `at` is the monotonic time the answer arrived.
+    """
+
+    ok: bool
+    at: float
+    duration: float
+    uptime_ticks: int | None = None
+    interfaces: tuple[tuple[str, InterfaceCounters], ...] = ()
     reason: str = ""
     detail: str = ""

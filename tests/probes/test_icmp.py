@@ -6,6 +6,7 @@ import asyncio
 import socket
 import struct
 import time
+from typing import Any
 
 from telemetryd.config.settings import Settings
 from telemetryd.model import Device, DeviceKind, ProbeSpec
@@ -38,18 +39,35 @@ def test_echo_request_checksum_verifies() -> None:
     assert packet[0] == 8 and struct.unpack("!HH", packet[4:8]) == (0x1234, 77)
 
 
-def test_fast_packet_matches_reference_builder() -> None:
-    """The precomputed-checksum fast path builds the same bytes as the plain builder for any sequence."""
+class _RecordingSocket(socket.socket):
+    """A real (unused) UDP socket whose sendto records packets instead of sending them."""
 
-    async def build() -> None:
-        pinger = Pinger.__new__(Pinger)
-        pinger._ident = 0xBEEF
-        pinger._payload = b"tlmd\xaa\xbb\xcc\xdd"
-        pinger._packet_sum = icmp._partial_sum(pinger._ident, pinger._payload)
-        for seq in (0, 1, 255, 4096, 65535):
-            assert pinger._packet(seq) == echo_request(0xBEEF, seq, pinger._payload)
+    sent: list[tuple[bytes, str]]
 
-    asyncio.run(build())
+    def sendto(self, data: Any, address: Any) -> int:  # type: ignore[override]
+        self.sent.append((bytes(data), address[0]))
+        return len(data)
+
+
+async def test_sent_packets_match_the_reference_builder() -> None:
+    """The inlined send path's incremental checksum gives the reference bytes for every sequence, across the wrap."""
+    sock = _RecordingSocket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.sent = []
+    sock.setblocking(False)
+    pinger = Pinger(sock, "raw", max_packets_per_second=1_000_000)
+    pinger._seq = 65533
+    try:
+        results = await pinger.ping_many(["127.0.0.1", "127.0.0.2", "127.0.0.3"], count=2, spacing=0.01, timeout=0.05)
+    finally:
+        pinger.close()
+    assert [r.reason for r in results] == ["timeout"] * 3
+    assert [r.sent for r in results] == [2, 2, 2]
+    sequences = [struct.unpack("!H", packet[6:8])[0] for packet, _ in sock.sent]
+    assert sequences == [65534, 65535, 0, 1, 2, 3]
+    for packet, _host in sock.sent:
+        seq = struct.unpack("!H", packet[6:8])[0]
+        assert packet == echo_request(pinger._ident, seq, pinger._payload)
+        assert checksum(packet) == 0
 
 
 def test_parse_echo_reply_with_and_without_ip_header() -> None:

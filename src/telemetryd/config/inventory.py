@@ -10,10 +10,11 @@ from __future__ import annotations
 import ipaddress
 import re
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from telemetryd.model import Contract, Device, DeviceKind, ProbeSpec, School, Segment
+from telemetryd.model import Contract, Device, DeviceKind, ProbeSpec, School, Segment, SnmpTarget, SpeedTestTarget
 
 PROTOCOLS = ("icmp", "tcp")
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -61,6 +62,25 @@ class ProbeEntry(Strict):
         return self
 
 
+class SnmpEntry(Strict):
+    """A router's SNMP agent: which interface is the WAN and which carries each segment."""
+
+    port: int = Field(161, ge=1, le=65535)
+    interfaces: dict[str, str | int] = Field(min_length=1)
+
+    @field_validator("interfaces")
+    @classmethod
+    def _roles(cls, value: dict[str, str | int]) -> dict[str, str | int]:
+        roles = {"wan", *(s.value for s in Segment)}
+        unknown = sorted(set(value) - roles)
+        if unknown:
+            raise ValueError(f"unknown interface role(s) {', '.join(unknown)}; expected wan, alarm, video, education")
+        for role, name in value.items():
+            if (isinstance(name, int) and name < 1) or (isinstance(name, str) and not name.strip()):
+                raise ValueError(f"{role}: expected an ifName (e.g. ge-0/0/1) or an ifIndex >= 1")
+        return value
+
+
 class DeviceEntry(Strict):
     """A device as written in the inventory."""
 
@@ -70,6 +90,16 @@ class DeviceEntry(Strict):
     name: str = ""
     credentials: Annotated[str, Field(pattern=_ID)] | None = None
     probes: list[Annotated[ProbeEntry, BeforeValidator(parse_probe)]] | None = None
+    snmp: SnmpEntry | None = None
+
+    @model_validator(mode="after")
+    def _snmp_on_router(self) -> DeviceEntry:
+        if self.snmp is not None:
+            if self.kind is not DeviceKind.ROUTER:
+                raise ValueError("`snmp:` belongs on the school's router (kind: router)")
+            if self.credentials is None:
+                raise ValueError("a router with `snmp:` needs `credentials:` naming its SNMP community")
+        return self
 
     @field_validator("host")
     @classmethod
@@ -109,6 +139,23 @@ class ContractEntry(Strict):
         return self
 
 
+class SpeedTestEntry(Strict):
+    """The school's speed-test responder (`telemetryd responder`)."""
+
+    url: str
+    credentials: Annotated[str, Field(pattern=_ID)]
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parsed = urlsplit(value.strip())
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError(
+                f"{value!r}: expected http://HOST:PORT of the school's responder, e.g. http://10.87.0.10:8088"
+            )
+        return value.strip().rstrip("/")
+
+
 class LocationEntry(Strict):
     """Where the school is, for maps in Grafana."""
 
@@ -124,7 +171,14 @@ class SchoolEntry(Strict):
     district: str = Field(min_length=1)
     location: LocationEntry | None = None
     contract: ContractEntry = ContractEntry()
+    speedtest: SpeedTestEntry | None = None
     devices: list[DeviceEntry] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_snmp_router(self) -> SchoolEntry:
+        if sum(d.snmp is not None for d in self.devices) > 1:
+            raise ValueError("more than one device has `snmp:`; a school's counters come from one router")
+        return self
 
     def to_domain(self) -> School:
         """The frozen domain School."""
@@ -136,6 +190,7 @@ class SchoolEntry(Strict):
                 host=d.host,
                 name=d.name,
                 credentials=d.credentials,
+                snmp=SnmpTarget(tuple(d.snmp.interfaces.items()), d.snmp.port) if d.snmp else None,
                 probes=(
                     tuple(ProbeSpec(p.protocol, p.port) for p in d.probes)
                     if d.probes is not None
@@ -153,6 +208,7 @@ class SchoolEntry(Strict):
                 segments_mbps=tuple(self.contract.segments.items()),
             ),
             devices=devices,
+            speedtest=SpeedTestTarget(self.speedtest.url, self.speedtest.credentials) if self.speedtest else None,
             latitude=self.location.latitude if self.location else None,
             longitude=self.location.longitude if self.location else None,
         )

@@ -152,7 +152,8 @@ def load_inventory(path: Path) -> Inventory:
             continue
         parsed, file_problems = _validate(InventoryFile, data, source)
         problems.extend(file_problems)
-        raw_schools = data.get("schools") if isinstance(data.get("schools"), list) else []
+        raw = data.get("schools")
+        raw_schools: list[Any] = raw if isinstance(raw, list) else []
         problems.extend(_cross_check(raw_schools, source, first_school, first_device, first_host))
         if parsed is not None:
             schools.extend(entry.to_domain() for entry in parsed.schools)
@@ -241,6 +242,11 @@ def load_config(path: Path) -> Config:
     inventory_path = Path(settings.inventory)
     if not inventory_path.is_absolute():
         inventory_path = path.parent / inventory_path
+    if settings.credentials_directory and not Path(settings.credentials_directory).is_absolute():
+        # Like the inventory: relative to the settings file, not to wherever the daemon was started.
+        settings = settings.model_copy(
+            update={"credentials_directory": str(path.parent / settings.credentials_directory)}
+        )
     try:
         inventory = load_inventory(inventory_path)
     except ConfigError as exc:

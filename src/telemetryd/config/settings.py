@@ -50,11 +50,56 @@ class TcpSettings(Strict):
     timeout: Seconds = 3.0
 
 
+class SnmpSettings(Strict):
+    """Polling school routers' interface counters (SNMP v2c)."""
+
+    interval: Seconds = 60.0
+    timeout: Seconds = Field(2.0, description="per request send")
+    retries: int = Field(2, ge=1, le=5, description="sends in all before giving up (aiosnmp counts the first)")
+    max_concurrent: int = Field(64, ge=1, description="routers polled at once")
+
+
 class ProbeSettings(Strict):
     """Interval and timeout per probe protocol."""
 
     icmp: IcmpSettings = IcmpSettings()
     tcp: TcpSettings = TcpSettings()
+    snmp: SnmpSettings = SnmpSettings()
+
+
+_WINDOW = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
+
+
+def parse_window(value: object) -> object:
+    """``"08:00-14:00"`` → (start minute, end minute) of the day; windows may wrap midnight."""
+    if isinstance(value, str):
+        match = _WINDOW.match(value)
+        if not match:
+            raise ValueError("expected HH:MM-HH:MM, e.g. 08:00-14:00")
+        h1, m1, h2, m2 = (int(g) for g in match.groups())
+        if h1 > 23 or h2 > 24 or m1 > 59 or m2 > 59 or (h2 == 24 and m2):
+            raise ValueError(f"{value!r}: hours 0-24, minutes 0-59")
+        return (h1 * 60 + m1, h2 * 60 + m2)
+    return value
+
+
+QuietWindow = Annotated[tuple[int, int], BeforeValidator(parse_window)]
+
+
+class SpeedTestSettings(Strict):
+    """Active speed tests against each school's responder."""
+
+    interval: Seconds = Field(3600.0, description="per school")
+    streams: int = Field(4, ge=1, le=32, description="parallel TCP connections per direction")
+    max_bytes: int = Field(100 * 1000 * 1000, ge=1_000_000, description="per direction, ramp included")
+    max_seconds: Seconds = Field(10.0, description="per direction")
+    central_capacity_mbps: float = Field(
+        1000.0, gt=0, description="NOC uplink share tests may use at once; a test reserves its school's contract"
+    )
+    below_contract_ratio: float = Field(0.9, gt=0, le=1, description="measured/contract under this is below contract")
+    confirm_after: Seconds = Field(120.0, description="pause before the confirmation re-test")
+    quiet_windows: list[QuietWindow] = Field(default_factory=list, description="local times with no tests")
+    utc_offset_hours: float = Field(5.0, ge=-12, le=14, description="local time of quiet windows (Shymkent: +5)")
 
 
 class DeviceKindSettings(Strict):
@@ -123,13 +168,14 @@ class Settings(Strict):
     device_kinds: dict[DeviceKind, DeviceKindSettings] = Field(default_factory=dict)
     concurrency: ConcurrencySettings = ConcurrencySettings()
     hysteresis: HysteresisSettings = HysteresisSettings()
+    speedtest: SpeedTestSettings = SpeedTestSettings()
     logging: LoggingSettings = LoggingSettings()
     shutdown_timeout: Seconds = 10.0
 
     @field_validator("listen")
     @classmethod
     def _listen(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
+        _host, sep, port = value.rpartition(":")
         if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError("expected host:port, e.g. 0.0.0.0:9817 or 127.0.0.1:9817")
         return value

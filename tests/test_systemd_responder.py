@@ -1,0 +1,72 @@
+"""The shipped responder unit: `systemd-analyze verify` clean, hardened, without any capability."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from .conftest import require_binary
+
+UNIT = Path(__file__).parent.parent / "systemd" / "telemetryd-responder.service"
+
+
+def _service() -> dict[str, list[str]]:
+    """The [Service] section, every value of repeated keys kept (configparser would keep only the last)."""
+    values: dict[str, list[str]] = {}
+    section = ""
+    for raw in UNIT.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("["):
+            section = line
+            continue
+        if section == "[Service]":
+            key, _, value = line.partition("=")
+            values.setdefault(key, []).append(value)
+    return values
+
+
+def test_unit_is_hardened_and_holds_no_capability() -> None:
+    """The responder runs as a dynamic user with an empty capability set and the project's sandboxing."""
+    service = _service()
+    assert service["DynamicUser"] == ["yes"]
+    assert service["CapabilityBoundingSet"] == [""]
+    assert service["AmbientCapabilities"] == [""]
+    for key, value in {
+        "NoNewPrivileges": "yes",
+        "ProtectSystem": "strict",
+        "PrivateTmp": "yes",
+        "ProtectHome": "yes",
+        "ProtectKernelTunables": "yes",
+        "RestrictAddressFamilies": "AF_INET AF_INET6 AF_UNIX",
+        "MemoryDenyWriteExecute": "yes",
+    }.items():
+        assert service[key] == [value], key
+    assert "@system-service" in service["SystemCallFilter"]
+
+
+def test_token_comes_from_a_credential_not_argv() -> None:
+    """The token is loaded with LoadCredential= and read from $CREDENTIALS_DIRECTORY, never passed inline."""
+    service = _service()
+    assert service["LoadCredential"] == ["speedtest-token:/etc/telemetryd/credentials/speedtest-token"]
+    (command,) = service["ExecStart"]
+    assert "responder --listen 0.0.0.0:8088 --token-file ${CREDENTIALS_DIRECTORY}/speedtest-token" in command
+    assert "--token " not in command
+    assert "Environment" not in service
+
+
+def test_systemd_analyze_verify_clean(tmp_path: Path) -> None:
+    """`systemd-analyze verify` reports nothing for the unit (binary path pointed at this venv)."""
+    analyze = require_binary("systemd-analyze", "systemd")
+    telemetryd = shutil.which("telemetryd") or str(Path(sys.executable).parent / "telemetryd")
+    unit = tmp_path / "telemetryd-responder.service"
+    unit.write_text(UNIT.read_text().replace("/opt/telemetryd/bin/telemetryd", telemetryd))
+    proc = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, check=False)
+    output = (proc.stdout + proc.stderr).strip()
+    # systemd-analyze also reports on unrelated units of the host; keep only lines about ours.
+    ours = [line for line in output.splitlines() if "telemetryd" in line]
+    assert proc.returncode == 0, output
+    assert ours == [], output
