@@ -49,6 +49,7 @@ demo: venv system-deps
 
 bench: venv system-deps
 	$(UV) run --frozen python bench/reachability.py
+	$(UV) run --frozen python bench/speedtest.py
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .demo .pytest_cache .mypy_cache .ruff_cache
