@@ -1,0 +1,622 @@
+"""Simulated Hikvision cameras and NVRs speaking ISAPI, for tests and the ISAPI bench.
+
+One aiohttp application serves every device; each device has its own listening socket
+(an ephemeral port on 127.0.0.1 by default, or 127.x.y.z:80 when run as root), and the
+handler finds the device by the socket the request arrived on. Behaviour follows
+/work/shared/reference/hikvision-isapi.md:
+
+* real digest auth (MD5, SHA-256 or both offered, qop=auth, nonces that expire with
+  ``stale=TRUE``); unauthenticated requests get a challenge and never count;
+* lockout as the manuals describe: `max_failures` bad digests from one address lock
+  it for `lock_seconds`; while locked even the right password gets the `userCheck`
+  lock body, and (as some firmware does) every attempt restarts the lock;
+* firmware variants that differ in namespace, version, uptime format, time format,
+  401 body and features;
+* faults set on a `SimDevice` at any time: offline channels with a reason, disk states,
+  clock offset, channels that stopped recording, video loss, a changed password,
+  slow replies, garbage or hostile XML, a lazily streamed 1 GB body, an endless stream.
+
+Counters on each device (`failed_logins`, `authenticated`, `requests`) let tests assert
+exactly how a client behaved. `clock` is injectable so lock expiry can be tested
+without sleeping.
+
+Run alone for the bench: ``python -m telemetryd.sim.hikvision --cameras 450 --nvrs 50``
+prints one JSON line with the devices, serves until stdin closes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Literal
+
+import uvloop
+from aiohttp import web
+
+from telemetryd.probes.digest import ALGORITHMS, DigestChallenge, parse_authorization, response
+from telemetryd.probes.isapi_xml import SessionLoginCap, session_login_password
+
+SimKind = Literal["camera", "nvr", "axpro"]
+BodyFault = Literal["garbage", "truncated", "billion_laughs", "huge", "huge_unsized", "endless", "trickle"]
+
+HUGE_BYTES = 1 << 30
+_CHUNK = b"<x>" + b"A" * (64 * 1024 - 7) + b"</x>"
+_BILLION_LAUGHS = b"""<?xml version="1.0"?>
+<!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
+<!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">
+<!ENTITY lol4 "&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;">]>
+<DeviceInfo><model>&lol4;</model></DeviceInfo>"""
+_HTML_401 = (
+    b"<!DOCTYPE html><html><head><title>Document Error: Unauthorized</title></head>"
+    b"<body><h2>Access Error: 401 -- Unauthorized</h2><p>Authentication Error</p></body></html>"
+)
+_HTML_404 = (
+    b"<html><head><title>Document Error: Not Found</title></head>"
+    b"<body><h2>Access Error: 404 -- Not Found</h2></body></html>"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Firmware:
+    """How one firmware line writes its replies."""
+
+    name: str
+    namespace: str | None
+    version: str = "2.0"
+    algorithms: tuple[str, ...] = ("MD5",)
+    """Digest challenges offered, one WWW-Authenticate header each, in this order."""
+    localized_uptime: bool = False
+    naive_local_time: bool = False
+    """localTime without an offset: the reader must apply timeZone."""
+    html_401: bool = False
+    """Old firmware: 401 bodies are the HTML error page, not `userCheck`."""
+    working_status: bool = False
+    """Answers /ISAPI/System/workingstatus?format=json."""
+    nonce_max_uses: int | None = None
+    """Reject a nonce's use beyond this with a 401 `userCheck` and no challenge (access-terminal behaviour)."""
+    storage_namespace: str | None = None
+    """hddList in a different namespace than its storage parent, as captured."""
+
+
+HIK20 = "http://www.hikvision.com/ver20/XMLSchema"
+HIK10 = "http://www.hikvision.com/ver10/XMLSchema"
+ISAPI20 = "http://www.isapi.org/ver20/XMLSchema"
+STDCGI10 = "http://www.std-cgi.com/ver10/XMLSchema"
+
+FIRMWARE: dict[str, Firmware] = {
+    f.name: f
+    for f in (
+        Firmware("ipc-v5", HIK20, storage_namespace=HIK10),
+        Firmware("ipc-old", STDCGI10, "1.0", localized_uptime=True, naive_local_time=True, html_401=True),
+        Firmware("ipc-sha256", None, algorithms=("SHA-256", "MD5")),
+        Firmware("ipc-strict-nonce", ISAPI20, algorithms=("SHA-256",), nonce_max_uses=2),
+        Firmware("nvr-isapi", ISAPI20, algorithms=("SHA-256", "MD5"), working_status=True, storage_namespace=HIK10),
+        Firmware("nvr-v4", HIK10, "1.0", localized_uptime=True),
+    )
+}
+
+
+@dataclass
+class SimDevice:
+    """One simulated camera or NVR: identity, credential, faults and what it has seen."""
+
+    kind: SimKind = "camera"
+    firmware: Firmware = FIRMWARE["ipc-v5"]
+    username: str = "admin"
+    password: str = "Sch00l-cam"
+    model: str = ""
+    serial: str = ""
+    channels: int = 4
+    realm: str = "IP Camera(C2183)"
+    boot_time: float = 0.0
+    """Sim-clock time of the last boot (0: set when added)."""
+    # faults
+    offline_channels: dict[int, str] = field(default_factory=dict)
+    """Channel → chanDetectResult (netUnreachable, errorUserNameOrPasswd, …)."""
+    disk_status: str = "ok"
+    disks: int = 1
+    clock_offset: float = 0.0
+    time_mode: str = "NTP"
+    idle_channels: set[int] = field(default_factory=set)
+    """Channels without recordings in the recent past."""
+    video_loss: set[int] = field(default_factory=set)
+    delay: float = 0.0
+    body_faults: dict[str, BodyFault] = field(default_factory=dict)
+    """ISAPI path → hostile or broken body served there."""
+    status_overrides: dict[str, int] = field(default_factory=dict)
+    """ISAPI path → HTTP status answered with a ResponseStatus body."""
+    # lockout
+    max_failures: int = 7
+    lock_seconds: float = 1800.0
+    lock_restarts_on_retry: bool = True
+    nonce_lifetime: float = 60.0
+    # counters
+    requests: int = 0
+    authenticated: int = 0
+    failed_logins: int = 0
+    locked_rejections: int = 0
+    _failures: dict[str, int] = field(default_factory=dict)
+    _locked_until: dict[str, float] = field(default_factory=dict)
+    _nonces: dict[str, tuple[float, int]] = field(default_factory=dict)
+    # AX PRO
+    zones: int = 4
+    zone_status: dict[int, str] = field(default_factory=dict)
+    """Zone → status other than online (offline, breakDown, heartbeatAbnormal…)."""
+    tampered_zones: set[int] = field(default_factory=set)
+    _login_caps: dict[str, SessionLoginCap] = field(default_factory=dict)
+    _web_sessions: set[str] = field(default_factory=set)
+
+    def locked_until(self, address: str = "127.0.0.1") -> float | None:
+        """When the lock on `address` lifts (sim clock), if locked."""
+        return self._locked_until.get(address)
+
+    def reboot(self, at: float) -> None:
+        """Restart: uptime starts again from zero."""
+        self.boot_time = at
+
+
+class HikvisionSim:
+    """Many simulated Hikvision devices in one process."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self.devices: dict[tuple[str, int], SimDevice] = {}
+        self._app = web.Application()
+        self._app.router.add_route("*", "/{tail:.*}", self._dispatch)
+        self._runner = web.AppRunner(self._app, access_log=None, handle_signals=False)
+        self._started = False
+        self._sites: list[web.SockSite] = []
+
+    async def add(self, device: SimDevice, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
+        """Start serving `device` on host:port (port 0: an ephemeral one); returns where it listens."""
+        if not host.startswith("127."):
+            raise ValueError(f"the simulator binds loopback addresses only, not {host}")
+        if not self._started:
+            await self._runner.setup()
+            self._started = True
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+        sock.setblocking(False)
+        where = sock.getsockname()
+        if not device.boot_time:
+            device.boot_time = self.clock() - 173358
+        if not device.model:
+            device.model = "DS-7608NXI-I2" if device.kind == "nvr" else "DS-2CD2386G2-IU"
+        if not device.serial:
+            device.serial = f"{device.model}20260101AAWR{len(self.devices):09d}"
+        site = web.SockSite(self._runner, sock)
+        await site.start()
+        self._sites.append(site)
+        self.devices[(where[0], where[1])] = device
+        return where[0], where[1]
+
+    async def close(self) -> None:
+        """Stop every device."""
+        if self._started:
+            await self._runner.cleanup()
+
+    async def __aenter__(self) -> HikvisionSim:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # --- request handling ------------------------------------------------------------------
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        assert request.transport is not None
+        host, port = request.transport.get_extra_info("sockname")[:2]
+        device = self.devices[(host, port)]
+        device.requests += 1
+        if device.delay:
+            await asyncio.sleep(device.delay)
+        if device.kind == "axpro":
+            return await self._axpro(device, request)
+        denial = self._authenticate(device, request)
+        if denial is not None:
+            return denial
+        return await self._serve(device, request)
+
+    def _challenge_headers(self, device: SimDevice, *, stale: bool = False) -> list[tuple[str, str]]:
+        now = self.clock()
+        nonce = os.urandom(16).hex() + f":{int(now * 1000)}"
+        device._nonces[nonce] = (now, 0)
+        if len(device._nonces) > 4096:  # a bench runs long: forget the oldest
+            for old in list(device._nonces)[:2048]:
+                del device._nonces[old]
+        return [
+            (
+                "WWW-Authenticate",
+                f'Digest qop="auth", realm="{device.realm}", nonce="{nonce}", algorithm="{algorithm}", '
+                f'stale="{"TRUE" if stale else "FALSE"}"',
+            )
+            for algorithm in device.firmware.algorithms
+        ]
+
+    def _unauthorized(
+        self, device: SimDevice, address: str, *, challenge: bool = True, stale: bool = False
+    ) -> web.Response:
+        locked_until = device._locked_until.get(address)
+        now = self.clock()
+        if device.firmware.html_401 and locked_until is None:
+            body, content_type = _HTML_401, "text/html"
+        else:
+            left = max(0, device.max_failures - device._failures.get(address, 0))
+            lock = locked_until is not None
+            body = (
+                f"<userCheck><statusValue>401</statusValue><statusString>Unauthorized</statusString>"
+                f"<lockStatus>{'lock' if lock else 'unlock'}</lockStatus>"
+                f"<unlockTime>{int(locked_until - now) if lock and locked_until else 0}</unlockTime>"
+                f"<retryLoginTime>{0 if lock else left}</retryLoginTime></userCheck>"
+            ).encode()
+            content_type = "application/xml"
+        headers = self._challenge_headers(device, stale=stale) if challenge else []
+        response = web.Response(status=401, body=body, content_type=content_type)
+        for name, value in headers:
+            response.headers.add(name, value)
+        return response
+
+    def _authenticate(self, device: SimDevice, request: web.Request) -> web.Response | None:
+        """None when the request may be served; otherwise the 401 to send."""
+        address = request.remote or "?"
+        now = self.clock()
+        locked_until = device._locked_until.get(address)
+        if locked_until is not None and now >= locked_until:
+            del device._locked_until[address]
+            device._failures[address] = 0
+            locked_until = None
+        header = request.headers.get("Authorization", "")
+        if locked_until is not None:
+            if header:
+                device.locked_rejections += 1
+                if device.lock_restarts_on_retry:
+                    device._locked_until[address] = now + device.lock_seconds
+            return self._unauthorized(device, address, challenge=not header)
+        if not header:
+            return self._unauthorized(device, address)
+        params = parse_authorization(header)
+        nonce = params.get("nonce", "")
+        algorithm = params.get("algorithm", "MD5")
+        try:
+            nc = int(params.get("nc", ""), 16)
+            challenge = DigestChallenge(realm=device.realm, nonce=nonce, algorithm=algorithm, qop="auth")
+            expected = response(
+                challenge,
+                request.method,
+                request.path_qs,
+                username=device.username,
+                password=device.password,
+                nc=nc,
+                cnonce=params.get("cnonce", ""),
+            )
+        except (ValueError, KeyError):
+            expected = ""
+        valid = (
+            bool(expected)
+            and algorithm.upper() in {a.upper() for a in device.firmware.algorithms}
+            and algorithm.upper() in ALGORITHMS
+            and params.get("username") == device.username
+            and params.get("realm") == device.realm
+            and params.get("uri") == request.path_qs
+            and params.get("response") == expected
+        )
+        issued = device._nonces.get(nonce)
+        if valid and (issued is None or now - issued[0] > device.nonce_lifetime):
+            return self._unauthorized(device, address, stale=True)  # right password, old nonce: not a failed login
+        if valid and issued is not None:
+            limit = device.firmware.nonce_max_uses
+            if limit is not None and issued[1] >= limit:
+                return self._unauthorized(device, address, challenge=False)  # not counted, but no challenge either
+            device._nonces[nonce] = (issued[0], issued[1] + 1)
+            device._failures[address] = 0
+            device.authenticated += 1
+            return None
+        device.failed_logins += 1
+        failures = device._failures[address] = device._failures.get(address, 0) + 1
+        if failures >= device.max_failures:
+            device._locked_until[address] = now + device.lock_seconds
+        return self._unauthorized(device, address)
+
+    async def _serve(self, device: SimDevice, request: web.Request) -> web.StreamResponse:
+        path = request.path
+        fault = device.body_faults.get(path)
+        if fault is not None:
+            return await _hostile(request, fault)
+        if path in device.status_overrides:
+            return _status(device, device.status_overrides[path], path, "Device Error", "deviceError")
+        now = self.clock()
+        fw = device.firmware
+        if path == "/ISAPI/System/deviceInfo":
+            device_type = "NVR" if device.kind == "nvr" else "IPCamera"
+            return _xml(
+                fw,
+                "DeviceInfo",
+                f"<deviceName>{device.kind}-{device.serial[-4:]}</deviceName><deviceID>6aff4000</deviceID>"
+                f"<model>{device.model}</model><serialNumber>{device.serial}</serialNumber>"
+                f"<macAddress>14:92:3c:4f:f8:42</macAddress><firmwareVersion>V5.7.14</firmwareVersion>"
+                f"<firmwareReleasedDate>build 231028</firmwareReleasedDate><deviceType>{device_type}</deviceType>",
+            )
+        if path == "/ISAPI/System/status":
+            uptime = int(now - device.boot_time)
+            if fw.localized_uptime:
+                days, rest = divmod(uptime, 86400)
+                text = f"{days}天{rest // 3600}时{rest % 3600 // 60}分{rest % 60}秒"
+            else:
+                text = str(uptime)
+            return _xml(
+                fw,
+                "DeviceStatus",
+                f"<currentDeviceTime>{_device_time(device, now, naive=False)}</currentDeviceTime>"
+                f"<deviceUpTime>{text}</deviceUpTime><CPUList><CPU><cpuUtilization>12</cpuUtilization></CPU></CPUList>"
+                "<MemoryList><Memory><memoryDescription>DDR Memory</memoryDescription>"
+                "<memoryUsage>387.093750</memoryUsage><memoryAvailable>562.992188</memoryAvailable></Memory></MemoryList>",
+            )
+        if path == "/ISAPI/System/time":
+            return _xml(
+                fw,
+                "Time",
+                f"<timeMode>{device.time_mode}</timeMode>"
+                f"<localTime>{_device_time(device, now, naive=fw.naive_local_time)}</localTime>"
+                "<timeZone>CST-8:00:00</timeZone>",
+            )
+        if path == "/ISAPI/Security/userCheck":
+            return _xml(fw, "userCheck", "<statusValue>200</statusValue><statusString>OK</statusString>")
+        if device.kind != "nvr":
+            if path.startswith("/ISAPI/ContentMgmt/InputProxy") or path == "/ISAPI/System/workingstatus":
+                return _status(device, 403, path, "Invalid Operation", "notSupport")
+        elif path == "/ISAPI/ContentMgmt/InputProxy/channels/status":
+            entries = "".join(
+                f"<InputProxyChannelStatus><id>{n}</id><sourceInputPortDescriptor><ipAddress>10.0.0.{n}</ipAddress>"
+                f"</sourceInputPortDescriptor><online>{'false' if n in device.offline_channels else 'true'}</online>"
+                f"<chanDetectResult>{device.offline_channels.get(n, 'connect')}</chanDetectResult>"
+                "</InputProxyChannelStatus>"
+                for n in range(1, device.channels + 1)
+            )
+            return _xml(fw, "InputProxyChannelStatusList", entries)
+        elif path == "/ISAPI/System/Video/inputs/channels":
+            return _status(device, 403, path, "Invalid Operation", "notSupport")
+        elif path == "/ISAPI/System/workingstatus" and fw.working_status:
+            return web.json_response(
+                {
+                    "WorkingStatus": {
+                        "ChanStatus": [
+                            {
+                                "chanNo": n,
+                                "online": 0 if n in device.offline_channels else 1,
+                                "record": 0 if n in device.idle_channels or n in device.offline_channels else 1,
+                                "recordStatus": 2 if n in device.offline_channels else 0,
+                                "signal": 1 if n in device.video_loss else 0,
+                                "linkNum": 1,
+                                "bitRate": 4096,
+                            }
+                            for n in range(1, device.channels + 1)
+                        ],
+                        "HDStatus": [
+                            {"hdNo": n, "status": 0 if device.disk_status == "ok" else 2}
+                            for n in range(1, device.disks + 1)
+                        ],
+                    }
+                }
+            )
+        elif path == "/ISAPI/ContentMgmt/search" and request.method == "POST":
+            return _search(device, fw, await request.read(), now)
+        if path == "/ISAPI/ContentMgmt/Storage":
+            inner_ns = fw.storage_namespace
+            xmlns = f' xmlns="{inner_ns}"' if inner_ns else ""
+            hdds = "".join(
+                f'<hdd version="1.0"><id>{n}</id><hddName>hdd{n}</hddName><hddPath></hddPath><hddType>SATA</hddType>'
+                f"<status>{device.disk_status}</status><capacity>3815447</capacity><freeSpace>0</freeSpace>"
+                "<property>RW</property><manufacturer>unknow</manufacturer></hdd>"
+                for n in range(1, device.disks + 1)
+            )
+            return _xml(
+                fw, "storage", f'<hddList version="1.0"{xmlns} size="8">{hdds}</hddList><workMode>group</workMode>'
+            )
+        return web.Response(status=404, body=_HTML_404, content_type="text/html")
+
+    async def _axpro(self, device: SimDevice, request: web.Request) -> web.Response:
+        """AX PRO: cookie session login with the iterated-SHA-256 password, then JSON status."""
+        address = request.remote or "?"
+        now = self.clock()
+        path = request.path
+        if path == "/ISAPI/Security/sessionLogin/capabilities":
+            cap = SessionLoginCap(
+                session_id=os.urandom(16).hex(),
+                challenge=os.urandom(16).hex(),
+                iterations=100,
+                irreversible=True,
+                salt=os.urandom(32).hex(),
+                salt2=os.urandom(32).hex(),
+                session_id_version="2.1",
+            )
+            device._login_caps[cap.session_id] = cap
+            return _xml(
+                device.firmware,
+                "SessionLoginCap",
+                f"<sessionID>{cap.session_id}</sessionID><challenge>{cap.challenge}</challenge>"
+                f"<iterations>{cap.iterations}</iterations><isIrreversible>true</isIrreversible>"
+                f"<salt>{cap.salt}</salt><salt2>{cap.salt2}</salt2><sessionIDVersion>2.1</sessionIDVersion>",
+            )
+        if path == "/ISAPI/Security/sessionLogin" and request.method == "POST":
+            locked_until = device._locked_until.get(address)
+            if locked_until is not None and now >= locked_until:
+                del device._locked_until[address]
+                device._failures[address] = 0
+            elif locked_until is not None:
+                device.locked_rejections += 1
+                if device.lock_restarts_on_retry:
+                    device._locked_until[address] = now + device.lock_seconds
+                return self._unauthorized(device, address, challenge=False)
+            text = (await request.read()).decode(errors="replace")
+            fields = {name: _between(text, name) for name in ("userName", "password", "sessionID")}
+            issued = device._login_caps.pop(fields["sessionID"], None)
+            expected = session_login_password(issued, device.username, device.password) if issued else None
+            if fields["userName"] == device.username and expected is not None and fields["password"] == expected:
+                device._failures[address] = 0
+                device.authenticated += 1
+                token = os.urandom(16).hex()
+                device._web_sessions.add(token)
+                response = _xml(device.firmware, "SessionLogin", "<statusValue>200</statusValue>")
+                response.headers.add("Set-Cookie", f"WebSession_5f1a={token}; path=/; HttpOnly")
+                return response
+            device.failed_logins += 1
+            failures = device._failures[address] = device._failures.get(address, 0) + 1
+            if failures >= device.max_failures:
+                device._locked_until[address] = now + device.lock_seconds
+            return self._unauthorized(device, address, challenge=False)
+        cookie = request.headers.get("Cookie", "")
+        if cookie.partition("=")[2] not in device._web_sessions:
+            return self._unauthorized(device, address, challenge=False)
+        if path == "/ISAPI/SecurityCP/status/subSystems":
+            return web.json_response(
+                {
+                    "SubSysList": [
+                        {"SubSys": {"id": 1, "arming": "away", "alarm": False, "enabled": True, "name": "School"}}
+                    ]
+                }
+            )
+        if path == "/ISAPI/SecurityCP/status/zones":
+            zones = [
+                {
+                    "Zone": {
+                        "id": n,
+                        "name": f"Zone {n}",
+                        "status": device.zone_status.get(n, "online"),
+                        "sensorStatus": "normal",
+                        "tamperEvident": n in device.tampered_zones,
+                        "bypassed": False,
+                        "armed": True,
+                        "alarm": False,
+                        "charge": "normal",
+                        "signal": 120,
+                    }
+                }
+                for n in range(1, device.zones + 1)
+            ]
+            return web.json_response({"ZoneList": zones})
+        return web.Response(status=404, body=_HTML_404, content_type="text/html")
+
+
+def _between(text: str, tag: str) -> str:
+    start = text.find(f"<{tag}>")
+    end = text.find(f"</{tag}>")
+    return text[start + len(tag) + 2 : end] if 0 <= start < end else ""
+
+
+def _device_time(device: SimDevice, now: float, *, naive: bool) -> str:
+    local = datetime.fromtimestamp(now + device.clock_offset, timezone(timedelta(hours=8)))
+    return local.strftime("%Y-%m-%dT%H:%M:%S") if naive else local.isoformat(timespec="seconds")
+
+
+def _xml(fw: Firmware, root: str, inner: str) -> web.Response:
+    xmlns = f' xmlns="{fw.namespace}"' if fw.namespace else ""
+    body = f'<?xml version="1.0" encoding="UTF-8"?>\n<{root} version="{fw.version}"{xmlns}>{inner}</{root}>\n'
+    return web.Response(body=body.encode(), content_type="application/xml")
+
+
+def _status(device: SimDevice, status: int, path: str, text: str, sub: str) -> web.Response:
+    code = {"notSupport": 4, "deviceError": 3}.get(sub, 9)
+    body = (
+        f"<requestURL>{path}</requestURL><statusCode>{code}</statusCode>"
+        f"<statusString>{text}</statusString><subStatusCode>{sub}</subStatusCode>"
+    )
+    response = _xml(device.firmware, "ResponseStatus", body)
+    response.set_status(status)
+    return response
+
+
+def _search(device: SimDevice, fw: Firmware, query: bytes, now: float) -> web.Response:
+    text = query.decode(errors="replace")
+    start = text.find("<trackID>")
+    track = int(text[start + 9 : text.find("</trackID>")]) if start >= 0 else 0
+    channel = track // 100
+    recorded = 1 <= channel <= device.channels and channel not in device.idle_channels
+    recorded = recorded and channel not in device.offline_channels
+    if not recorded:
+        return _xml(
+            fw,
+            "CMSearchResult",
+            "<searchID>x</searchID><responseStatus>true</responseStatus>"
+            "<responseStatusStrg>NO MATCHES</responseStatusStrg><numOfMatches>0</numOfMatches><matchList/>",
+        )
+    end = datetime.fromtimestamp(now - 30, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    begin = datetime.fromtimestamp(now - 1830, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _xml(
+        fw,
+        "CMSearchResult",
+        "<searchID>x</searchID><responseStatus>true</responseStatus><responseStatusStrg>MORE</responseStatusStrg>"
+        f"<numOfMatches>1</numOfMatches><matchList><searchMatchItem><sourceID>x</sourceID><trackID>{track}</trackID>"
+        f"<timeSpan><startTime>{begin}</startTime><endTime>{end}</endTime></timeSpan></searchMatchItem></matchList>",
+    )
+
+
+async def _hostile(request: web.Request, fault: BodyFault) -> web.StreamResponse:
+    """Broken or hostile replies; large ones are generated lazily, never held in memory."""
+    if fault == "garbage":
+        return web.Response(body=b"\x00\xff<<not xml at all>>\x89PNG", content_type="application/xml")
+    if fault == "truncated":
+        return web.Response(body=b'<?xml version="1.0"?><DeviceInfo><model>DS-2CD', content_type="application/xml")
+    if fault == "billion_laughs":
+        return web.Response(body=_BILLION_LAUGHS, content_type="application/xml")
+    response = web.StreamResponse(headers={"Content-Type": "application/xml"})
+    if fault == "huge":
+        response.content_length = HUGE_BYTES
+    await response.prepare(request)
+    sent = 0
+    with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+        while fault in {"endless", "trickle"} or sent < HUGE_BYTES:
+            if fault == "trickle":
+                await response.write(b"<")
+                await asyncio.sleep(0.2)
+                continue
+            await response.write(_CHUNK)
+            sent += len(_CHUNK)
+    return response
+
+
+# --- stand-alone process for the bench ----------------------------------------------------------
+
+
+async def _serve_fleet(cameras: int, nvrs: int, password: str) -> None:
+    sim = HikvisionSim()
+    listed = []
+    variants = ["ipc-v5", "ipc-sha256", "ipc-old"]
+    for index in range(cameras + nvrs):
+        nvr = index >= cameras
+        firmware = FIRMWARE["nvr-isapi" if nvr else variants[index % len(variants)]]
+        host, port = await sim.add(SimDevice(kind="nvr" if nvr else "camera", firmware=firmware, password=password))
+        listed.append({"host": host, "port": port, "kind": "nvr" if nvr else "camera"})
+    print(json.dumps({"devices": listed}), flush=True)
+    loop = asyncio.get_running_loop()
+    closed = asyncio.Event()
+    loop.add_reader(sys.stdin.fileno(), closed.set)  # the parent closing our stdin ends us
+    try:
+        await closed.wait()
+    finally:
+        await sim.close()
+
+
+def main() -> None:
+    """Serve a fleet of simulated cameras and NVRs on 127.0.0.1 until stdin closes."""
+    parser = argparse.ArgumentParser(description="simulated Hikvision cameras/NVRs on 127.0.0.1")
+    parser.add_argument("--cameras", type=int, default=450)
+    parser.add_argument("--nvrs", type=int, default=50)
+    parser.add_argument("--password", default="Sch00l-cam")
+    args = parser.parse_args()
+    with contextlib.suppress(KeyboardInterrupt):
+        uvloop.run(_serve_fleet(args.cameras, args.nvrs, args.password))
+
+
+if __name__ == "__main__":
+    main()
