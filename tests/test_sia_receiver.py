@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import socket
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -327,3 +328,27 @@ async def test_stop_closes_listeners_and_connections() -> None:
     writer.close()
     with pytest.raises(ConnectionRefusedError):
         await asyncio.open_connection("127.0.0.1", rcv.port)
+
+
+def test_receiver_acks_under_uvloop() -> None:
+    """Under uvloop (the daemon's loop) a TCP heartbeat is ACKed: its transports are not asyncio's classes."""
+    import uvloop
+
+    async def run() -> collections.Counter[tuple[str, str, str]]:
+        supervision = Supervision(
+            [SupervisedPanel(AccountKey("", "0", "1234AB"), 1.0)], started_at=asyncio.get_running_loop().time()
+        )
+        receiver = SiaReceiver(supervision)
+        await receiver.start("127.0.0.1", 0)
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", receiver.port)
+            writer.write(dc09.build_null(1, account="1234AB", prefix="0", at=datetime.now(UTC)))
+            await writer.drain()
+            reply = await asyncio.wait_for(reader.readuntil(b"\r"), 5)
+            writer.close()
+            assert b'"ACK"' in reply
+            return collections.Counter(dict(receiver.counts.frames))
+        finally:
+            await receiver.stop()
+
+    assert uvloop.run(run()) == collections.Counter({("tcp", "ack", ""): 1})

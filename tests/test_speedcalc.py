@@ -13,6 +13,7 @@ from telemetryd.speedcalc import (
     default_streams,
     interval_rates,
     is_stable,
+    peer_received,
     ramp_end,
 )
 
@@ -165,3 +166,32 @@ def test_policy_rejects_nonsense() -> None:
 def test_default_streams_by_contract() -> None:
     """Slow links get two streams, 40 Mbit/s and faster four."""
     assert [default_streams(m) for m in (10, 20, 39.9, 40, 150)] == [2, 2, 2, 4, 4]
+
+
+def test_peer_received_counts_sacked_segments_beyond_the_hole() -> None:
+    """Bytes behind a loss hole count when they arrive (SACKed), not when the retransmission closes the hole."""
+    assert peer_received(1_000_000, 0, 1448) == 1_000_000
+    assert peer_received(1_000_000, 96, 1448) == 1_000_000 + 96 * 1448
+    with pytest.raises(ValueError, match="negative"):
+        peer_received(-1, 0, 1448)
+
+
+def test_sacked_counting_removes_the_catch_up_bias_of_a_window_starting_in_a_hole() -> None:
+    """A 10 Mbit/s upload window starting inside a loss hole: the cumulative ACK reads ~7 % high, ACK+SACK exact.
+
+    The shape is from a tbf-shaped 10 Mbit link (bench/speedtest.py): every 0.1 s the peer gets
+    125 000 bytes; at the window's first sample 96 segments sit behind a hole, released by the
+    retransmission 0.4 s later. The test then stops with no hole open (a stable end).
+    """
+    mss, per_interval, hole = 1448, 125_000, 96
+    acked_only: list[Sample] = []
+    with_sacked: list[Sample] = []
+    for step in range(22):
+        at, arrived = 100.0 + step * 0.1, step * per_interval
+        held = hole * mss if 4 <= step < 8 else 0  # SACKed beyond the hole, not yet cumulatively acked
+        acked_only.append(Sample(at, arrived - held))
+        with_sacked.append(Sample(at, peer_received(arrived - held, held // mss, mss)))
+    biased = assess(acked_only[: 7 + POLICY.stable_after], POLICY)
+    exact = assess(with_sacked[: 7 + POLICY.stable_after], POLICY)
+    assert biased.mbps > 10.0 * 1.05
+    assert exact.mbps == pytest.approx(10.0, rel=1e-6)

@@ -16,18 +16,25 @@ from aiohttp import web
 
 from telemetryd import __version__, logs
 from telemetryd.config import Config, ConfigError, load_config
+from telemetryd.config.settings import Settings
+from telemetryd.dc09 import AccountKey
 from telemetryd.linkmon import LinkMonitor
 from telemetryd.links import LinkState
-from telemetryd.model import Device, Health, ProbeResult, ProbeSpec, StateChange
-from telemetryd.probes import ProbeContext
+from telemetryd.model import Device, Health, Inventory, ProbeResult, ProbeSpec, StateChange
+from telemetryd.probes import ProbeContext, isapi
 from telemetryd.probes.icmp import Pinger
+from telemetryd.probes.isapi import IsapiProber
 from telemetryd.scheduler import Histogram, Scheduler, jobs_per_second
 from telemetryd.sdnotify import Notifier
-from telemetryd.state import State
+from telemetryd.secrets import Secrets
+from telemetryd.sia_receiver import SiaReceiver, SupervisedPanel, Supervision
+from telemetryd.state import SIA_PROBE, State
 
 log = structlog.get_logger("telemetryd")
 
 LOOP_LAG_PERIOD = 0.5
+SUPERVISION_PERIOD = 5.0
+"""How often heartbeat supervision becomes results of the panels' `sia` probe."""
 
 
 class Daemon:
@@ -40,6 +47,8 @@ class Daemon:
         self.ctx = ProbeContext(config.settings)
         self.scheduler = Scheduler(self.ctx, self._on_result)
         self.links = LinkState()
+        self.supervision = Supervision(started_at=time.monotonic())
+        self.sia: SiaReceiver | None = None
         self.link_monitor = LinkMonitor(self.links)
         self.notifier = notifier or Notifier()
         self.loop_lag = Histogram()
@@ -89,6 +98,11 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self._reload_requested.set)
         settings = self.config.settings
         self._open_pinger()
+        self.ctx.secrets = Secrets(settings.credentials_directory)
+        self.ctx.isapi = IsapiProber(policy=isapi.policy_from(settings), log=log)
+        if not await self._start_sia(settings):
+            await self.ctx.isapi.close()
+            return 1
         runner = web.AppRunner(_app(self), access_log=None, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, settings.listen_host, settings.listen_port, reuse_address=True)
@@ -105,6 +119,7 @@ class Daemon:
         self.link_monitor.configure(settings, self.config.inventory)
         background = [
             loop.create_task(self.link_monitor.run(), name="links"),
+            loop.create_task(self._supervise_panels(), name="sia-supervision"),
             loop.create_task(self._measure_loop_lag(), name="loop-lag"),
             loop.create_task(self._reload_loop(), name="reload"),
         ]
@@ -147,6 +162,52 @@ class Daemon:
             note="unprivileged ping socket" if pinger.mode == "dgram" else "raw socket (CAP_NET_RAW)",
         )
 
+    async def _supervise_panels(self) -> None:
+        """Turn heartbeat supervision into results of each panel's `sia` probe, every few seconds."""
+        while True:
+            await asyncio.sleep(SUPERVISION_PERIOD)
+            self.apply_supervision(time.monotonic(), time.time())
+
+    def apply_supervision(self, now: float, wall: float) -> None:
+        """One pass: ok → up, lost or never heard past its interval → down, not yet due → no result."""
+        for device in self.config.inventory.devices_by_id.values():
+            if device.sia is None:
+                continue
+            key = AccountKey(device.sia.receiver, device.sia.prefix, device.sia.account)
+            try:
+                status = self.supervision.status_of(key, now)
+            except KeyError:
+                continue  # reload in between
+            if status.state.value == "ok":
+                result = ProbeResult(True, 0.0)
+            elif status.overdue:
+                heard = "no heartbeat since the receiver started" if status.last_heard is None else "no heartbeat"
+                result = ProbeResult(
+                    False,
+                    0.0,
+                    status.state.value,
+                    f"{heard} for {status.silent_for:.0f} s (heartbeat every {status.interval:g} s)",
+                )
+            else:
+                continue
+            for change in self.state.apply(device.id, SIA_PROBE, result, wall):
+                self._log_change(change)
+
+    async def _start_sia(self, settings: Settings) -> bool:
+        """Start the DC-09 receiver when `sia.listen` is set; False when its port cannot be bound."""
+        self.supervision.configure(sia_panels(self.config.inventory, settings), now=time.monotonic())
+        if settings.sia.listen is None:
+            return True
+        host, _, port = settings.sia.listen.rpartition(":")
+        self.sia = SiaReceiver(self.supervision, log=log)
+        try:
+            await self.sia.start(host.strip("[]") or "0.0.0.0", int(port))
+        except OSError as exc:
+            log.error("sia_listen_failed", address=settings.sia.listen, error=exc.strerror)
+            return False
+        log.info("sia_supervision_started", panels=len(self.supervision.keys), port=self.sia.port)
+        return True
+
     def _on_stop_signal(self, signum: int) -> None:
         self._stop_signals += 1
         if self._stop_signals > 1:
@@ -175,6 +236,10 @@ class Daemon:
         await runner.cleanup()
         if self.ctx.pinger is not None:
             self.ctx.pinger.close()
+        if self.ctx.isapi is not None:
+            await self.ctx.isapi.close()
+        if self.sia is not None:
+            await self.sia.stop()
         log.info("stopped", probes_cancelled=cancelled)
 
     # ------------------------------------------------------------------ reload
@@ -213,6 +278,12 @@ class Daemon:
             self.ctx.pinger.set_rate(new.settings.probes.icmp.max_packets_per_second)
         self.scheduler.load(new.inventory, new.settings)
         self.link_monitor.configure(new.settings, new.inventory)
+        self.supervision.configure(sia_panels(new.inventory, new.settings), now=time.monotonic())
+        self.ctx.secrets = Secrets(new.settings.credentials_directory)
+        if new.settings.sia.listen != old.settings.sia.listen:
+            log.warning(
+                "sia_listen_change_needs_restart", running=old.settings.sia.listen, configured=new.settings.sia.listen
+            )
         self.last_reload_ok = True
         self.last_reload_success = time.time()
         log.info(
@@ -254,6 +325,15 @@ class Daemon:
             f"{len(self.config.inventory.schools)} schools, {len(self.state.devices)} devices: "
             f"{counts[Health.UP]} up, {counts[Health.DOWN]} down"
         )
+
+
+def sia_panels(inventory: Inventory, settings: Settings) -> list[SupervisedPanel]:
+    """The alarm panels with `sia:`, as the receiver's supervision table wants them."""
+    return [
+        SupervisedPanel(AccountKey(d.sia.receiver, d.sia.prefix, d.sia.account), d.sia.interval, settings.sia.grace)
+        for d in inventory.devices_by_id.values()
+        if d.sia is not None
+    ]
 
 
 def _app(daemon: Daemon) -> web.Application:

@@ -28,8 +28,10 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 
 from telemetryd import __version__
+from telemetryd.dc09 import AccountKey
 from telemetryd.links import Compliance, SchoolLink
 from telemetryd.model import DeviceKind, Direction, Health
+from telemetryd.probes.isapi import AuthState, IsapiHealth
 from telemetryd.scheduler import Histogram
 
 if TYPE_CHECKING:
@@ -56,6 +58,7 @@ class StateCollector(Collector):
         yield from self._devices()
         yield from self._schools()
         yield from self._links()
+        yield from self._device_health()
         yield from self._daemon()
 
     def _devices(self) -> Iterator[Metric]:
@@ -309,6 +312,102 @@ class StateCollector(Collector):
         deferred.add_metric(["quiet_window"], monitor.stats.speedtests_deferred_quiet)
         deferred.add_metric(["budget"], monitor.stats.speedtests_waiting_budget)
         yield from (polls, running, reserved, capacity, deferred)
+
+    def _device_health(self) -> Iterator[Metric]:
+        """What ISAPI checks and DC-09 supervision found beyond up/down."""
+        daemon = self.daemon
+        labels = ["school", "device", "kind"]
+        hardware = InfoMetricFamily(
+            "telemetryd_device_hardware",
+            "Model, firmware and serial the device reports over ISAPI (a new serial = the device was swapped).",
+            labels=[*labels, "model", "firmware", "serial"],
+        )
+        auth = GaugeMetricFamily(
+            "telemetryd_isapi_auth_ok",
+            "0 when the device rejected our credential or is locked: fix the password before operators are locked out.",
+            labels=labels,
+        )
+        locked = GaugeMetricFamily(
+            "telemetryd_isapi_locked_until_timestamp_seconds",
+            "The device locked logins from us until then; no request is sent before.",
+            labels=labels,
+        )
+        drift = GaugeMetricFamily(
+            "telemetryd_device_clock_drift_seconds",
+            "Device clock minus this server's (positive: ahead).",
+            labels=labels,
+        )
+        ntp = GaugeMetricFamily("telemetryd_device_time_ntp", "1 when the device sets its clock by NTP.", labels=labels)
+        uptime = GaugeMetricFamily("telemetryd_device_uptime_seconds", "Uptime the device reports.", labels=labels)
+        channel_labels = ["school", "device", "channel"]
+        channel_up = GaugeMetricFamily(
+            "telemetryd_nvr_channel_up", "1 when the NVR sees the channel's camera online.", labels=channel_labels
+        )
+        recording = GaugeMetricFamily(
+            "telemetryd_nvr_channel_recording",
+            "1 when the channel has footage within probes.isapi.recording_window.",
+            labels=channel_labels,
+        )
+        disk_labels = ["school", "device", "disk"]
+        disk_ok = GaugeMetricFamily("telemetryd_nvr_disk_healthy", "1 when the disk reports ok.", labels=disk_labels)
+        disk_size = GaugeMetricFamily("telemetryd_nvr_disk_capacity_bytes", "Disk capacity.", labels=disk_labels)
+        disk_free = GaugeMetricFamily("telemetryd_nvr_disk_free_bytes", "Free space on the disk.", labels=disk_labels)
+        for (device_id, _probe), found in list(daemon.ctx.details.items()):
+            device = daemon.config.inventory.devices_by_id.get(device_id)
+            if device is None or not isinstance(found, IsapiHealth):
+                continue
+            base = [device.school_id, device.id, device.kind.value]
+            auth.add_metric(base, 0.0 if found.auth in (AuthState.AUTH_FAILED, AuthState.LOCKED) else 1.0)
+            if found.locked_until is not None:
+                locked.add_metric(base, found.locked_until)
+            if found.identity is not None:
+                identity = found.identity
+                hardware.add_metric([*base, identity.model, identity.firmware, identity.serial], {})
+            if found.clock_drift is not None:
+                drift.add_metric(base, found.clock_drift)
+            if found.time is not None:
+                ntp.add_metric(base, 1.0 if found.time.ntp else 0.0)
+            if found.status is not None and found.status.uptime is not None:
+                uptime.add_metric(base, found.status.uptime)
+            for channel in found.channels:
+                channel_up.add_metric([device.school_id, device.id, str(channel.id)], 1.0 if channel.online else 0.0)
+            for channel_id, recorded in found.recording:
+                recording.add_metric([device.school_id, device.id, str(channel_id)], 1.0 if recorded else 0.0)
+            for disk in found.disks:
+                if not disk.present:
+                    continue
+                disk_labels_values = [device.school_id, device.id, str(disk.id)]
+                disk_ok.add_metric(disk_labels_values, 1.0 if disk.healthy else 0.0)
+                if disk.capacity_mb is not None:
+                    disk_size.add_metric(disk_labels_values, disk.capacity_mb * 1024 * 1024)
+                if disk.free_mb is not None:
+                    disk_free.add_metric(disk_labels_values, disk.free_mb * 1024 * 1024)
+        yield from (hardware, auth, locked, drift, ntp, uptime, channel_up, recording, disk_ok, disk_size, disk_free)
+
+        heartbeat = GaugeMetricFamily(
+            "telemetryd_alarm_panel_heartbeat_age_seconds",
+            "Seconds since the panel's last DC-09 frame (heartbeat or event) reached the receiver.",
+            labels=["school", "device"],
+        )
+        now = time.monotonic()
+        for device in daemon.config.inventory.devices_by_id.values():
+            if device.sia is None:
+                continue
+            key = AccountKey(device.sia.receiver, device.sia.prefix, device.sia.account)
+            try:
+                status = daemon.supervision.status_of(key, now)
+            except KeyError:
+                continue
+            heartbeat.add_metric([device.school_id, device.id], status.silent_for)
+        frames = CounterMetricFamily(
+            "telemetryd_sia_frames",
+            "DC-09 frames received, by transport, answer (ack, nak, duh, ignore) and reason.",
+            labels=["transport", "verdict", "reason"],
+        )
+        if daemon.sia is not None:
+            for (transport, verdict, reason), count in daemon.sia.counts.frames.items():
+                frames.add_metric([str(transport), str(verdict), str(reason)], count)
+        yield from (heartbeat, frames)
 
     def _daemon(self) -> Iterator[Metric]:
         daemon = self.daemon

@@ -85,6 +85,20 @@ class Device:
     credentials: str | None = None
     snmp: SnmpTarget | None = None
     """For a router: where its segment counters are read (community = `credentials`)."""
+    sia: SiaAccount | None = None
+    """For an alarm panel that dual-reports to telemetryd's DC-09 receiver."""
+    nvr: tuple[str, int] | None = None
+    """For a camera: (NVR device id, channel) that records it."""
+
+
+@dataclass(frozen=True, slots=True)
+class SiaAccount:
+    """A panel's DC-09 identity (hex, upper case) and its heartbeat interval in seconds."""
+
+    account: str
+    prefix: str = "0"
+    receiver: str = ""
+    interval: float = 90.0
 
 
 @dataclass(frozen=True, slots=True)

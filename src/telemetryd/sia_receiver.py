@@ -368,13 +368,12 @@ class _PanelConnection(asyncio.Protocol):
         self._peer = "?"
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's TCPTransport does not subclass it
         self._peer = _peer_name(transport.get_extra_info("peername"))
         receiver = self._receiver
         if len(receiver._connections) >= receiver._limits.max_connections:
             receiver._dropped("tcp", "too_many", self._peer)
-            transport.abort()
+            self._transport.abort()
             return
         receiver._connections.add(self)
         self._arm_idle()

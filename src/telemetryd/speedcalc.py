@@ -182,6 +182,23 @@ def assess(samples: Sequence[Sample], policy: SpeedPolicy) -> Assessment:
     return Assessment(stable=stable, bits_per_second=rate, steady_from=steady[0].start, steady_bytes=moved)
 
 
+def peer_received(bytes_acked: int, sacked_segments: int, mss: int) -> int:
+    """Upload bytes the peer holds, in order or not: the cumulative ACK plus the SACKed segments beyond it.
+
+    `bytes_acked` alone (tcpi_bytes_acked) only moves when the in-order edge does: after a loss,
+    everything the peer receives behind the hole is held back until the retransmission lands
+    and then acknowledged in one jump (on a 10 Mbit tbf link up to ~100 SACKed segments,
+    0.1 s of the link). A rate window that starts inside such a hole and ends after its jump
+    counts bytes that crossed the link before the window: measured 2–9 % high. Adding the
+    SACKed segments (tcpi_sacked × tcpi_snd_mss) counts each byte when it arrives. A SACKed
+    segment may be shorter than the MSS, so this can run ahead by a few bytes per segment;
+    the caller caps it at what was written.
+    """
+    if bytes_acked < 0 or sacked_segments < 0 or mss < 0:
+        raise ValueError("TCP counters are never negative")
+    return bytes_acked + sacked_segments * mss
+
+
 def default_budget(contract_mbps: float, *, seconds: float = 4.0) -> int:
     """A per-direction byte budget: `seconds` at the contracted rate.
 

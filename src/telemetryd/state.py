@@ -78,6 +78,15 @@ class SchoolSummary:
         return self.by_kind.get(kind, KindCount())
 
 
+SIA_PROBE = "sia"
+"""Pseudo-probe of a panel supervised by the DC-09 receiver: results come from heartbeats, not a prober."""
+
+
+def probe_names(device: Device) -> list[str]:
+    """The probes a device's state tracks: its scheduled probes plus heartbeat supervision."""
+    return [p.name for p in device.probes] + ([SIA_PROBE] if device.sia is not None else [])
+
+
 @dataclass(slots=True)
 class State:
     """Every device's state; the single source the exporter, status page and history read."""
@@ -98,11 +107,11 @@ class State:
             for device in school.devices:
                 old = self.devices.get(device.id)
                 if old is not None and old.device.host == device.host:
-                    probes = {p.name: old.probes.get(p.name, ProbeState()) for p in device.probes}
+                    probes = {name: old.probes.get(name, ProbeState()) for name in probe_names(device)}
                     kept[device.id] = DeviceState(device, probes, old.health, old.last_change, old.flaps)
                     kept[device.id].health = _device_health(probes.values())
                 else:
-                    kept[device.id] = DeviceState(device, {p.name: ProbeState() for p in device.probes})
+                    kept[device.id] = DeviceState(device, {name: ProbeState() for name in probe_names(device)})
         self.devices = kept
         self.inventory = inventory
 

@@ -7,14 +7,17 @@ take the rest), so the test compares against what a reference tool gets, not the
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from telemetryd.model import Direction
-from telemetryd.probes.speedtest import run_test
+from telemetryd.probes.speedtest import measure, run_test
 from telemetryd.sim.links import ShapedLinks, check_route
 from telemetryd.speedcalc import default_budget
 
@@ -49,6 +52,30 @@ async def test_shaped_link_measured_within_ten_percent(links: ShapedLinks, index
         assert result.mbps == pytest.approx(expected, rel=0.10), direction
         assert 0 < result.bytes_used <= budget, direction
         assert result.duration < 9
+
+
+def _shaper_bytes(device: str) -> int:
+    """Bytes the root side's tbf has let through so far (upload direction)."""
+    command = ["tc", "-s", "-j", "qdisc", "show", "dev", device]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    return sum(int(qdisc.get("bytes", 0)) for qdisc in json.loads(done.stdout))
+
+
+async def test_upload_stops_sending_when_the_test_ends(links: ShapedLinks) -> None:
+    """After `measure` returns, at most the shaper's own queue (~165 KB at 20 Mbit) still crosses the link.
+
+    Before the fix the sockets stayed open with their buffers full and ~1.2 MB (10 Mbit) kept
+    flowing for a second after every upload, unmeasured, into whatever ran next.
+    """
+    school = links.schools[0]
+    check_route(school)
+    result = await measure(
+        school.url, school.token, Direction.UPLOAD, max_bytes=default_budget(school.rate_mbit), max_seconds=8
+    )
+    assert result.ok, result.detail
+    ended = _shaper_bytes(school.root_veth)
+    await asyncio.sleep(0.6)
+    assert _shaper_bytes(school.root_veth) - ended < 200_000
 
 
 def test_guard_refuses_an_address_outside_our_veth(links: ShapedLinks) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import struct
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -11,7 +12,7 @@ import pytest
 from aiohttp import web
 
 from telemetryd.model import Direction
-from telemetryd.probes.speedtest import measure, run_test
+from telemetryd.probes.speedtest import TcpCounters, measure, parse_tcp_info, run_test
 from telemetryd.responder import make_app
 
 TOKEN = "s3cret-token-for-tests"
@@ -287,3 +288,77 @@ async def test_nonsense_arguments_are_programmer_errors() -> None:
         await measure("http://127.0.0.1:1", TOKEN, Direction.DOWNLOAD, streams=0, max_bytes=10, max_seconds=1)
     with pytest.raises(ValueError, match="max_seconds"):
         await measure("http://127.0.0.1:1", TOKEN, Direction.DOWNLOAD, max_bytes=10, max_seconds=0)
+
+
+def _tcp_info(length: int, *, mss: int, sacked: int, acked: int, sent: int) -> bytes:
+    raw = bytearray(length)
+    struct.pack_into("=I", raw, 16, mss)
+    struct.pack_into("=I", raw, 28, sacked)
+    if length >= 128:
+        struct.pack_into("=Q", raw, 120, acked)
+    if length >= 208:
+        struct.pack_into("=Q", raw, 200, sent)
+    return bytes(raw)
+
+
+def test_parse_tcp_info_counts_sacked_segments_as_received() -> None:
+    """Upload progress is bytes_acked plus SACKed segments × MSS; bytes_sent when the kernel has it, else None."""
+    raw = _tcp_info(232, mss=1448, sacked=30, acked=5_000_000, sent=5_200_000)
+    assert parse_tcp_info(raw) == TcpCounters(received=5_000_000 + 30 * 1448, sent=5_200_000)
+    older = _tcp_info(160, mss=1448, sacked=0, acked=7_000, sent=0)
+    assert parse_tcp_info(older) == TcpCounters(received=7_000, sent=None)
+    assert parse_tcp_info(bytes(104)) is None
+
+
+def test_parse_tcp_info_of_a_real_socket() -> None:
+    """The offsets fit this kernel: a loopback socket that sent and got acked some bytes reads back sane counters."""
+    if not hasattr(socket, "TCP_INFO"):
+        pytest.skip("no TCP_INFO on this platform")
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        client = socket.create_connection(server.getsockname())
+        peer, _ = server.accept()
+        with client, peer:
+            client.sendall(b"x" * 100_000)
+            got = 0
+            while got < 100_000:
+                got += len(peer.recv(65536))
+            deadline = time.monotonic() + 2
+            counters = parse_tcp_info(client.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 232))
+            while counters is not None and counters.received < 100_000 and time.monotonic() < deadline:
+                time.sleep(0.01)
+                counters = parse_tcp_info(client.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 232))
+    assert counters is not None
+    assert counters.received in (100_000, 100_001)  # Linux counts the SYN in tcpi_bytes_acked
+    assert counters.sent == 100_000
+
+
+async def test_upload_left_in_the_socket_buffers_is_reset_not_sent(
+    raw_server: Callable[[Handler], Awaitable[str]],
+) -> None:
+    """When the test stops, unsent upload bytes are dropped (RST), not trickled out after the result.
+
+    The peer takes the request, says 100 Continue and then reads nothing, so the client's
+    socket buffers fill and the test stops on the stall timeout. Before the fix the connection
+    stayed open until the buffers drained (over a 10 Mbit link, ~1.2 MB for a second after
+    every upload); now the peer sees a reset as soon as `measure` has returned.
+    """
+    outcome: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    may_read = asyncio.Event()
+
+    async def never_reads(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request_head(reader)
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        await writer.drain()
+        await may_read.wait()
+        try:
+            while await reader.read(1 << 20):
+                pass
+            outcome.set_result("eof")
+        except ConnectionResetError:
+            outcome.set_result("reset")
+
+    url = await raw_server(never_reads)
+    result = await measure(url, TOKEN, Direction.UPLOAD, streams=1, max_bytes=10**9, max_seconds=10, stall_timeout=0.5)
+    assert (result.ok, result.reason) == (False, "timeout")
+    may_read.set()
+    assert await asyncio.wait_for(outcome, timeout=5) == "reset"

@@ -14,9 +14,28 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from telemetryd.model import Contract, Device, DeviceKind, ProbeSpec, School, Segment, SnmpTarget, SpeedTestTarget
+from telemetryd.config.settings import parse_duration
+from telemetryd.model import (
+    Contract,
+    Device,
+    DeviceKind,
+    ProbeSpec,
+    School,
+    Segment,
+    SiaAccount,
+    SnmpTarget,
+    SpeedTestTarget,
+)
 
-PROTOCOLS = ("icmp", "tcp")
+PROTOCOLS = ("icmp", "tcp", "rtsp", "isapi", "axpro")
+DEFAULT_PORTS = {"rtsp": 554, "isapi": 80, "axpro": 80}
+"""Protocols with a well-known port may leave it out (``rtsp`` means ``rtsp:554``)."""
+NEEDS_CREDENTIALS = ("isapi", "axpro")
+KINDS_FOR = {
+    "isapi": (DeviceKind.CAMERA, DeviceKind.NVR),
+    "axpro": (DeviceKind.ALARM_PANEL,),
+    "rtsp": (DeviceKind.CAMERA, DeviceKind.NVR),
+}
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 DEFAULT_PROBES: dict[DeviceKind, tuple[ProbeSpec, ...]] = {
@@ -61,6 +80,11 @@ class ProbeEntry(Strict):
             raise ValueError("an icmp probe takes no port")
         return self
 
+    @property
+    def spec(self) -> ProbeSpec:
+        """The domain ProbeSpec, well-known ports filled in."""
+        return ProbeSpec(self.protocol, self.port if self.port is not None else DEFAULT_PORTS.get(self.protocol))
+
 
 class SnmpEntry(Strict):
     """A router's SNMP agent: which interface is the WAN and which carries each segment."""
@@ -81,6 +105,23 @@ class SnmpEntry(Strict):
         return value
 
 
+class SiaEntry(Strict):
+    """An alarm panel that also reports to telemetryd's SIA DC-09 receiver."""
+
+    account: Annotated[str, Field(pattern=r"^[0-9A-Fa-f]{3,16}$")]
+    prefix: Annotated[str, Field(pattern=r"^[0-9A-Fa-f]{1,6}$")] = "0"
+    receiver: Annotated[str, Field(pattern=r"^[0-9A-Fa-f]{1,6}$")] | None = None
+    interval: Annotated[float, BeforeValidator(parse_duration), Field(gt=0)] = 90.0
+    """How often the panel sends its NULL heartbeat."""
+
+
+class NvrChannelEntry(Strict):
+    """Which NVR records a camera, and on which channel."""
+
+    device: Annotated[str, Field(pattern=_ID)]
+    channel: int = Field(ge=1, le=256)
+
+
 class DeviceEntry(Strict):
     """A device as written in the inventory."""
 
@@ -91,6 +132,25 @@ class DeviceEntry(Strict):
     credentials: Annotated[str, Field(pattern=_ID)] | None = None
     probes: list[Annotated[ProbeEntry, BeforeValidator(parse_probe)]] | None = None
     snmp: SnmpEntry | None = None
+    sia: SiaEntry | None = None
+    nvr: NvrChannelEntry | None = None
+
+    @model_validator(mode="after")
+    def _fits_kind(self) -> DeviceEntry:
+        for entry in self.probes or []:
+            kinds = KINDS_FOR.get(entry.protocol)
+            if kinds is not None and self.kind not in kinds:
+                allowed = " or ".join(k.value for k in kinds)
+                raise ValueError(f"a {entry.protocol} probe applies to {allowed}, not {self.kind.value}")
+            if entry.protocol in NEEDS_CREDENTIALS and self.credentials is None:
+                raise ValueError(
+                    f"a {entry.protocol} probe needs `credentials:` naming a secret file holding user:password"
+                )
+        if self.sia is not None and self.kind is not DeviceKind.ALARM_PANEL:
+            raise ValueError("`sia:` belongs on an alarm panel (kind: alarm_panel)")
+        if self.nvr is not None and self.kind is not DeviceKind.CAMERA:
+            raise ValueError("`nvr:` belongs on a camera (kind: camera): the NVR and channel recording it")
+        return self
 
     @model_validator(mode="after")
     def _snmp_on_router(self) -> DeviceEntry:
@@ -113,7 +173,7 @@ class DeviceEntry(Strict):
     @classmethod
     def _unique_probes(cls, value: list[ProbeEntry] | None) -> list[ProbeEntry] | None:
         if value is not None:
-            names = [ProbeSpec(p.protocol, p.port).name for p in value]
+            names = [p.spec.name for p in value]
             dupes = sorted({n for n in names if names.count(n) > 1})
             if dupes:
                 raise ValueError(f"probe listed twice: {', '.join(dupes)}")
@@ -191,11 +251,13 @@ class SchoolEntry(Strict):
                 name=d.name,
                 credentials=d.credentials,
                 snmp=SnmpTarget(tuple(d.snmp.interfaces.items()), d.snmp.port) if d.snmp else None,
-                probes=(
-                    tuple(ProbeSpec(p.protocol, p.port) for p in d.probes)
-                    if d.probes is not None
-                    else DEFAULT_PROBES[d.kind]
-                ),
+                sia=SiaAccount(
+                    d.sia.account.upper(), d.sia.prefix.upper(), (d.sia.receiver or "").upper(), d.sia.interval
+                )
+                if d.sia
+                else None,
+                nvr=(d.nvr.device, d.nvr.channel) if d.nvr else None,
+                probes=(tuple(p.spec for p in d.probes) if d.probes is not None else DEFAULT_PROBES[d.kind]),
             )
             for d in self.devices
         )

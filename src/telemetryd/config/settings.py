@@ -59,12 +59,46 @@ class SnmpSettings(Strict):
     max_concurrent: int = Field(64, ge=1, description="routers polled at once")
 
 
+class RtspSettings(Strict):
+    """RTSP OPTIONS on a camera's stream port: the stream server answers."""
+
+    interval: Seconds = 60.0
+    timeout: Seconds = 3.0
+
+
+class IsapiSettings(Strict):
+    """Hikvision ISAPI health checks of cameras and NVRs (digest auth, lockout-safe)."""
+
+    interval: Seconds = 300.0
+    timeout: Seconds = Field(30.0, description="a whole check, every request included")
+    max_clock_drift: Seconds = Field(10.0, description="device clock vs this server before `clock_drift`")
+    recording_window: Seconds = Field(3600.0, description="an NVR channel must have footage this recent")
+    max_body_bytes: int = Field(1 << 20, ge=4096, description="replies larger than this are cut off")
+
+
+class AxProSettings(Strict):
+    """Hikvision AX PRO alarm panel status over ISAPI."""
+
+    interval: Seconds = 60.0
+    timeout: Seconds = 15.0
+
+
 class ProbeSettings(Strict):
     """Interval and timeout per probe protocol."""
 
     icmp: IcmpSettings = IcmpSettings()
     tcp: TcpSettings = TcpSettings()
     snmp: SnmpSettings = SnmpSettings()
+    rtsp: RtspSettings = RtspSettings()
+    isapi: IsapiSettings = IsapiSettings()
+    axpro: AxProSettings = AxProSettings()
+
+
+class SiaSettings(Strict):
+    """The SIA DC-09 receiver alarm panels dual-report to (supervision heartbeats)."""
+
+    listen: str | None = Field(None, description="host:port for TCP and UDP; none: no receiver")
+    grace: Seconds = Field(30.0, description="beyond a panel's heartbeat interval before supervision is lost")
 
 
 _WINDOW = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
@@ -169,6 +203,7 @@ class Settings(Strict):
     concurrency: ConcurrencySettings = ConcurrencySettings()
     hysteresis: HysteresisSettings = HysteresisSettings()
     speedtest: SpeedTestSettings = SpeedTestSettings()
+    sia: SiaSettings = SiaSettings()
     logging: LoggingSettings = LoggingSettings()
     shutdown_timeout: Seconds = 10.0
 

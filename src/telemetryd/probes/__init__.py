@@ -8,7 +8,7 @@ many devices in one sweep (ICMP over its shared socket) also registers in
 from collections.abc import Awaitable, Callable, Sequence
 
 from telemetryd.model import Device, ProbeResult
-from telemetryd.probes import icmp, tcp
+from telemetryd.probes import icmp, isapi, rtsp, tcp
 from telemetryd.probes.base import ProbeContext, Prober
 
 BatchProber = Callable[[Sequence[Device], ProbeContext], Awaitable[list[ProbeResult]]]
@@ -16,6 +16,9 @@ BatchProber = Callable[[Sequence[Device], ProbeContext], Awaitable[list[ProbeRes
 PROBERS: dict[str, Prober] = {
     "icmp": icmp.probe,
     "tcp": tcp.probe,
+    "rtsp": rtsp.probe,
+    "isapi": isapi.probe,
+    "axpro": isapi.probe_axpro,
 }
 
 BATCH_PROBERS: dict[str, BatchProber] = {

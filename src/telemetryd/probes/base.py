@@ -13,6 +13,8 @@ from telemetryd.model import Device, ProbeResult, ProbeSpec
 
 if TYPE_CHECKING:
     from telemetryd.probes.icmp import Pinger
+    from telemetryd.probes.isapi import IsapiProber
+    from telemetryd.secrets import Secrets
 
 
 @dataclass(slots=True)
@@ -25,6 +27,10 @@ class ProbeContext:
 
     settings: Settings
     pinger: Pinger | None = None
+    isapi: IsapiProber | None = None
+    secrets: Secrets | None = None
+    details: dict[tuple[str, str], object] = field(default_factory=dict)
+    """(device id, probe name) → the prober's full finding (e.g. IsapiHealth), for the exporter."""
     log: structlog.typing.FilteringBoundLogger = field(default_factory=lambda: structlog.get_logger("telemetryd.probe"))
 
 

@@ -48,9 +48,12 @@ from urllib.parse import quote
 import aiohttp
 import structlog
 
-from telemetryd.model import ProbeResult
+from telemetryd.config.settings import Settings
+from telemetryd.model import Device, DeviceKind, ProbeResult, ProbeSpec
 from telemetryd.probes import isapi_xml as xml
+from telemetryd.probes.base import ProbeContext
 from telemetryd.probes.digest import DigestChallenge, authorization, choose_challenge, parse_challenges
+from telemetryd.secrets import SecretMissing
 
 __all__ = [
     "AuthState",
@@ -60,6 +63,10 @@ __all__ = [
     "IsapiPolicy",
     "IsapiProber",
     "Problem",
+    "credential_pair",
+    "policy_from",
+    "probe",
+    "probe_axpro",
 ]
 
 Kind = Literal["camera", "nvr"]
@@ -742,3 +749,57 @@ class IsapiProber:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+def credential_pair(secret: str) -> tuple[str, str]:
+    """A camera secret file holds ``user:password`` (the password may contain colons)."""
+    username, sep, password = secret.partition(":")
+    if not sep or not username:
+        raise ValueError("the secret must hold user:password on one line")
+    return username, password
+
+
+def policy_from(settings: Settings) -> IsapiPolicy:
+    """The client's policy from `probes.isapi`."""
+    options = settings.probes.isapi
+    return IsapiPolicy(
+        request_timeout=min(5.0, options.timeout),
+        check_timeout=options.timeout,
+        max_body_bytes=options.max_body_bytes,
+        max_clock_drift=options.max_clock_drift,
+        recording_window=options.recording_window,
+    )
+
+
+async def _login_for(device: Device, ctx: ProbeContext) -> tuple[str, str] | ProbeResult:
+    if ctx.isapi is None or ctx.secrets is None:
+        return ProbeResult(False, 0.0, "error", "the ISAPI client is not running")
+    try:
+        return credential_pair(ctx.secrets.get(device.credentials or ""))
+    except SecretMissing as exc:
+        return ProbeResult(False, 0.0, "credentials", str(exc))
+    except ValueError as exc:
+        return ProbeResult(False, 0.0, "credentials", f"credential {device.credentials!r}: {exc}")
+
+
+async def probe(device: Device, spec: ProbeSpec, ctx: ProbeContext) -> ProbeResult:
+    """ISAPI health of a camera or NVR (``isapi:80``); the full finding is kept in `ctx.details`."""
+    login = await _login_for(device, ctx)
+    if isinstance(login, ProbeResult):
+        return login
+    assert ctx.isapi is not None
+    kind: Literal["camera", "nvr"] = "nvr" if device.kind is DeviceKind.NVR else "camera"
+    health = await ctx.isapi.check(device.host, spec.port or 80, *login, kind, now=time.time())
+    ctx.details[(device.id, spec.name)] = health
+    return health.probe_result()
+
+
+async def probe_axpro(device: Device, spec: ProbeSpec, ctx: ProbeContext) -> ProbeResult:
+    """Status of a Hikvision AX PRO alarm panel (``axpro:80``)."""
+    login = await _login_for(device, ctx)
+    if isinstance(login, ProbeResult):
+        return login
+    assert ctx.isapi is not None
+    status = await ctx.isapi.axpro_status(device.host, spec.port or 80, *login, now=time.time())
+    ctx.details[(device.id, spec.name)] = status
+    return status.probe_result()

@@ -228,10 +228,7 @@ def _failed(failure: _Failure, port: int, duration: float, rtt: float | None) ->
 
 
 def _timeout(ctx: ProbeContext) -> float:
-    try:
-        return ctx.settings.timeout_for("rtsp")
-    except AttributeError:  # settings has no `probes.rtsp` section yet: an OPTIONS is a connect plus one round trip
-        return ctx.settings.timeout_for("tcp")
+    return ctx.settings.timeout_for("rtsp")
 
 
 async def probe(device: Device, spec: ProbeSpec, ctx: ProbeContext) -> ProbeResult:
