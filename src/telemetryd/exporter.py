@@ -28,6 +28,7 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 
 from telemetryd import __version__
+from telemetryd.attribution import ChannelView, SchoolCameras, Verdict, attribute, reachability
 from telemetryd.dc09 import AccountKey
 from telemetryd.links import Compliance, SchoolLink
 from telemetryd.model import DeviceKind, Direction, Health
@@ -313,6 +314,45 @@ class StateCollector(Collector):
         deferred.add_metric(["budget"], monitor.stats.speedtests_waiting_budget)
         yield from (polls, running, reserved, capacity, deferred)
 
+    def _camera_verdicts(self) -> Metric:
+        """One of ok, camera_down, not_recorded, lan_fault, nvr_down, unknown per camera (see attribution)."""
+        daemon = self.daemon
+        state = daemon.state
+        family = GaugeMetricFamily(
+            "telemetryd_camera_verdict",
+            "1 for the camera's current verdict: ok, camera_down, not_recorded, lan_fault, nvr_down or unknown.",
+            labels=["school", "device", "verdict"],
+        )
+        channels = nvr_channels(daemon.ctx.details)
+
+        def answers(device_id: str) -> Health | None:
+            device_state = state.devices.get(device_id)
+            if device_state is None:
+                return None
+            return reachability(
+                {
+                    name: (probe.health, probe.last_result.reason if probe.last_result is not None else None)
+                    for name, probe in device_state.probes.items()
+                }
+            )
+
+        for school in state.inventory.schools:
+            cameras = [d for d in school.devices if d.kind is DeviceKind.CAMERA and d.id in state.devices]
+            alive = {d.id: answers(d.id) or Health.UNKNOWN for d in cameras}
+            known = [h for h in alive.values() if h is not Health.UNKNOWN]
+            summary = SchoolCameras(down=known.count(Health.DOWN), known=len(known))
+            for device in cameras:
+                nvr_health: Health | None = None
+                channel = None
+                if device.nvr is not None:
+                    nvr_id, channel_id = device.nvr
+                    nvr_health = answers(nvr_id)
+                    channel = channels.get((nvr_id, channel_id))
+                verdict = attribute(alive[device.id], nvr_health, channel, summary)
+                for option in Verdict:
+                    family.add_metric([school.id, device.id, option.value], 1.0 if option is verdict else 0.0)
+        return family
+
     def _device_health(self) -> Iterator[Metric]:
         """What ISAPI checks and DC-09 supervision found beyond up/down."""
         daemon = self.daemon
@@ -383,6 +423,7 @@ class StateCollector(Collector):
                 if disk.free_mb is not None:
                     disk_free.add_metric(disk_labels_values, disk.free_mb * 1024 * 1024)
         yield from (hardware, auth, locked, drift, ntp, uptime, channel_up, recording, disk_ok, disk_size, disk_free)
+        yield self._camera_verdicts()
 
         heartbeat = GaugeMetricFamily(
             "telemetryd_alarm_panel_heartbeat_age_seconds",
@@ -620,6 +661,18 @@ def status_document(daemon: Daemon, school_id: str | None = None) -> dict[str, A
         "devices": {h.value: n for h, n in counts.items()},
         "schools": schools,
     }
+
+
+def nvr_channels(details: dict[tuple[str, str], object]) -> dict[tuple[str, int], ChannelView]:
+    """(NVR id, channel) → what the NVR's last ISAPI check said about that channel."""
+    views: dict[tuple[str, int], ChannelView] = {}
+    for (device_id, _probe), found in details.items():
+        if not isinstance(found, IsapiHealth):
+            continue
+        recorded = dict(found.recording)
+        for channel in found.channels:
+            views[device_id, channel.id] = ChannelView(channel.online, recorded.get(channel.id), channel.detect_result)
+    return views
 
 
 def link_document(link: SchoolLink | None) -> dict[str, Any] | None:

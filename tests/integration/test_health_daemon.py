@@ -64,6 +64,7 @@ async def test_isapi_health_lockout_safety_and_panel_supervision(tmp_path: Path)
             }
             for name, (host, port) in hosts.items()
         ]
+        devices[0]["nvr"] = {"device": "s1-nvr", "channel": 2}
         devices.append(
             {
                 "id": "s1-alarm",
@@ -146,6 +147,8 @@ async def test_isapi_health_lockout_safety_and_panel_supervision(tmp_path: Path)
             assert 'telemetryd_nvr_disk_healthy{device="s1-nvr",disk="1",school="s1"} 0.0' in metrics
             assert 'telemetryd_nvr_channel_up{channel="1",device="s1-nvr",school="s1"} 1.0' in metrics
             assert wrong.failed_logins == 1
+            # cam-good is recorded on the NVR's channel 2, which the NVR sees offline.
+            assert 'telemetryd_camera_verdict{device="s1-cam-good",school="s1",verdict="not_recorded"} 1.0' in metrics
             assert good.failed_logins == 0 and good.authenticated >= 3
             status = json.loads(await _get(address, "/api/v1/status?school=s1"))
             probes = {d["device"]: d["probes"] for d in status["schools"][0]["all_devices"]}
