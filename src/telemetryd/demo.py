@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,11 +20,21 @@ import yaml
 from telemetryd.config.settings import parse_duration
 from telemetryd.sim.city import City, generate_city
 from telemetryd.sim.fleet import Fleet
+from telemetryd.sim.healthlab import FAULTS, HealthLab
 from telemetryd.sim.linklab import DEMO_LINKS, LinkLab
 from telemetryd.sim.truth import compare, exported_up
 
 
-def write_demo_config(workdir: Path, *, listen: str, interval: str) -> Path:
+def free_port() -> int:
+    """A TCP and UDP port free on 127.0.0.1 now (for the demo's SIA receiver)."""
+    with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        tcp.bind(("127.0.0.1", 0))
+        port = int(tcp.getsockname()[1])
+        udp.bind(("127.0.0.1", port))
+        return port
+
+
+def write_demo_config(workdir: Path, *, listen: str, interval: str, sia_port: int = 0) -> Path:
     """Daemon settings for the demo: the generated inventory, short intervals, console logs.
 
     Speed tests run every 3 minutes (production: hourly) so the demo shows verdicts soon.
@@ -36,7 +47,10 @@ def write_demo_config(workdir: Path, *, listen: str, interval: str) -> Path:
             "icmp": {"interval": interval, "timeout": "2s"},
             "tcp": {"interval": interval, "timeout": "2s"},
             "snmp": {"interval": "10s", "timeout": "1s", "retries": 2},
+            "isapi": {"interval": "20s", "timeout": "10s"},
+            "axpro": {"interval": "20s", "timeout": "10s"},
         },
+        "sia": {"listen": f"127.0.0.1:{sia_port}", "grace": "5s"},
         "speedtest": {"interval": "3m", "confirm_after": "20s", "max_seconds": "8s"},
         "hysteresis": {"down_after": 2, "up_after": 2},
         "logging": {"format": "auto", "level": "info"},
@@ -109,7 +123,8 @@ def run_demo(
     city = generate_city(schools, devices_per_school, seed=seed)
     inventory_dir = workdir / "inventory"
     city.write_inventory(inventory_dir)
-    config = write_demo_config(workdir, listen=listen, interval=interval)
+    sia_port = free_port()
+    config = write_demo_config(workdir, listen=listen, interval=interval, sia_port=sia_port)
     stop = False
 
     def on_signal(_signum: int, _frame: object) -> None:
@@ -119,6 +134,7 @@ def run_demo(
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     fleet = Fleet(city, mode=mode)
     lab: LinkLab | None = None
+    health = HealthLab(inventory_dir, workdir / "credentials")
     (inventory_dir / "links.yaml").unlink(missing_ok=True)  # a previous run's shaped links are gone
     daemon: subprocess.Popen[bytes] | None = None
     try:
@@ -129,6 +145,7 @@ def run_demo(
         if fleet.mode == "netns":
             print(f"shaping {len(DEMO_LINKS)} school links and starting a simulated SNMP router ...")
             lab = LinkLab(inventory_dir, workdir / "credentials").start()
+        health.start(sia_port)
         # Its own session: Ctrl-C reaches the demo only, which then stops the daemon with SIGTERM.
         daemon = subprocess.Popen(
             [sys.executable, "-m", "telemetryd", "run", "--config", str(config)], start_new_session=True
@@ -152,6 +169,9 @@ def run_demo(
                 if lab is not None
                 else "  shaped links:   none (needs root)\n"
             )
+            + "  device faults:  "
+            + "\n                  ".join(f"{device}: {fault}" for device, fault in FAULTS.items())
+            + "\n"
             + f"  inventory:      {inventory_dir}\n"
             f"  config:         {config}\n"
             "Press Ctrl-C to stop and clean up.\n",
@@ -179,6 +199,7 @@ def run_demo(
                 daemon.wait()
         if lab is not None:
             lab.stop()
+        health.stop()
         fleet.stop()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
