@@ -31,7 +31,6 @@ import json
 import os
 import random
 import re
-import select
 import shutil
 import subprocess
 import sys
@@ -46,6 +45,9 @@ from typing import Any, Literal
 import structlog
 
 import telemetryd
+from telemetryd.sim._proc import netns_names, run
+from telemetryd.sim._proc import pid_alive as _pid_alive
+from telemetryd.sim._proc import read_line as _read_line
 from telemetryd.sim.city import FLAP_MARGIN, City, Condition
 from telemetryd.sim.responder import HANDOVER_PREFIX, HostSpec, ResponderSpec
 
@@ -459,35 +461,8 @@ class Fleet:
         problems.append(f"responder pid {process.pid} did not exit")
 
 
-def _read_line(process: subprocess.Popen[bytes], deadline: float) -> str:
-    """The first line the process prints, '' on timeout or exit."""
-    assert process.stdout is not None
-    fd = process.stdout.fileno()
-    buffer = b""
-    while b"\n" not in buffer:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return ""
-        readable, _, _ = select.select([fd], [], [], remaining)
-        if not readable:
-            continue
-        chunk = os.read(fd, 4096)
-        if not chunk:
-            return ""
-        buffer += chunk
-    return buffer.split(b"\n", 1)[0].decode(errors="replace").strip()
-
-
 def _run(command: list[str], *, stdin: str | None = None, check: bool = True) -> str:
-    try:
-        done = subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=120, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        if check:
-            raise FleetError(f"`{' '.join(command)}` failed: {exc}") from exc
-        return ""
-    if check and done.returncode != 0:
-        raise FleetError(f"`{' '.join(command)}` failed: {done.stderr.strip() or done.returncode}")
-    return done.stdout
+    return run(command, error=FleetError, stdin=stdin, check=check, timeout=120)
 
 
 def _ip(*args: str, stdin: str | None = None, check: bool = True) -> str:
@@ -495,8 +470,7 @@ def _ip(*args: str, stdin: str | None = None, check: bool = True) -> str:
 
 
 def _netns_names() -> list[str]:
-    output = _ip("netns", "list", check=False)
-    return [line.split()[0] for line in output.splitlines() if line.strip()]
+    return netns_names(FleetError)
 
 
 def _root_links() -> list[str]:
@@ -504,16 +478,6 @@ def _root_links() -> list[str]:
         return sorted(os.listdir("/sys/class/net"))
     except OSError:
         return []
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _unprivileged_port_start() -> int:

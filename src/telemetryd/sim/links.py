@@ -26,7 +26,6 @@ import ipaddress
 import os
 import re
 import secrets
-import select
 import shutil
 import subprocess
 import sys
@@ -41,6 +40,9 @@ from types import TracebackType
 import structlog
 
 import telemetryd
+from telemetryd.sim._proc import end, run
+from telemetryd.sim._proc import pid_alive as _pid_alive
+from telemetryd.sim._proc import read_line as _read_line
 from telemetryd.sim.fleet import ip_route_get, ip_routes, overlapping_routes, route_leads_into
 
 LINKS_BASE = ipaddress.IPv4Network("10.210.0.0/16")
@@ -322,57 +324,10 @@ def _shaping_commands(device: str, rate_mbit: float, burst: int, delay_ms: float
     ]
 
 
-def _stop_process(process: subprocess.Popen[bytes], problems: list[str]) -> None:
-    if process.stdout is not None:
-        with contextlib.suppress(OSError):
-            process.stdout.close()
-    for action in (process.terminate, process.kill):
-        with contextlib.suppress(ProcessLookupError):
-            action()
-        try:
-            process.wait(timeout=5)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-    problems.append(f"responder pid {process.pid} did not exit")
-
-
-def _read_line(process: subprocess.Popen[bytes], deadline: float) -> str:
-    """The first line the process prints, '' on timeout or exit."""
-    assert process.stdout is not None
-    fd = process.stdout.fileno()
-    buffer = b""
-    while b"\n" not in buffer:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return ""
-        readable, _, _ = select.select([fd], [], [], remaining)
-        if not readable:
-            continue
-        chunk = os.read(fd, 4096)
-        if not chunk:
-            return ""
-        buffer += chunk
-    return buffer.split(b"\n", 1)[0].decode(errors="replace").strip()
-
-
 def _run(command: list[str], *, stdin: str | None = None, check: bool = True) -> str:
-    try:
-        done = subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=60, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        if check:
-            raise LinkError(f"`{' '.join(command)}` failed: {exc}") from exc
-        return ""
-    if check and done.returncode != 0:
-        raise LinkError(f"`{' '.join(command)}` failed: {done.stderr.strip() or done.returncode}")
-    return done.stdout
+    return run(command, error=LinkError, stdin=stdin, check=check)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _stop_process(process: subprocess.Popen[bytes], problems: list[str]) -> None:
+    if not end(process):
+        problems.append(f"responder pid {process.pid} did not exit")

@@ -50,6 +50,8 @@ from types import TracebackType
 import structlog
 
 from telemetryd.model import Segment
+from telemetryd.sim._proc import end as _end
+from telemetryd.sim._proc import netns_names, run
 from telemetryd.sim.fleet import ip_route_get, ip_routes, overlapping_routes, route_leads_into
 
 ROUTER_BASE = ipaddress.IPv4Network("10.220.0.0/16")
@@ -573,43 +575,6 @@ def _binary(name: str) -> str:
     return path
 
 
-def _end(process: subprocess.Popen[bytes]) -> None:
-    """Stop one process we started, by its PID: TERM, then KILL."""
-    with contextlib.suppress(ProcessLookupError):
-        process.send_signal(signal.SIGCONT)  # a frozen snmpd cannot act on TERM
-    for action in (process.terminate, process.kill):
-        if process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            action()
-        try:
-            process.wait(timeout=5)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
-def _run(command: list[str], *, stdin: str | None = None, check: bool = True) -> str:
-    try:
-        done = subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=60, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        if check:
-            raise SimRouterError(f"`{' '.join(command)}` failed: {exc}") from exc
-        return ""
-    if check and done.returncode != 0:
-        raise SimRouterError(f"`{' '.join(command)}` failed: {done.stderr.strip() or done.returncode}")
-    return done.stdout
-
-
-def _ip(*args: str, stdin: str | None = None, check: bool = True) -> str:
-    return _run(["ip", *args], stdin=stdin, check=check)
-
-
-def _netns_names() -> list[str]:
-    output = _ip("netns", "list", check=False)
-    return [line.split()[0] for line in output.splitlines() if line.strip()]
-
-
 __all__ = [
     "DEFAULT_LOAD_MBPS",
     "INTERFACE_NAMES",
@@ -622,3 +587,15 @@ __all__ = [
     "SimRouterError",
     "Snmpd",
 ]
+
+
+def _run(command: list[str], *, stdin: str | None = None, check: bool = True) -> str:
+    return run(command, error=SimRouterError, stdin=stdin, check=check)
+
+
+def _ip(*args: str, stdin: str | None = None, check: bool = True) -> str:
+    return _run(["ip", *args], stdin=stdin, check=check)
+
+
+def _netns_names() -> list[str]:
+    return netns_names(SimRouterError)

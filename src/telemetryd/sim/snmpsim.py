@@ -63,6 +63,7 @@ from telemetryd.probes.snmp import (
     OPER_UP,
     SYS_UPTIME,
 )
+from telemetryd.sim._proc import end as _end
 from telemetryd.sim.router import INTERFACE_NAMES, SHAPING_MBPS, WAN
 
 HOST = "127.0.0.1"
@@ -370,20 +371,6 @@ def _redact(text: str, communities: Iterable[str]) -> str:
     for community in communities:
         text = text.replace(community, "<community>")
     return text
-
-
-def _end(process: subprocess.Popen[bytes]) -> None:
-    """Stop one process we started, by its PID: TERM, then KILL."""
-    for action in (process.terminate, process.kill):
-        if process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            action()
-        try:
-            process.wait(timeout=5)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 __all__ = [
