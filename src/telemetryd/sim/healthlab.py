@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import threading
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,11 @@ import yaml
 
 from telemetryd.sim.hikvision import HikvisionSim, SimDevice
 from telemetryd.sim.panels import PanelSpec, ReceiverPath, SimPanel
+from telemetryd.sim.rtsp import RtspCamera, RtspResponder
 
 SCHOOL = "shy-health-lab"
 PASSWORD = "Demo-Hik-2026"
+DEAD_CAMERA = "127.77.0.99"
 SILENT_AFTER = 60.0
 """Seconds after start when one panel stops its heartbeats (a cut line)."""
 
@@ -31,6 +34,7 @@ FAULTS: dict[str, str] = {
     f"{SCHOOL}-cam-clock": "clock 5 minutes fast, set by hand: clock_drift",
     f"{SCHOOL}-cam-offline": "NVR channel 2 lost it (netUnreachable): verdict not_recorded",
     f"{SCHOOL}-cam-idle": "NVR channel 3 has no recent footage: verdict not_recorded",
+    f"{SCHOOL}-cam-dead": "nothing answers (RTSP and ISAPI refused): verdict camera_down",
     f"{SCHOOL}-nvr": "disk error, channel 2 offline, channel 3 not recording",
     f"{SCHOOL}-axpro": "AX PRO with zone 2 offline",
     f"{SCHOOL}-panel-1": "DC-09 heartbeats every 10 s",
@@ -98,22 +102,37 @@ class HealthLab:
             ("nvr", nvr, {}),
             ("axpro", SimDevice(kind="axpro", password=PASSWORD, zone_status={2: "offline"}), {}),
         ]
-        async with HikvisionSim() as sim:
+        async with HikvisionSim() as sim, RtspResponder() as streams:
             entries = []
             for n, (name, device, extra) in enumerate(devices, start=1):
                 host, port = await sim.add(device, f"127.77.0.{n}")
                 kind = {"camera": "camera", "nvr": "nvr", "axpro": "alarm_panel"}[device.kind]
-                probe = "axpro" if device.kind == "axpro" else "isapi"
+                probes = [f"{'axpro' if device.kind == 'axpro' else 'isapi'}:{port}"]
+                if device.kind == "camera":
+                    _, rtsp_port = await streams.add(RtspCamera(), host)
+                    probes.append(f"rtsp:{rtsp_port}")
                 entries.append(
                     {
                         "id": f"{SCHOOL}-{name}",
                         "kind": kind,
                         "host": host,
                         "credentials": "hik-demo",
-                        "probes": [f"{probe}:{port}"],
+                        "probes": probes,
                         **extra,
                     }
                 )
+            # A dead camera: nothing listens on its ports, so both probes are refused.
+            dead_port = _unused_port(DEAD_CAMERA)
+            entries.append(
+                {
+                    "id": f"{SCHOOL}-cam-dead",
+                    "kind": "camera",
+                    "host": DEAD_CAMERA,
+                    "credentials": "hik-demo",
+                    "probes": [f"isapi:{dead_port}", f"rtsp:{dead_port}"],
+                    "nvr": {"device": f"{SCHOOL}-nvr", "channel": 4},
+                }
+            )
             panels = [
                 SimPanel(PanelSpec(f"77{n:02d}", (ReceiverPath("127.0.0.1", sia_port, "tcp"),), interval=10))
                 for n in (1, 2)
@@ -155,3 +174,10 @@ class HealthLab:
         text = "# Written by telemetryd.sim.healthlab: simulated cameras, NVR and panels, one fault each.\n"
         text += yaml.safe_dump({"schools": [school]}, sort_keys=False)
         (self.inventory_dir / "health-lab.yaml").write_text(text, encoding="utf-8")
+
+
+def _unused_port(host: str) -> int:
+    """A port nothing listens on at `host` now (bound and released at once)."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
