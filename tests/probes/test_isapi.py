@@ -7,11 +7,17 @@ import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from structlog.testing import capture_logs
 
+from telemetryd.config.settings import Settings
+from telemetryd.model import Device, DeviceKind, ProbeSpec
+from telemetryd.probes import isapi
+from telemetryd.probes.base import ProbeContext
 from telemetryd.probes.isapi import AuthState, IsapiPolicy, IsapiProber
+from telemetryd.secrets import Secrets
 from telemetryd.sim.hikvision import FIRMWARE, HikvisionSim, SimDevice
 
 PASSWORD = "Correct-Horse-7"
@@ -372,3 +378,20 @@ async def test_axpro_wrong_password_one_failed_login(sim: HikvisionSim, prober: 
         assert status.reason == "auth_failed"
     assert device.failed_logins == 1
     assert (await prober.axpro_status("127.0.0.1", port, "admin", PASSWORD, now=clock.now)).ok
+
+
+async def test_swapped_camera_is_logged(tmp_path: Path) -> None:
+    """Between two checks through the daemon's prober a new serial logs device_replaced, once."""
+    (tmp_path / "hik").write_text("admin:pw-1\n")
+    async with HikvisionSim() as sim, IsapiProber() as prober:
+        camera = SimDevice(kind="camera", password="pw-1", serial="SERIAL-A")
+        host, port = await sim.add(camera)
+        device = Device("cam", "s1", DeviceKind.CAMERA, host, (ProbeSpec("isapi", port),), credentials="hik")
+        ctx = ProbeContext(Settings(), isapi=prober, secrets=Secrets(tmp_path))
+        with capture_logs() as logs:
+            assert (await isapi.probe(device, device.probes[0], ctx)).ok
+            camera.serial = "SERIAL-B"
+            assert (await isapi.probe(device, device.probes[0], ctx)).ok
+            assert (await isapi.probe(device, device.probes[0], ctx)).ok
+    replaced = [entry for entry in logs if entry["event"] == "device_replaced"]
+    assert [(e["old_serial"], e["new_serial"]) for e in replaced] == [("SERIAL-A", "SERIAL-B")]

@@ -790,8 +790,20 @@ async def probe(device: Device, spec: ProbeSpec, ctx: ProbeContext) -> ProbeResu
     assert ctx.isapi is not None
     kind: Literal["camera", "nvr"] = "nvr" if device.kind is DeviceKind.NVR else "camera"
     health = await ctx.isapi.check(device.host, spec.port or 80, *login, kind, now=time.time())
+    previous = ctx.details.get((device.id, spec.name))
+    if isinstance(previous, IsapiHealth) and previous.identity is not None and health.identity is not None:
+        _log_identity_change(ctx, device, previous.identity, health.identity)
     ctx.details[(device.id, spec.name)] = health
     return health.probe_result()
+
+
+def _log_identity_change(ctx: ProbeContext, device: Device, old: xml.DeviceIdentity, new: xml.DeviceIdentity) -> None:
+    """A new serial means the device was swapped; new firmware means someone upgraded it: both worth a line."""
+    fields = {"school": device.school_id, "device": device.id, "kind": device.kind.value}
+    if old.serial != new.serial:
+        ctx.log.warning("device_replaced", old_serial=old.serial, new_serial=new.serial, model=new.model, **fields)
+    elif old.firmware != new.firmware:
+        ctx.log.warning("device_firmware_changed", old=old.firmware, new=new.firmware, **fields)
 
 
 async def probe_axpro(device: Device, spec: ProbeSpec, ctx: ProbeContext) -> ProbeResult:
