@@ -199,6 +199,27 @@ def peer_received(bytes_acked: int, sacked_segments: int, mss: int) -> int:
     return bytes_acked + sacked_segments * mss
 
 
+def receiver_arrived(bytes_received: int, data_segments_in: int, rcv_mss: int) -> int:
+    """Download bytes that reached this end, in order or not: data segments in × their size, at least in-order bytes.
+
+    `bytes_received` alone (tcpi_bytes_received, what the application can read) stalls during
+    every loss recovery: the segments arriving behind a hole wait in the out-of-order queue
+    until the retransmission lands and are then released at once. The download twin of the
+    upload bias `peer_received` removes: on a 20 Mbit tbf link a 0.3–0.4 s hole moves a
+    1.5 s window's rate 10–15 % either way (a window ending in a hole reads low, one starting
+    in a hole and ending after its release reads high). Linux keeps no byte count of the
+    out-of-order queue, but it counts every data segment in (tcpi_data_segs_in, GRO-merged
+    segments counted one by one) and knows their size (tcpi_rcv_mss): a bulk sender's
+    segments are full, so their product counts each byte when it arrives. A short segment
+    (headers, the tail of a write that drained the send queue) or a spurious retransmission
+    makes it run ahead by less than a segment each; a rate over a steady window does not see
+    that constant, and the caller caps the total at what was asked for.
+    """
+    if bytes_received < 0 or data_segments_in < 0 or rcv_mss < 0:
+        raise ValueError("TCP counters are never negative")
+    return max(bytes_received, data_segments_in * rcv_mss)
+
+
 def default_budget(contract_mbps: float, *, seconds: float = 4.0) -> int:
     """A per-direction byte budget: `seconds` at the contracted rate.
 

@@ -54,6 +54,30 @@ async def test_shaped_link_measured_within_ten_percent(links: ShapedLinks, index
         assert result.duration < 9
 
 
+async def test_download_counts_the_link_not_the_reader(links: ShapedLinks) -> None:
+    """Three 20 Mbit downloads in a row each come out within ±5 % of rate × 0.955.
+
+    Counted as read, a download here followed the in-order edge: a loss recovery holds ~0.3–0.4 s
+    of a stream in the out-of-order queue and then releases it at once, so 1.5 s windows read
+    16.1–22.5 Mbit/s with the cores busy (18.7–21.7 in 12 runs under two CPU hogs). Counted on
+    arrival (`speedcalc.receiver_arrived`) the same runs read 19.08–19.15. Whether a run settles
+    is not asserted: one stream taking the link can finish its share (a quarter of the budget)
+    before 1.5 s of steady samples, which ends the test at the budget with the rate still right.
+    """
+    school = links.schools[0]
+    check_route(school)
+    expected = school.rate_mbit * GOODPUT_SHARE
+    results = [
+        await measure(
+            school.url, school.token, Direction.DOWNLOAD, max_bytes=default_budget(school.rate_mbit), max_seconds=8
+        )
+        for _ in range(3)
+    ]
+    for result in results:
+        assert result.ok, result.detail
+        assert result.mbps == pytest.approx(expected, rel=0.05)
+
+
 def _shaper_bytes(device: str) -> int:
     """Bytes the root side's tbf has let through so far (upload direction)."""
     command = ["tc", "-s", "-j", "qdisc", "show", "dev", device]

@@ -12,7 +12,15 @@ import pytest
 from aiohttp import web
 
 from telemetryd.model import Direction
-from telemetryd.probes.speedtest import TcpCounters, measure, parse_tcp_info, run_test
+from telemetryd.probes.speedtest import (
+    TcpCounters,
+    _SocketLedger,
+    _Stream,
+    measure,
+    parse_arrived,
+    parse_tcp_info,
+    run_test,
+)
 from telemetryd.responder import make_app
 
 TOKEN = "s3cret-token-for-tests"
@@ -330,6 +338,46 @@ def test_parse_tcp_info_of_a_real_socket() -> None:
     assert counters is not None
     assert counters.received in (100_000, 100_001)  # Linux counts the SYN in tcpi_bytes_acked
     assert counters.sent == 100_000
+
+
+def test_parse_arrived_counts_data_segments_beyond_the_in_order_bytes() -> None:
+    """Download arrivals are data segments in × receive MSS, at least tcpi_bytes_received; None before Linux 4.6."""
+    raw = bytearray(232)
+    struct.pack_into("=I", raw, 20, 1448)  # tcpi_rcv_mss
+    struct.pack_into("=Q", raw, 128, 1_000_000)  # tcpi_bytes_received
+    struct.pack_into("=I", raw, 152, 800)  # tcpi_data_segs_in
+    assert parse_arrived(bytes(raw)) == 800 * 1448
+    struct.pack_into("=I", raw, 152, 0)
+    assert parse_arrived(bytes(raw)) == 1_000_000
+    assert parse_arrived(bytes(152)) is None
+
+
+def test_download_bytes_count_when_they_arrive_not_when_read() -> None:
+    """A download stream's delivered bytes are what the kernel received, read or not, capped at the stream's share.
+
+    Under CPU load the reads run late; the rate must follow the link, not the reader.
+    """
+    if not hasattr(socket, "TCP_INFO"):
+        pytest.skip("no TCP_INFO on this platform")
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        client = socket.create_connection(server.getsockname())
+        peer, _ = server.accept()
+        with client, peer:
+            ledger = _SocketLedger(sockets=[client])
+            unread = _Stream(Direction.DOWNLOAD, share=10_000_000, ledger=ledger)
+            peer.sendall(b"x" * 100_000)
+            deadline = time.monotonic() + 2
+            while unread.delivered() < 100_000 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            raw = client.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 232)
+            (in_order,) = struct.unpack_from("=Q", raw, 128)
+            assert in_order == 100_000  # the offset fits this kernel: every byte in order, none read
+            assert unread.moved == 0
+            assert 100_000 <= unread.delivered() < 200_000
+            assert unread.used() == 0  # the budget counts bytes read
+            small = _Stream(Direction.DOWNLOAD, share=60_000, ledger=ledger)
+            assert small.delivered() == 60_000
+            assert _Stream(Direction.DOWNLOAD, share=60_000, ledger=None, moved=5).delivered() == 5
 
 
 async def test_upload_left_in_the_socket_buffers_is_reset_not_sent(
