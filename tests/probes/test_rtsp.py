@@ -240,3 +240,15 @@ async def test_probe_uses_spec_port_and_falls_back_to_tcp_timeout() -> None:
         result = await rtsp.probe(device, ProbeSpec("rtsp", srv.port), ProbeContext(Settings()))
     assert result.ok
     assert srv.requests[0].startswith(f"OPTIONS rtsp://127.0.0.1:{srv.port}/ ".encode())
+
+
+def test_options_under_uvloop() -> None:
+    """Under uvloop, the daemon's loop, OPTIONS still works: its transports are not asyncio's classes."""
+    import uvloop
+
+    async def run() -> tuple[bool, str]:
+        async with RtspServer(reply=CAMERA_OK) as server:
+            result = await rtsp.options("127.0.0.1", server.port, timeout=2.0)
+        return result.ok, result.reason
+
+    assert uvloop.run(run()) == (True, "")

@@ -17,6 +17,7 @@ import errno
 import re
 import time
 from dataclasses import dataclass
+from typing import cast
 
 from telemetryd.model import Device, ProbeResult, ProbeSpec
 from telemetryd.probes.base import ProbeContext
@@ -127,10 +128,10 @@ class _OptionsExchange(asyncio.Protocol):
         self.connected_at: float | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
         self.connected_at = time.monotonic()
-        self._transport = transport
-        transport.write(self._payload)
+        # cast, not isinstance: uvloop's TCPTransport (the daemon's loop) does not subclass asyncio.Transport.
+        self._transport = cast(asyncio.Transport, transport)
+        self._transport.write(self._payload)
 
     def data_received(self, data: bytes) -> None:
         if self._done.done():
