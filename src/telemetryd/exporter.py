@@ -477,8 +477,10 @@ class StateCollector(Collector):
             "Scheduled runs skipped because the previous run was still going.",
             labels=["probe"],
         )
-        for protocol, count in sorted(stats.skipped.items()):
-            skipped.add_metric([protocol], count)
+        # Every protocol in use gets a series from the start, so rate() and panels show 0, not "no data".
+        protocols = {p.protocol for d in daemon.config.inventory.devices_by_id.values() for p in d.probes}
+        for protocol in sorted(protocols | set(stats.skipped)):
+            skipped.add_metric([protocol], stats.skipped.get(protocol, 0))
         yield skipped
         yield CounterMetricFamily(
             "telemetryd_probe_errors",
