@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 
 # What the tests and benchmarks run against (Debian names).
-DEBIAN_PACKAGES := iproute2 iputils-ping fping prometheus prometheus-blackbox-exporter prometheus-alertmanager systemd python3-venv snmpd snmp iperf3 curl
+DEBIAN_PACKAGES := iproute2 iputils-ping fping prometheus prometheus-blackbox-exporter prometheus-alertmanager systemd python3-venv snmpd snmp iperf3 curl postgresql-15
 
 .PHONY: all demo test lint typecheck pytest system-deps venv bench clean
 

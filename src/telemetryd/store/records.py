@@ -1,0 +1,171 @@
+"""History events → table rows with idempotency keys. Pure: no I/O, no clocks.
+
+A row travels as a JSON-able dict ``{"t": table, "v": [values in column order]}``
+through the queue and the spool; times are Unix seconds (float) and the key is a
+UUID string. `to_copy_record` turns the values into what asyncpg's COPY wants.
+
+The key is the first 128 bits of SHA-256 over the table name and the event's fields,
+so the same event written twice (a retried batch, a replayed spool) has the same key
+and `ON CONFLICT DO NOTHING` keeps one copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from telemetryd.model import Direction, SpeedResult, StateChange
+
+
+@dataclass(frozen=True, slots=True)
+class SpeedTestRecord:
+    """One direction of a speed test, with when and where it ran (SpeedResult carries neither)."""
+
+    at: float
+    school_id: str
+    result: SpeedResult
+
+
+@dataclass(frozen=True, slots=True)
+class LinkSample:
+    """A 5-minute aggregate of one school segment's traffic in one direction."""
+
+    at: float
+    """Start of the bucket, Unix seconds."""
+    school_id: str
+    segment: str
+    direction: Direction
+    avg_mbps: float
+    max_mbps: float
+    bytes_moved: int
+    samples: int
+
+
+@dataclass(frozen=True, slots=True)
+class MonitoringGap:
+    """A stretch of time in which this instance (or `shard`) was not watching."""
+
+    started: float
+    ended: float
+    shard: str = ""
+    reason: str = ""
+
+
+HistoryEvent = StateChange | SpeedTestRecord | LinkSample | MonitoringGap
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    """Where rows of one kind go: column order, which columns are times, which month-partitioned column."""
+
+    name: str
+    columns: tuple[str, ...]
+    times: frozenset[str]
+    partition_time: str | None
+    """The column partitions are ranged on, or None for an unpartitioned table."""
+    conflict: str
+
+
+TABLES: dict[str, Table] = {
+    t.name: t
+    for t in (
+        Table(
+            "state_changes",
+            ("time", "school", "device", "kind", "probe", "old", "new", "reason", "detail", "key"),
+            frozenset({"time"}),
+            "time",
+            "(key, time)",
+        ),
+        Table(
+            "speedtests",
+            ("time", "school", "direction", "mbps", "bytes", "duration", "streams", "ok", "reason", "detail", "key"),
+            frozenset({"time"}),
+            None,
+            "(key)",
+        ),
+        Table(
+            "link_samples",
+            ("time", "school", "segment", "direction", "avg_mbps", "max_mbps", "bytes", "samples", "key"),
+            frozenset({"time"}),
+            "time",
+            "(key, time)",
+        ),
+        Table(
+            "monitoring_gaps",
+            ("started_at", "ended_at", "shard", "reason", "key"),
+            frozenset({"started_at", "ended_at"}),
+            None,
+            "(key)",
+        ),
+    )
+}
+
+
+def idempotency_key(table: str, values: list[Any]) -> str:
+    """A stable key for an event: the same fields always give the same UUID."""
+    canonical = json.dumps([table, *values], separators=(",", ":"), ensure_ascii=False)
+    return str(uuid.UUID(bytes=hashlib.sha256(canonical.encode()).digest()[:16]))
+
+
+def _row(table: str, values: list[Any]) -> Row:
+    return {"t": table, "v": [*values, idempotency_key(table, values)]}
+
+
+def _state_change(c: StateChange) -> Row:
+    values = [c.at, c.school_id, c.device_id, str(c.kind), c.probe, str(c.old), str(c.new), c.reason, c.detail]
+    return _row("state_changes", values)
+
+
+def _speedtest(s: SpeedTestRecord) -> Row:
+    r = s.result
+    values = [s.at, s.school_id, str(r.direction), r.mbps, r.bytes_used, r.duration, r.streams, r.ok]
+    return _row("speedtests", [*values, r.reason, r.detail])
+
+
+def _link_sample(s: LinkSample) -> Row:
+    # Keyed by the bucket's identity only: a re-emitted bucket is the same row, first one wins.
+    identity = [s.at, s.school_id, s.segment, str(s.direction)]
+    key = idempotency_key("link_samples", identity)
+    return {"t": "link_samples", "v": [*identity, s.avg_mbps, s.max_mbps, s.bytes_moved, s.samples, key]}
+
+
+def _gap(g: MonitoringGap) -> Row:
+    return _row("monitoring_gaps", [g.started, g.ended, g.shard, g.reason])
+
+
+_CONVERTERS: dict[type[Any], Callable[[Any], Row]] = {
+    StateChange: _state_change,
+    SpeedTestRecord: _speedtest,
+    LinkSample: _link_sample,
+    MonitoringGap: _gap,
+}
+
+
+def to_row(event: HistoryEvent) -> Row:
+    """The row an event becomes, key included."""
+    return _CONVERTERS[type(event)](event)
+
+
+def to_copy_record(table: Table, values: list[Any]) -> tuple[Any, ...]:
+    """Row values as asyncpg's binary COPY wants them: datetimes and UUIDs instead of floats and strings."""
+    out: list[Any] = []
+    for column, value in zip(table.columns, values, strict=True):
+        if column in table.times:
+            out.append(datetime.fromtimestamp(value, UTC))
+        elif column == "key":
+            out.append(uuid.UUID(value))
+        else:
+            out.append(value)
+    return tuple(out)
+
+
+def month_of(at: float) -> tuple[int, int]:
+    """(year, month) in UTC: which partition a time lands in."""
+    moment = datetime.fromtimestamp(at, UTC)
+    return moment.year, moment.month

@@ -1,0 +1,333 @@
+"""The history writer: one bounded queue, one task writing batches to PostgreSQL, a spool when it is down.
+
+Probing never waits on the database: `submit` is non-blocking. The drain task takes up
+to `batch_size` rows or `batch_seconds` of them, COPYs them into a per-connection temp
+table and moves them with ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` (COPY
+itself cannot skip duplicates). When PostgreSQL is unreachable, batches go to the spool;
+reconnects are retried every `retry_seconds`, and on success the spool is replayed in
+order before live rows resume, so history stays in time order per source. Replays that
+overlap rows already committed are harmless: every row has an idempotency key.
+
+Rows are lost only when the spool's size cap is hit, and then counted (`rows_dropped`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from itertools import groupby
+from typing import Any
+
+import asyncpg
+import structlog
+
+from telemetryd.store.records import TABLES, HistoryEvent, Row, Table, month_of, to_copy_record, to_row
+from telemetryd.store.spool import Spool
+
+log = structlog.get_logger("telemetryd.history")
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+REPLAY_TRUNCATE_ROWS = 50_000
+"""Cut the replayed head off the spool this often, so a failure mid-replay redoes little."""
+
+
+@dataclass(slots=True)
+class WriterStats:
+    """The writer's own health, for /metrics (counters only grow)."""
+
+    rows_written: int = 0
+    """Rows sent to PostgreSQL in committed batches (live and replayed; duplicates skipped by the key count too)."""
+    rows_replayed: int = 0
+    rows_spooled: int = 0
+    rows_rejected: int = 0
+    """Rows PostgreSQL refused as bad data (a bug, logged): never retried."""
+    batches_written: int = 0
+    write_failures: int = 0
+    db_up: bool = False
+    last_write_seconds: float | None = None
+    latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
+    """Cumulative-free histogram: count per bucket of LATENCY_BUCKETS, last one is +Inf."""
+    latency_sum: float = 0.0
+
+    def observe(self, seconds: float) -> None:
+        """Record one batch write latency."""
+        self.last_write_seconds = seconds
+        self.latency_sum += seconds
+        index = next((i for i, le in enumerate(LATENCY_BUCKETS) if seconds <= le), len(LATENCY_BUCKETS))
+        self.latency_counts[index] += 1
+
+
+_UNAVAILABLE = (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError)
+
+
+def _is_bad_data(exc: BaseException) -> bool:
+    # SQLSTATE class 22 (data exception) and 23 (integrity): retrying the same rows would fail forever.
+    sqlstate = getattr(exc, "sqlstate", None) or ""
+    return isinstance(exc, asyncpg.PostgresError) and sqlstate[:2] in {"22", "23"}
+
+
+class HistoryWriter:
+    """Writes history events to PostgreSQL in batches; spools to disk while the database is down."""
+
+    def __init__(
+        self,
+        dsn: str,
+        spool: Spool,
+        *,
+        queue_size: int = 100_000,
+        batch_size: int = 1000,
+        batch_seconds: float = 1.0,
+        retry_seconds: float = 5.0,
+        connect_timeout: float = 3.0,
+        command_timeout: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.stats = WriterStats()
+        self._dsn = dsn
+        self._spool = spool
+        self._queue: asyncio.Queue[Row] = asyncio.Queue(queue_size)
+        self._batch_size = batch_size
+        self._batch_seconds = batch_seconds
+        self._retry_seconds = retry_seconds
+        self._connect_timeout = connect_timeout
+        self._command_timeout = command_timeout
+        self._clock = clock
+        self._conn: asyncpg.Connection | None = None
+        self._next_connect = 0.0
+        self._temp_tables: set[str] = set()
+        self._partitions: set[tuple[str, int, int]] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    @property
+    def queue_depth(self) -> int:
+        """Rows waiting in memory."""
+        return self._queue.qsize()
+
+    @property
+    def spool_bytes(self) -> int:
+        """Bytes waiting on disk for PostgreSQL to come back."""
+        return self._spool.size_bytes
+
+    @property
+    def rows_dropped(self) -> int:
+        """Rows lost because the spool was full (the only loss there is)."""
+        return self._spool.dropped_records
+
+    def start(self) -> None:
+        """Start the drain task (call from a running event loop)."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="history-writer")
+
+    def submit(self, event: HistoryEvent) -> None:
+        """Queue one event; never blocks. A full queue spills straight to the spool (fsync on the caller)."""
+        self.submit_row(to_row(event))
+
+    def submit_row(self, row: Row) -> None:
+        """Queue one already-converted row (see `records.to_row`)."""
+        try:
+            self._queue.put_nowait(row)
+        except asyncio.QueueFull:
+            # Backpressure lands on disk, not on memory and not on the prober.
+            self.stats.rows_spooled += self._spool.append([row])
+
+    async def close(self, *, deadline: float = 10.0) -> None:
+        """Flush the queue (to PostgreSQL, else the spool) and stop; after `deadline` s, spool what is left."""
+        self._closing = True
+        task, self._task = self._task, None
+        if task is not None:
+            try:
+                await asyncio.wait_for(task, deadline)
+            except TimeoutError:
+                log.warning("history_close_deadline", queued=self._queue.qsize())
+        leftover = self._drain_queue()
+        if leftover:
+            self.stats.rows_spooled += await asyncio.to_thread(self._spool.append, leftover)
+        await self._disconnect()
+
+    def _drain_queue(self) -> list[Row]:
+        rows: list[Row] = []
+        while not self._queue.empty():
+            rows.append(self._queue.get_nowait())
+        return rows
+
+    async def _run(self) -> None:
+        while True:
+            batch = await self._collect()
+            if batch:
+                await self._deliver(batch)
+            elif self._closing:
+                if self._spool.size_bytes:
+                    self._next_connect = 0.0  # one last try, whatever the retry timer says
+                    await self._recover()
+                return
+            elif self._spool.size_bytes:
+                await self._recover()
+
+    async def _collect(self) -> list[Row]:
+        loop = asyncio.get_running_loop()
+        batch: list[Row] = []
+        deadline = loop.time() + self._batch_seconds
+        while len(batch) < self._batch_size:
+            try:
+                batch.append(self._queue.get_nowait())
+                continue
+            except asyncio.QueueEmpty:
+                pass
+            remaining = deadline - loop.time()
+            if remaining <= 0 or (self._closing and not batch):
+                break
+            try:
+                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+            except TimeoutError:
+                break
+        return batch
+
+    async def _deliver(self, batch: list[Row]) -> None:
+        try:
+            if self._conn is None or self._spool.size_bytes:
+                await self._recover()
+            if self._conn is not None and not self._spool.size_bytes:
+                try:
+                    await self._write(batch)
+                    return
+                except _UNAVAILABLE as exc:
+                    await self._lost(exc)
+                except asyncpg.PostgresError as exc:
+                    if not _is_bad_data(exc):
+                        await self._lost(exc)
+                    else:
+                        self._reject(batch, exc)
+                        return
+            self.stats.rows_spooled += await asyncio.to_thread(self._spool.append, batch)
+        except asyncio.CancelledError:
+            # Cancelled mid-write: the rows may or may not be committed; spool them, the key dedups.
+            self.stats.rows_spooled += self._spool.append(batch)
+            raise
+
+    def _reject(self, rows: list[Row], exc: BaseException) -> None:
+        self.stats.rows_rejected += len(rows)
+        log.error("history_rows_rejected", rows=len(rows), error=str(exc), first=rows[0])
+
+    async def _recover(self) -> None:
+        """Connect if the retry timer allows, then replay the spool in order."""
+        if self._conn is None:
+            if self._clock() < self._next_connect:
+                return
+            try:
+                self._conn = await asyncpg.connect(
+                    self._dsn, timeout=self._connect_timeout, command_timeout=self._command_timeout
+                )
+            except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
+                self._next_connect = self._clock() + self._retry_seconds
+                self.stats.write_failures += 1
+                if self.stats.db_up:
+                    self.stats.db_up = False
+                    log.warning("history_db_down", error=str(exc))
+                return
+            self._temp_tables.clear()
+            self._partitions.clear()
+            if not self.stats.db_up:
+                self.stats.db_up = True
+                log.info("history_db_up", spool_bytes=self._spool.size_bytes)
+        if self._spool.size_bytes:
+            await self._replay()
+
+    async def _replay(self) -> None:
+        """Write the spool to PostgreSQL oldest first, cutting off the head as it goes."""
+        while self._spool.size_bytes:
+            try:
+                done = await self._replay_pass()
+            except _UNAVAILABLE as exc:
+                await self._lost(exc)
+                return
+            except asyncpg.PostgresError as exc:
+                await self._lost(exc)
+                return
+            if done == 0:
+                return  # nothing readable past a corrupt record; it was repaired on open
+            await asyncio.to_thread(self._spool.truncate_through, done)
+        log.info("history_spool_replayed", rows=self.stats.rows_replayed)
+
+    async def _replay_pass(self) -> int:
+        """Replay up to REPLAY_TRUNCATE_ROWS rows from the head; returns the offset written through."""
+        chunk: list[Row] = []
+        done = end = rows = 0
+        for entry in self._spool.replay():
+            chunk.append(entry.record)
+            end = entry.end
+            if len(chunk) >= self._batch_size:
+                done, rows = await self._replay_chunk(chunk, end), rows + len(chunk)
+                chunk = []
+                if rows >= REPLAY_TRUNCATE_ROWS:
+                    return done
+        if chunk:
+            done = await self._replay_chunk(chunk, end)
+        return done
+
+    async def _replay_chunk(self, chunk: list[Row], end: int) -> int:
+        try:
+            await self._write(chunk)
+            self.stats.rows_replayed += len(chunk)
+        except asyncpg.PostgresError as exc:
+            if not _is_bad_data(exc):
+                raise
+            # A spooled batch PostgreSQL will never take: count it and move past it.
+            self._reject(chunk, exc)
+        return end
+
+    async def _lost(self, exc: BaseException) -> None:
+        self.stats.write_failures += 1
+        self._next_connect = self._clock() + self._retry_seconds
+        if self.stats.db_up:
+            self.stats.db_up = False
+            log.warning("history_db_down", error=str(exc))
+        await self._disconnect()
+
+    async def _disconnect(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.terminate()
+
+    async def _write(self, rows: list[Row]) -> None:
+        conn = self._conn
+        assert conn is not None
+        started = time.perf_counter()
+        ordered = sorted(rows, key=lambda row: str(row["t"]))  # stable: keeps each table's order
+        grouped = [(TABLES[name], [row["v"] for row in group]) for name, group in groupby(ordered, lambda r: r["t"])]
+        for table, values in grouped:
+            await self._ensure_partitions(conn, table, values)
+        async with conn.transaction():
+            for table, values in grouped:
+                await _copy_insert(conn, table, values, self._temp_tables)
+        self.stats.observe(time.perf_counter() - started)
+        self.stats.rows_written += len(rows)
+        self.stats.batches_written += 1
+
+    async def _ensure_partitions(self, conn: asyncpg.Connection, table: Table, values: Iterable[list[Any]]) -> None:
+        if table.partition_time is None:
+            return
+        index = table.columns.index(table.partition_time)
+        for at in {month_of(v[index]): v[index] for v in values}.values():
+            year, month = month_of(at)
+            if (table.name, year, month) in self._partitions:
+                continue
+            moment = datetime.fromtimestamp(at, UTC)
+            await conn.execute("SELECT telemetryd_ensure_partition($1, $2)", table.name, moment)
+            self._partitions.add((table.name, year, month))
+
+
+async def _copy_insert(conn: asyncpg.Connection, table: Table, values: list[list[Any]], temp_tables: set[str]) -> None:
+    """COPY rows into a temp twin of `table`, then move the new ones over; duplicates are skipped."""
+    temp = f"history_tmp_{table.name}"
+    if temp not in temp_tables:
+        await conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {temp} (LIKE {table.name}) ON COMMIT DELETE ROWS")
+        temp_tables.add(temp)
+    await conn.copy_records_to_table(temp, records=[to_copy_record(table, v) for v in values], columns=table.columns)
+    columns = ", ".join(table.columns)
+    await conn.execute(
+        f"INSERT INTO {table.name} ({columns}) SELECT {columns} FROM {temp} ON CONFLICT {table.conflict} DO NOTHING"
+    )

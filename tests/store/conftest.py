@@ -1,0 +1,116 @@
+"""A throwaway PostgreSQL 15 for the store tests, run as the `postgres` OS user (it refuses root)."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import require_binary, require_root
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+PG_PACKAGE = "postgresql-15"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class PgServer:
+    """One PostgreSQL cluster in a temp dir on 127.0.0.1; `stop`/`start` simulate an outage."""
+
+    def __init__(self, root: Path, port: int) -> None:
+        self.root = root
+        self.data = root / "data"
+        self.port = port
+
+    def _as_postgres(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["runuser", "-u", "postgres", "--", *args], check=True, capture_output=True, text=True)
+
+    def initdb(self) -> None:
+        """Create the cluster: trust auth, loopback only."""
+        self._as_postgres(str(PG_BIN / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8")
+
+    def start(self) -> None:
+        """Start and wait until it accepts connections (fsync off: durability is not under test here)."""
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off"
+        self._as_postgres(
+            str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "log"), "-o", options, "-w", "start"
+        )
+
+    def stop(self) -> None:
+        """Fast shutdown: open sessions are terminated, as in an outage."""
+        self._as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def pid(self) -> int | None:
+        """The postmaster's PID, or None when it is not running."""
+        pidfile = self.data / "postmaster.pid"
+        return int(pidfile.read_text().split()[0]) if pidfile.exists() else None
+
+    def kill(self) -> None:
+        """Stop by PID (fast shutdown), whatever state the tests left it in."""
+        pid = self.pid()
+        if pid is None:
+            return
+        try:
+            os.kill(pid, signal.SIGINT)
+        except ProcessLookupError:
+            return
+        for _ in range(100):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
+        os.kill(pid, signal.SIGKILL)
+
+    def dsn(self, database: str = "postgres") -> str:
+        """A DSN for `database` over TCP."""
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self) -> str:
+        """A fresh, empty database; returns its DSN."""
+        name = "t_" + uuid.uuid4().hex[:12]
+        self._as_postgres(
+            str(PG_BIN / "psql"), "-h", str(self.root), "-p", str(self.port), "-c", f"CREATE DATABASE {name}"
+        )
+        return self.dsn(name)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """A PostgreSQL 15 cluster for the whole session, stopped by PID at the end."""
+    require_root("PostgreSQL runs as the postgres user; switching to it needs root")
+    if not (PG_BIN / "initdb").exists():
+        require_binary("initdb", PG_PACKAGE)  # fails on root, skips elsewhere
+    pw = pwd.getpwnam("postgres")
+    root = Path(tempfile.mkdtemp(prefix="telemetryd-pg-"))
+    os.chown(root, pw.pw_uid, pw.pw_gid)
+    server = PgServer(root, _free_port())
+    server.initdb()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_dsn(pg_server: PgServer) -> str:
+    """A fresh database on the session's server."""
+    if pg_server.pid() is None:
+        pg_server.start()  # a previous test stopped it and failed before restarting
+    return pg_server.create_database()
