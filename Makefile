@@ -8,6 +8,8 @@ UV := $(shell command -v uv 2>/dev/null || echo $(TOOLS)/bin/uv)
 VENV := .venv
 PY := $(VENV)/bin/python
 export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
+# Trust the system's CA store (a proxy's CA installed there), also when SSL_CERT_FILE is not set.
+export UV_SYSTEM_CERTS := 1
 
 # What the tests and benchmarks run against (Debian names).
 DEBIAN_PACKAGES := iproute2 iputils-ping fping prometheus prometheus-blackbox-exporter prometheus-alertmanager systemd python3-venv snmpd snmp iperf3 curl postgresql-15
