@@ -17,7 +17,6 @@ from aiohttp import web
 from telemetryd import __version__, logs
 from telemetryd.config import Config, ConfigError, load_config
 from telemetryd.config.settings import Settings
-from telemetryd.dc09 import AccountKey
 from telemetryd.linkmon import LinkMonitor
 from telemetryd.links import LinkState
 from telemetryd.model import Device, Health, Inventory, ProbeResult, ProbeSpec, StateChange
@@ -27,7 +26,7 @@ from telemetryd.probes.isapi import IsapiProber
 from telemetryd.scheduler import Histogram, Scheduler, jobs_per_second
 from telemetryd.sdnotify import Notifier
 from telemetryd.secrets import Secrets
-from telemetryd.sia_receiver import SiaReceiver, SupervisedPanel, Supervision
+from telemetryd.sia_receiver import SiaReceiver, SupervisedPanel, Supervision, account_key
 from telemetryd.state import SIA_PROBE, State
 
 log = structlog.get_logger("telemetryd")
@@ -173,7 +172,7 @@ class Daemon:
         for device in self.config.inventory.devices_by_id.values():
             if device.sia is None:
                 continue
-            key = AccountKey(device.sia.receiver, device.sia.prefix, device.sia.account)
+            key = account_key(device.sia)
             try:
                 status = self.supervision.status_of(key, now)
             except KeyError:
@@ -330,7 +329,7 @@ class Daemon:
 def sia_panels(inventory: Inventory, settings: Settings) -> list[SupervisedPanel]:
     """The alarm panels with `sia:`, as the receiver's supervision table wants them."""
     return [
-        SupervisedPanel(AccountKey(d.sia.receiver, d.sia.prefix, d.sia.account), d.sia.interval, settings.sia.grace)
+        SupervisedPanel(account_key(d.sia), d.sia.interval, settings.sia.grace)
         for d in inventory.devices_by_id.values()
         if d.sia is not None
     ]

@@ -29,11 +29,11 @@ from prometheus_client.registry import Collector
 
 from telemetryd import __version__
 from telemetryd.attribution import ChannelView, SchoolCameras, Verdict, attribute, reachability
-from telemetryd.dc09 import AccountKey
 from telemetryd.links import Compliance, SchoolLink
 from telemetryd.model import DeviceKind, Direction, Health
 from telemetryd.probes.isapi import AuthState, IsapiHealth
 from telemetryd.scheduler import Histogram
+from telemetryd.sia_receiver import account_key
 
 if TYPE_CHECKING:
     from telemetryd.daemon import Daemon
@@ -434,7 +434,7 @@ class StateCollector(Collector):
         for device in daemon.config.inventory.devices_by_id.values():
             if device.sia is None:
                 continue
-            key = AccountKey(device.sia.receiver, device.sia.prefix, device.sia.account)
+            key = account_key(device.sia)
             try:
                 status = daemon.supervision.status_of(key, now)
             except KeyError:

@@ -23,6 +23,7 @@ import structlog
 
 from telemetryd import dc09
 from telemetryd.dc09 import AccountKey, PanelEvent, Verdict
+from telemetryd.model import SiaAccount
 
 DEFAULT_GRACE = 30.0
 """Seconds past the heartbeat interval before supervision is lost: room for a heartbeat that
@@ -46,6 +47,11 @@ class SupervisionState(enum.StrEnum):
     """Heard before, but nothing for longer than interval + grace."""
     NEVER_HEARD = "never_heard"
     """Nothing since supervision began; see `AccountStatus.overdue` for whether that is yet a fault."""
+
+
+def account_key(sia: SiaAccount) -> AccountKey:
+    """The receiver's key for a panel configured in the inventory (`sia:`)."""
+    return AccountKey(sia.receiver, sia.prefix, sia.account)
 
 
 @dataclass(frozen=True, slots=True)
