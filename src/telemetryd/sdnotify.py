@@ -31,7 +31,9 @@ class Notifier:
             return False
         message = "\n".join(f"{key.upper()}={value}" for key, value in fields.items()).encode()
         try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            # Non-blocking: a receiver that stops reading fills its queue (10 datagrams by
+            # default), and a blocking send would then freeze the whole event loop.
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK) as sock:
                 sock.sendto(message, self.address)
         except OSError:
             return False
