@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 
 import pytest
+
+from tests.pg import PG_BIN, PG_PACKAGE, PgServer, started_server
 
 ON_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 IS_ROOT = os.geteuid() == 0
@@ -31,3 +34,25 @@ def require_binary(name: str, package: str) -> str:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """A PostgreSQL 15 cluster for the whole session, stopped by PID at the end."""
+    require_root("PostgreSQL runs as the postgres user; switching to it needs root")
+    if not (PG_BIN / "initdb").exists():
+        require_binary("initdb", PG_PACKAGE)  # fails on root, skips elsewhere
+    server = started_server()
+    try:
+        yield server
+    finally:
+        server.kill()
+        shutil.rmtree(server.root, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_dsn(pg_server: PgServer) -> str:
+    """A fresh database on the session's server."""
+    if pg_server.pid() is None:
+        pg_server.start()  # a previous test stopped it and failed before restarting
+    return pg_server.create_database()

@@ -33,6 +33,16 @@ CAMERA_ALERTS = [
     "DeviceAuthFailing",
 ]
 
+# The history writer's alerts (issue 6): the NOC's, like the daemon's own.
+HISTORY_ALERTS = {
+    "HistoryDatabaseDown": "warning",
+    "HistorySchemaOutdated": "warning",
+    "HistoryBacklog": "warning",
+    "HistorySpoolNearlyFull": "critical",
+    "HistoryRowsDropped": "critical",
+    "HistoryRowsRejected": "warning",
+}
+
 
 def _amtool() -> str:
     return require_binary("amtool", "prometheus-alertmanager")
@@ -142,6 +152,13 @@ def test_commented_telegram_receiver_is_valid_where_supported(tmp_path: Path) ->
 # --- routing (amtool config routes test) ---------------------------------------------------------
 
 
+def test_history_alerts_are_the_rules() -> None:
+    """HISTORY_ALERTS (routed below) lists exactly the rules' telemetryd-history group, severities included."""
+    groups = yaml.safe_load((ROOT / "config" / "prometheus" / "rules" / "telemetryd-alerts.yml").read_text())["groups"]
+    [history] = [group for group in groups if group["name"] == "telemetryd-history"]
+    assert {rule["alert"]: rule["labels"]["severity"] for rule in history["rules"]} == HISTORY_ALERTS
+
+
 @pytest.mark.parametrize(
     ("labels", "receiver"),
     [
@@ -154,6 +171,13 @@ def test_commented_telegram_receiver_is_valid_where_supported(tmp_path: Path) ->
         ({"alertname": "TelemetrydDown", "severity": "critical", "instance": "127.0.0.1:9464"}, "telemetryd-ops"),
         ({"alertname": "TelemetrydAbsent", "severity": "critical", "job": "telemetryd"}, "telemetryd-ops"),
         ({"alertname": "TelemetrydProbesLagging", "severity": "warning"}, "telemetryd-ops"),
+        *(
+            (
+                {"alertname": name, "severity": severity, "job": "telemetryd", "instance": "127.0.0.1:9464"},
+                "telemetryd-ops",
+            )
+            for name, severity in HISTORY_ALERTS.items()
+        ),
         ({"alertname": "SchoolLinkDown", "severity": "critical", "school": "s1"}, "critical"),
         ({"alertname": "SchoolLinkBelowContract", "severity": "warning", "school": "s1"}, "warning"),
         ({"alertname": "SegmentSaturated", "severity": "info", "school": "s1"}, "info"),
@@ -335,6 +359,31 @@ def test_telemetryd_down_inhibits_only_its_own_instance(alertmanager: str) -> No
     by_key = {_key(a): a for a in _wait_for(f"{alertmanager}/api/v2/alerts", settled, "shard a inhibited")}
     assert by_key[("TelemetrydDown", "", "")]["status"]["state"] == "active"
     assert by_key[("CameraDown", "s2", "c2")]["status"]["state"] == "active"
+
+
+def test_rows_dropped_inhibits_spool_nearly_full_of_its_instance(alertmanager: str) -> None:
+    """HistoryRowsDropped{instance=a} suppresses HistorySpoolNearlyFull{instance=a}, not instance b's."""
+    alerts = [
+        _alert(alertname="HistoryRowsDropped", severity="critical", instance="10.0.0.1:9464"),
+        _alert(alertname="HistorySpoolNearlyFull", severity="critical", instance="10.0.0.1:9464"),
+        _alert(alertname="HistorySpoolNearlyFull", severity="critical", instance="10.0.0.2:9464"),
+    ]
+    _request(f"{alertmanager}/api/v2/alerts", alerts)
+
+    def key(alert: dict[str, Any]) -> tuple[str, str]:
+        return alert["labels"]["alertname"], alert["labels"]["instance"]
+
+    def settled(body: list[dict[str, Any]]) -> bool:
+        states = {key(a): a["status"]["state"] for a in body}
+        return len(states) == 3 and states[("HistorySpoolNearlyFull", "10.0.0.1:9464")] == "suppressed"
+
+    by_key = {key(a): a for a in _wait_for(f"{alertmanager}/api/v2/alerts", settled, "spool of a inhibited")}
+    dropped = by_key[("HistoryRowsDropped", "10.0.0.1:9464")]
+    assert dropped["status"]["state"] == "active"
+    assert by_key[("HistorySpoolNearlyFull", "10.0.0.1:9464")]["status"]["inhibitedBy"] == [dropped["fingerprint"]]
+    other = by_key[("HistorySpoolNearlyFull", "10.0.0.2:9464")]
+    assert other["status"]["state"] == "active"
+    assert [r["name"] for r in other["receivers"]] == ["telemetryd-ops"]
 
 
 def test_camera_alerts_grouped_per_school(alertmanager: str) -> None:

@@ -1,4 +1,7 @@
-"""Grafana: provisioning files and dashboards are consistent, and every PromQL expression parses (promtool)."""
+"""Grafana: provisioning files and dashboards are consistent, and every PromQL expression parses (promtool).
+
+The SQL dashboard (sla.json) is checked for structure here; tests/test_grafana_sla.py runs its queries.
+"""
 
 from __future__ import annotations
 
@@ -19,9 +22,14 @@ DASHBOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))
 DATASOURCES = GRAFANA / "provisioning" / "datasources" / "telemetryd.yml"
 PROVIDERS = GRAFANA / "provisioning" / "dashboards" / "telemetryd.yml"
 
-EXPECTED_DASHBOARDS = {"city-overview.json", "school.json", "camera-fleet.json", "telemetryd.json"}
+EXPECTED_DASHBOARDS = {"city-overview.json", "school.json", "camera-fleet.json", "telemetryd.json", "sla.json"}
+# Dashboards over PostgreSQL (uid postgres) rather than Prometheus.
+SQL_DASHBOARDS = {"sla.json"}
+PROMQL_DASHBOARDS = [path for path in DASHBOARDS if path.name not in SQL_DASHBOARDS]
+SLA = GRAFANA / "dashboards" / "sla.json"
 
-# Values for template variables; a new variable must be added here so its queries get checked.
+# Values for template variables of the PromQL dashboards; a new variable must be added here so its
+# queries get checked (the SQL dashboard's values are in tests/test_grafana_sla.py).
 VARIABLES = {"school": "s1", "instance": "127.0.0.1:9464"}
 GRAFANA_MACROS = {"__rate_interval": "1m", "__interval": "30s", "__range": "1h"}
 
@@ -43,13 +51,16 @@ _FAMILIES = """
         alarm_panel_heartbeat_age_seconds sia_frames_total probes_total probe_slots_skipped_total
         probe_errors_total probes_in_flight scheduled_probes inventory_schools inventory_devices
         config_last_reload_successful config_last_reload_success_timestamp_seconds build_info shard_info
-        icmp_socket_info
+        icmp_socket_info history_db_up history_schema_pending_migrations history_queue_rows
+        history_spool_bytes history_spool_max_bytes history_rows_written_total history_rows_replayed_total
+        history_rows_spooled_total history_rows_dropped_total history_rows_rejected_total
+        history_write_failures_total history_chain_links_total
         """
 KNOWN_METRICS = {
     *(f"telemetryd_{name}" for name in _FAMILIES.split()),
     *(
         f"telemetryd_{h}_{s}"
-        for h in ("schedule_lag_seconds", "event_loop_lag_seconds")
+        for h in ("schedule_lag_seconds", "event_loop_lag_seconds", "history_write_duration_seconds")
         for s in ("bucket", "sum", "count")
     ),
     "process_cpu_seconds_total",
@@ -97,9 +108,9 @@ def _substitute(expr: str) -> str:
 
 
 def _expressions() -> list[tuple[str, str]]:
-    """(id, expr) for every target of every dashboard, variables substituted."""
+    """(id, expr) for every target of every PromQL dashboard, variables substituted."""
     exprs = []
-    for path in DASHBOARDS:
+    for path in PROMQL_DASHBOARDS:
         for panel in _panels(_load(path)):
             for target in panel.get("targets", []):
                 key = f"{path.stem}:{panel.get('id')}:{panel.get('title')}:{target.get('refId')}"
@@ -162,7 +173,7 @@ def test_dashboard_uids_unique_and_schema() -> None:
 
 @pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.stem)
 def test_panels_are_well_formed(path: Path) -> None:
-    """Unique panel ids, a gridPos inside 24 columns without overlaps, known datasource uids, targets with expr."""
+    """Unique panel ids, a gridPos inside 24 columns without overlaps, known datasource uids, targets with a query."""
     dashboard = _load(path)
     uids = _datasource_uids()
     ids = [p["id"] for p in dashboard["panels"]] + [p["id"] for p in _panels(dashboard) if p not in dashboard["panels"]]
@@ -188,10 +199,15 @@ def test_panels_are_well_formed(path: Path) -> None:
             datasource = target.get("datasource", panel["datasource"])
             assert datasource["uid"] in uids, where
             assert datasource["type"] == uids[datasource["uid"]], where
-            assert target.get("expr", "").strip(), f"{where}: target {target['refId']} without expr"
+            if datasource["type"] == "prometheus":
+                assert target.get("expr", "").strip(), f"{where}: target {target['refId']} without expr"
+            else:
+                assert target.get("rawSql", "").strip(), f"{where}: target {target['refId']} without rawSql"
+                assert target["rawQuery"] is True and target["editorMode"] == "code", where
+                assert target["format"] in {"table", "time_series"}, where
 
 
-@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", PROMQL_DASHBOARDS, ids=lambda p: p.stem)
 def test_template_variables(path: Path) -> None:
     """Query variables use a known datasource and a known metric; every used variable is defined."""
     dashboard = _load(path)
@@ -251,13 +267,116 @@ def test_expected_content() -> None:
     assert "telemetryd_probes_in_flight" in text["telemetryd.json"]
 
 
+# --- the SLA dashboard (PostgreSQL) ----------------------------------------------------------------
+
+# The one variable syntax sla.json uses (rendered by tests/test_grafana_sla.py) and the macros it may use.
+SQL_VARIABLE = re.compile(r"\$\{(\w+):sqlstring\}")
+SQL_MACROS = {"__timeFilter"}
+
+
+def _sla_queries(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
+    """(where, SQL) of every variable query and panel target."""
+    found = [(f"variable {var['name']}", var["query"]) for var in dashboard["templating"]["list"]]
+    for panel in _panels(dashboard):
+        for target in panel["targets"]:
+            found.append((f"panel {panel['id']} {panel['title']!r} {target['refId']}", target["rawSql"]))
+    return found
+
+
+def test_sla_dashboard_reads_postgres_only() -> None:
+    """sla.json: its title and uid; every panel, target and variable uses the postgres data source."""
+    dashboard = _load(SLA)
+    assert dashboard["title"] == "telemetryd — SLA (monthly)"
+    assert dashboard["uid"] == "telemetryd-sla"
+    postgres = {"type": _datasource_uids()["postgres"], "uid": "postgres"}
+    assert _panels(dashboard)
+    for panel in _panels(dashboard):
+        assert panel["datasource"] == postgres, panel["title"]
+        for target in panel["targets"]:
+            assert target.get("datasource", postgres) == postgres, panel["title"]
+            assert "expr" not in target, panel["title"]
+    for var in dashboard["templating"]["list"]:
+        assert var["datasource"] == postgres, var["name"]
+
+
+def test_sla_variables() -> None:
+    """month (one, from sla_monthly), then district and school (multi, All = every option, chained)."""
+    variables = {var["name"]: var for var in _load(SLA)["templating"]["list"]}
+    assert list(variables) == ["month", "district", "school"]
+    month = variables["month"]
+    assert month["type"] == "query"
+    assert month["query"] == "SELECT DISTINCT to_char(month, 'YYYY-MM') FROM sla_monthly ORDER BY 1 DESC"
+    assert not month["multi"] and not month["includeAll"]
+    for name in ("district", "school"):
+        var = variables[name]
+        assert var["type"] == "query" and var["multi"] and var["includeAll"], name
+        # No custom all value: Grafana then sends every option, quoted by `sqlstring`.
+        assert not var.get("allValue"), name
+        assert var["refresh"] in {1, 2}, name
+    assert "FROM schools" in variables["district"]["query"]
+    assert "FROM schools" in variables["school"]["query"]
+    assert "${district:sqlstring}" in variables["school"]["query"]
+
+
+def test_sla_queries_use_one_variable_syntax() -> None:
+    """Every `$` in sla.json's SQL is `${name:sqlstring}` of an earlier variable or a known macro."""
+    dashboard = _load(SLA)
+    defined: list[str] = []
+    for var in dashboard["templating"]["list"]:
+        assert set(SQL_VARIABLE.findall(var["query"])) <= set(defined), var["name"]
+        defined.append(var["name"])
+    for where, sql in _sla_queries(dashboard):
+        assert set(SQL_VARIABLE.findall(sql)) <= set(defined), where
+        rest = SQL_VARIABLE.sub("", sql)
+        assert set(re.findall(r"\$(__\w+)\(", rest)) <= SQL_MACROS, where
+        assert "$" not in re.sub(r"\$__\w+\(", "", rest), f"{where}: use ${{name:sqlstring}}: {sql}"
+        assert "[[" not in sql, where
+
+
+def test_sla_expected_content() -> None:
+    """The panels the issue asks for are there (by the tables and columns they read)."""
+    dashboard = _load(SLA)
+    sql = {panel["title"]: " ".join(t["rawSql"] for t in panel["targets"]) for panel in _panels(dashboard)}
+    by_type = {panel["title"]: panel["type"] for panel in _panels(dashboard)}
+    assert sum(by_type[title] == "stat" for title in sql) >= 3
+    everything = " ".join(sql.values())
+    for column in (
+        "link_availability",
+        "link_monitored_seconds",
+        "camera_availability",
+        "alarm_panel_availability",
+        "download_compliance",
+        "upload_compliance",
+    ):
+        assert column in everything, column
+    outages = [title for title, text in sql.items() if "FROM device_outages" in text]
+    assert {"o.kind = 'router'", "o.kind = 'alarm_panel'"} <= {
+        kind for title in outages for kind in re.findall(r"o\.kind = '\w+'", sql[title])
+    }
+    for title in outages:
+        assert "interval '5 hours'" in sql[title], f"{title}: the month is local time, UTC+05:00"
+    [speed] = [title for title, text in sql.items() if "FROM speedtests" in text]
+    assert by_type[speed] == "timeseries"
+    assert "$__timeFilter(t.time)" in sql[speed] and "contract_mbps * t.floor_ratio" in sql[speed]
+    assert any("FROM monitoring_gaps" in text for text in sql.values())
+    # Availability is coloured red below 99 % and green from 99.5 %.
+    steps = [
+        [step["value"] for step in prop["value"]["steps"]]
+        for panel in _panels(dashboard)
+        for override in panel["fieldConfig"]["overrides"]
+        for prop in override["properties"]
+        if prop["id"] == "thresholds" and override["matcher"]["options"] == "availability"
+    ]
+    assert steps == [[None, 99, 99.5]]
+
+
 # --- PromQL ------------------------------------------------------------------------------------
 
 
 def test_there_are_expressions() -> None:
     """Sanity: the collection found the dashboards' queries."""
     assert len(EXPRESSIONS) >= 40
-    assert len({path.stem for path in DASHBOARDS}) == 4
+    assert len(PROMQL_DASHBOARDS) == 4
 
 
 @pytest.mark.parametrize(("key", "expr"), EXPRESSIONS, ids=[key for key, _ in EXPRESSIONS])

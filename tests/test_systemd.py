@@ -52,3 +52,31 @@ def test_systemd_analyze_verify_clean(tmp_path: Path) -> None:
     ours = [line for line in output.splitlines() if "telemetryd" in line]
     assert proc.returncode == 0, output
     assert ours == [], output
+
+
+REPORT_UNITS = ("telemetryd-report.service", "telemetryd-report.timer")
+
+
+def test_report_units_verify_clean(tmp_path: Path) -> None:
+    """The daily SLA report service and timer pass `systemd-analyze verify`."""
+    analyze = require_binary("systemd-analyze", "systemd")
+    telemetryd = shutil.which("telemetryd") or str(Path(sys.executable).parent / "telemetryd")
+    for name in REPORT_UNITS:
+        text = (UNIT.parent / name).read_text().replace("/opt/telemetryd/bin/telemetryd", telemetryd)
+        (tmp_path / name).write_text(text)
+    proc = subprocess.run(
+        [analyze, "verify", *(str(tmp_path / n) for n in REPORT_UNITS)], capture_output=True, text=True, check=False
+    )
+    output = (proc.stdout + proc.stderr).strip()
+    assert proc.returncode == 0, output
+    assert [line for line in output.splitlines() if "telemetryd" in line] == [], output
+
+
+def test_report_service_runs_both_months_unprivileged() -> None:
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.read_string((UNIT.parent / "telemetryd-report.service").read_text())
+    service = parser["Service"]
+    assert service["Type"] == "oneshot" and service["DynamicUser"] == "yes"
+    assert service["CapabilityBoundingSet"] == ""
+    text = (UNIT.parent / "telemetryd-report.service").read_text()
+    assert "--month current --save" in text and "--month previous --save" in text

@@ -1,4 +1,4 @@
-"""The `telemetryd` command: run, check-config, probe, speedtest, responder, inventory import, demo, simulate."""
+"""The `telemetryd` command: run, check-config, probe, speedtest, db, report, responder, inventory, demo, simulate."""
 
 from __future__ import annotations
 
@@ -62,6 +62,29 @@ def _parser() -> argparse.ArgumentParser:
     speed.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG)
     speed.add_argument("--streams", type=int, default=None, help="parallel TCP streams (default: from settings)")
 
+    db = sub.add_parser("db", help="the PostgreSQL history database")
+    db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    for action, helptext in (
+        ("migrate", "apply pending schema migrations (safe to run from several shards at once)"),
+        ("check", "list pending migrations; exit 1 when there are any"),
+    ):
+        cmd = db_sub.add_parser(action, help=helptext)
+        cmd.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG)
+
+    report = sub.add_parser("report", help="reports from the history database")
+    report_sub = report.add_subparsers(dest="report_command", required=True, metavar="REPORT")
+    sla = report_sub.add_parser("sla", help="monthly SLA report per school: link, speed, cameras, alarm panels")
+    sla.add_argument("--month", required=True, help="YYYY-MM in the city's local time, or current / previous")
+    sla.add_argument("--school", action="append", default=None, help="school id (repeatable; default: every school)")
+    sla.add_argument("--format", choices=["html", "csv", "json"], default="html")
+    sla.add_argument(
+        "-o", "--output", type=Path, default=None, help="file to write (default: stdout); {month} becomes YYYY-MM"
+    )
+    sla.add_argument(
+        "--save", action="store_true", help="also store the figures in sla_monthly (Grafana SLA dashboard)"
+    )
+    sla.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG)
+
     sub.add_parser(
         "responder",
         help="run the school-side speed-test responder (see `telemetryd responder --help`)",
@@ -111,6 +134,14 @@ def main(argv: list[str] | None = None) -> int:
         from telemetryd.oneshot import run_probe  # noqa: PLC0415
 
         return asyncio.run(run_probe(args.target, args.config, args.probe))
+    if args.command == "db":
+        from telemetryd.store.dbcli import run_db  # noqa: PLC0415
+
+        return run_db(args.db_command, args.config)
+    if args.command == "report":
+        from telemetryd.store.report_cli import run_report  # noqa: PLC0415
+
+        return run_report(args)
     if args.command == "inventory":
         from telemetryd.config.csv_import import run_import  # noqa: PLC0415
 

@@ -17,17 +17,21 @@ from aiohttp import web
 from telemetryd import __version__, logs
 from telemetryd.config import Config, ConfigError, load_config
 from telemetryd.config.settings import Settings
+from telemetryd.histogram import Histogram
+from telemetryd.history import History
 from telemetryd.linkmon import LinkMonitor
-from telemetryd.links import LinkState
-from telemetryd.model import Device, Health, Inventory, ProbeResult, ProbeSpec, StateChange
+from telemetryd.links import LinkState, SchoolLink
+from telemetryd.model import Device, Health, Inventory, ProbeResult, ProbeSpec, School, SpeedResult, StateChange
 from telemetryd.probes import ProbeContext, isapi
 from telemetryd.probes.icmp import Pinger
 from telemetryd.probes.isapi import IsapiProber
-from telemetryd.scheduler import Histogram, Scheduler, jobs_per_second
+from telemetryd.scheduler import Scheduler, jobs_per_second
 from telemetryd.sdnotify import Notifier
 from telemetryd.secrets import Secrets
 from telemetryd.sia_receiver import SiaReceiver, SupervisedPanel, Supervision, account_key
 from telemetryd.state import SIA_PROBE, State
+from telemetryd.store.dbcli import NoDatabase, database_access
+from telemetryd.store.heartbeat import SpoolDirectoryBusy
 
 log = structlog.get_logger("telemetryd")
 
@@ -48,7 +52,8 @@ class Daemon:
         self.links = LinkState()
         self.supervision = Supervision(started_at=time.monotonic())
         self.sia: SiaReceiver | None = None
-        self.link_monitor = LinkMonitor(self.links)
+        self.link_monitor = LinkMonitor(self.links, on_speedtest=self._on_speedtest, on_poll=self._on_poll)
+        self.history: History | None = None
         self.notifier = notifier or Notifier()
         self.loop_lag = Histogram()
         self.started_at = time.time()
@@ -65,8 +70,21 @@ class Daemon:
     # ------------------------------------------------------------------ results
 
     def _on_result(self, device: Device, spec: ProbeSpec, result: ProbeResult) -> None:
-        for change in self.state.apply(device.id, spec.name, result, time.time()):
+        self._changed(self.state.apply(device.id, spec.name, result, time.time()))
+
+    def _changed(self, changes: list[StateChange]) -> None:
+        for change in changes:
             self._log_change(change)
+        if changes and self.history is not None:
+            self.history.record_changes(changes)
+
+    def _on_speedtest(self, school: School, results: tuple[SpeedResult, SpeedResult], confirmation: bool) -> None:
+        if self.history is not None:
+            self.history.record_speedtest(school, results, confirmation=confirmation)
+
+    def _on_poll(self, link: SchoolLink) -> None:
+        if self.history is not None:
+            self.history.record_rates(link)
 
     @staticmethod
     def _log_change(change: StateChange) -> None:
@@ -99,8 +117,13 @@ class Daemon:
         self._open_pinger()
         self.ctx.secrets = Secrets(settings.credentials_directory)
         self.ctx.isapi = IsapiProber(policy=isapi.policy_from(settings), log=log)
+        if not self._start_history(settings):
+            await self.ctx.isapi.close()
+            return 1
         if not await self._start_sia(settings):
             await self.ctx.isapi.close()
+            if self.history is not None:
+                await self.history.close(settings.shutdown_timeout)
             return 1
         runner = web.AppRunner(_app(self), access_log=None, handle_signals=False)
         await runner.setup()
@@ -189,8 +212,28 @@ class Daemon:
                 )
             else:
                 continue
-            for change in self.state.apply(device.id, SIA_PROBE, result, wall):
-                self._log_change(change)
+            self._changed(self.state.apply(device.id, SIA_PROBE, result, wall))
+
+    def _start_history(self, settings: Settings) -> bool:
+        """Start recording history when `history.dsn` is set; False when the spool directory is unusable."""
+        if settings.history.dsn is None:
+            return True
+        try:
+            _dsn, password = database_access(settings)
+        except NoDatabase as exc:
+            # Monitoring matters more than its record: run, spool, and let HistoryDatabaseDown say why.
+            log.error("history_credentials_missing", error=str(exc), action="spooling until the password is readable")
+            password = None
+        history = History(settings, password)
+        try:
+            history.start(self.config.inventory)
+        except (SpoolDirectoryBusy, OSError) as exc:
+            log.error("history_spool_unusable", directory=settings.history.spool_directory, error=str(exc))
+            history.heartbeat.unlock()
+            return False
+        self.history = history
+        log.info("history_started", spool_directory=settings.history.spool_directory)
+        return True
 
     async def _start_sia(self, settings: Settings) -> bool:
         """Start the DC-09 receiver when `sia.listen` is set; False when its port cannot be bound."""
@@ -239,6 +282,9 @@ class Daemon:
             await self.ctx.isapi.close()
         if self.sia is not None:
             await self.sia.stop()
+        if self.history is not None:
+            # Probing has stopped: no more events. Flush to PostgreSQL, else to the spool.
+            await self.history.close(deadline=max(1.0, deadline / 2))
         log.info("stopped", probes_cancelled=cancelled)
 
     # ------------------------------------------------------------------ reload
@@ -272,7 +318,13 @@ class Daemon:
         self.config = new
         self.state.down_after = new.settings.hysteresis.down_after
         self.state.up_after = new.settings.hysteresis.up_after
+        before = {device_id: d.health for device_id, d in self.state.devices.items()}
         self.state.sync(new.inventory)
+        self._changed(forgotten(before, self.state, old.inventory, time.time()))
+        if self.history is not None:
+            self.history.inventory_changed(new.inventory, new.settings.shard)
+        if new.settings.history != old.settings.history:
+            log.warning("history_change_needs_restart", note="history settings are read at start-up")
         if self.ctx.pinger is not None:
             self.ctx.pinger.set_rate(new.settings.probes.icmp.max_packets_per_second)
         self.scheduler.load(new.inventory, new.settings)
@@ -324,6 +376,24 @@ class Daemon:
             f"{len(self.config.inventory.schools)} schools, {len(self.state.devices)} devices: "
             f"{counts[Health.UP]} up, {counts[Health.DOWN]} down"
         )
+
+
+def forgotten(before: dict[str, Health], state: State, old: Inventory, at: float) -> list[StateChange]:
+    """Device-level changes to unknown for devices a reload removed or reset (new address).
+
+    Without them the history would keep such a device in its last state for ever.
+    """
+    changes = []
+    for device_id, health in before.items():
+        if health is Health.UNKNOWN:
+            continue
+        now = state.devices.get(device_id)
+        if now is not None and now.health is not Health.UNKNOWN:
+            continue
+        device = old.devices_by_id[device_id]
+        reason = "removed from the inventory" if now is None else "address changed"
+        changes.append(StateChange(at, device.school_id, device_id, device.kind, None, health, Health.UNKNOWN, reason))
+    return changes
 
 
 def sia_panels(inventory: Inventory, settings: Settings) -> list[SupervisedPanel]:

@@ -7,6 +7,7 @@ its inventory comes from the simulator. Everything the demo created is removed o
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import socket
 import subprocess
@@ -18,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from telemetryd.config.settings import parse_duration
+from telemetryd.sim import postgres
 from telemetryd.sim.city import City, generate_city
 from telemetryd.sim.fleet import Fleet
 from telemetryd.sim.healthlab import FAULTS, HealthLab
@@ -34,10 +36,13 @@ def free_port() -> int:
         return port
 
 
-def write_demo_config(workdir: Path, *, listen: str, interval: str, sia_port: int = 0) -> Path:
+def write_demo_config(
+    workdir: Path, *, listen: str, interval: str, sia_port: int = 0, history_dsn: str | None = None
+) -> Path:
     """Daemon settings for the demo: the generated inventory, short intervals, console logs.
 
-    Speed tests run every 3 minutes (production: hourly) so the demo shows verdicts soon.
+    Speed tests run every 3 minutes (production: hourly) so the demo shows verdicts soon;
+    link samples are 1-minute buckets (production: 5) so the history fills visibly.
     """
     config = {
         "listen": listen,
@@ -55,6 +60,8 @@ def write_demo_config(workdir: Path, *, listen: str, interval: str, sia_port: in
         "hysteresis": {"down_after": 2, "up_after": 2},
         "logging": {"format": "auto", "level": "info"},
     }
+    if history_dsn is not None:
+        config["history"] = {"dsn": history_dsn, "spool_directory": "history", "sample_interval": "1m"}
     path = workdir / "telemetryd.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
@@ -115,6 +122,64 @@ def links_line(listen: str, school_ids: list[str]) -> str:
     return "links: " + "; ".join(parts)
 
 
+def start_history(workdir: Path) -> tuple[postgres.PgServer | None, str | None]:
+    """A throwaway PostgreSQL with the schema migrated, when we are root and it is installed."""
+    if not postgres.available():
+        return None, None
+    import asyncio  # noqa: PLC0415 - only for the one migration
+
+    from telemetryd.store import migrate  # noqa: PLC0415
+
+    shutil.rmtree(workdir / "history", ignore_errors=True)  # a previous demo's spool belongs to its own database
+    server = postgres.started_server()
+    try:
+        dsn = server.create_database()
+        asyncio.run(migrate(dsn))
+    except Exception:
+        server.kill()
+        shutil.rmtree(server.root, ignore_errors=True)
+        raise
+    return server, dsn
+
+
+REPORT_EVERY = 300.0
+
+
+def write_report(config: Path, workdir: Path) -> str:
+    """Render the running month's SLA report next to the inventory; one line saying where or why not."""
+    output = workdir / "sla-{month}.html"
+    command = [sys.executable, "-m", "telemetryd", "report", "sla", "--month", "current", "--save"]
+    done = subprocess.run(
+        [*command, "-o", str(output), "-c", str(config)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    written = sorted(workdir.glob("sla-*.html"))
+    if done.returncode != 0 or not written:
+        return f"SLA report: failed ({done.stderr.strip().splitlines()[-1:] or done.returncode})"
+    return f"SLA report for the running month: {written[-1]} (updated every {REPORT_EVERY / 60:.0f} min)"
+
+
+def history_line(listen: str) -> str:
+    """Rows the daemon has written to PostgreSQL so far, from its own /metrics."""
+    try:
+        with urllib.request.urlopen(f"http://{listen}/metrics", timeout=10) as response:
+            text = response.read().decode()
+    except OSError as exc:
+        return f"history: cannot scrape /metrics: {exc}"
+    values = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in {"telemetryd_history_rows_written_total", "telemetryd_history_spool_bytes"}:
+            values[name] = float(value)
+    return (
+        f"history: {values.get('telemetryd_history_rows_written_total', 0):.0f} rows written to PostgreSQL, "
+        f"{values.get('telemetryd_history_spool_bytes', 0):.0f} bytes spooled"
+    )
+
+
 def run_demo(
     *, schools: int, devices_per_school: int, seed: int, mode: str, workdir: Path, listen: str, interval: str
 ) -> int:
@@ -124,7 +189,8 @@ def run_demo(
     inventory_dir = workdir / "inventory"
     city.write_inventory(inventory_dir)
     sia_port = free_port()
-    config = write_demo_config(workdir, listen=listen, interval=interval, sia_port=sia_port)
+    database, history_dsn = start_history(workdir)
+    config = write_demo_config(workdir, listen=listen, interval=interval, sia_port=sia_port, history_dsn=history_dsn)
     stop = False
 
     def on_signal(_signum: int, _frame: object) -> None:
@@ -174,6 +240,13 @@ def run_demo(
             + "\n"
             + f"  inventory:      {inventory_dir}\n"
             f"  config:         {config}\n"
+            + (
+                f"  history:        PostgreSQL 15 at {history_dsn} (throwaway); while the demo runs:\n"
+                f"                  telemetryd report sla --month current -c {config} --format html -o sla.html\n"
+                if history_dsn is not None
+                else "  history:        none (PostgreSQL 15 needs root and the postgresql-15 package)\n"
+            )
+            + ""
             "Press Ctrl-C to stop and clean up.\n",
             flush=True,
         )
@@ -181,6 +254,7 @@ def run_demo(
         assert isinstance(interval_seconds, float)  # the settings model validated it already
         margin = interval_seconds + 2.5  # exported state is up to one interval plus a timeout old
         next_check = time.monotonic() + 3 * interval_seconds
+        next_report = time.monotonic() + 90.0
         while not stop and daemon.poll() is None:
             time.sleep(0.5)
             if time.monotonic() >= next_check:
@@ -188,6 +262,11 @@ def run_demo(
                 print(agreement_line(city, listen, margin), flush=True)
                 if lab is not None:
                     print(links_line(listen, list(lab.rates)), flush=True)
+                if history_dsn is not None:
+                    print(history_line(listen), flush=True)
+            if history_dsn is not None and time.monotonic() >= next_report:
+                next_report = time.monotonic() + REPORT_EVERY
+                print(write_report(config, workdir), flush=True)
         return 0 if stop else 1
     finally:
         if daemon is not None and daemon.poll() is None:
@@ -201,6 +280,9 @@ def run_demo(
             lab.stop()
         health.stop()
         fleet.stop()
+        if database is not None:
+            database.kill()
+            shutil.rmtree(database.root, ignore_errors=True)
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         print("demo stopped; simulated devices removed", file=sys.stderr)

@@ -29,10 +29,10 @@ from prometheus_client.registry import Collector
 
 from telemetryd import __version__
 from telemetryd.attribution import ChannelView, SchoolCameras, Verdict, attribute, reachability
+from telemetryd.histogram import Histogram
 from telemetryd.links import Compliance, SchoolLink
 from telemetryd.model import DeviceKind, Direction, Health
 from telemetryd.probes.isapi import AuthState, IsapiHealth
-from telemetryd.scheduler import Histogram
 from telemetryd.sia_receiver import account_key
 
 if TYPE_CHECKING:
@@ -61,6 +61,7 @@ class StateCollector(Collector):
         yield from self._links()
         yield from self._device_health()
         yield from self._daemon()
+        yield from self._history()
 
     def _devices(self) -> Iterator[Metric]:
         state = self.daemon.state
@@ -536,6 +537,52 @@ class StateCollector(Collector):
         )
         yield GaugeMetricFamily(
             "telemetryd_start_time_seconds", "When the daemon started (Unix time).", value=daemon.started_at
+        )
+
+    def _history(self) -> Iterator[Metric]:
+        """The history writer's health; absent when history is not configured."""
+        history = self.daemon.history
+        if history is None or history.writer is None:
+            return
+        writer = history.writer
+        stats = writer.stats
+        yield GaugeMetricFamily(
+            "telemetryd_history_db_up",
+            "1 when the history writer is connected to PostgreSQL and the schema is current.",
+            value=1.0 if stats.db_up else 0.0,
+        )
+        yield GaugeMetricFamily(
+            "telemetryd_history_schema_pending_migrations",
+            "Migrations the history database lacks; nothing is written until `telemetryd db migrate`.",
+            value=len(stats.schema_pending),
+        )
+        yield GaugeMetricFamily(
+            "telemetryd_history_queue_rows", "History rows waiting in memory.", value=writer.queue_depth
+        )
+        yield GaugeMetricFamily(
+            "telemetryd_history_spool_bytes",
+            "History waiting on disk for PostgreSQL.",
+            value=writer.spool_bytes,
+        )
+        yield GaugeMetricFamily(
+            "telemetryd_history_spool_max_bytes",
+            "The spool's cap (history.spool_max_bytes); rows beyond it are dropped and counted.",
+            value=history.spool_max_bytes,
+        )
+        for name, doc, value in (
+            ("rows_written", "Rows committed to PostgreSQL (live and replayed).", stats.rows_written),
+            ("rows_replayed", "Rows written from the spool after an outage.", stats.rows_replayed),
+            ("rows_spooled", "Rows written to the spool while PostgreSQL was unreachable.", stats.rows_spooled),
+            ("rows_dropped", "Rows lost because the spool was full: SLA evidence lost.", writer.rows_dropped),
+            ("rows_rejected", "Rows PostgreSQL refused as bad data (a bug; logged).", stats.rows_rejected),
+            ("write_failures", "Failed connects and batch writes.", stats.write_failures),
+            ("chain_links", "Hash-chain links sealed (one per batch with new rows).", stats.chain_links),
+        ):
+            yield CounterMetricFamily(f"telemetryd_history_{name}", doc, value=value)
+        yield _histogram(
+            "telemetryd_history_write_duration_seconds",
+            "Time to write one batch (COPY, insert, chain seal, commit).",
+            stats.latency,
         )
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import structlog
 
 from telemetryd.config.settings import Settings
-from telemetryd.links import Budget, ComplianceChange, LinkState, quiet_wait
+from telemetryd.links import Budget, ComplianceChange, LinkState, SchoolLink, quiet_wait
 from telemetryd.model import Direction, Inventory, School, SnmpSample, SpeedResult
 from telemetryd.probes import snmp, speedtest
 from telemetryd.scheduler import spread_phases
@@ -36,6 +36,10 @@ log = structlog.get_logger("telemetryd.links")
 
 SpeedTestFn = Callable[[School, str, Settings], Awaitable[tuple[SpeedResult, SpeedResult]]]
 SnmpPollFn = Callable[..., Awaitable[SnmpSample]]
+SpeedTestSink = Callable[[School, tuple[SpeedResult, SpeedResult], bool], None]
+"""Called after every test with (school, (download, upload), was it a confirmation re-test)."""
+PollSink = Callable[[SchoolLink], None]
+"""Called after every SNMP poll with the school's link state, rates updated."""
 
 
 async def run_speedtest(school: School, token: str, settings: Settings) -> tuple[SpeedResult, SpeedResult]:
@@ -78,6 +82,8 @@ class LinkMonitor:
         speedtest_fn: SpeedTestFn = run_speedtest,
         snmp_poll: SnmpPollFn = snmp.poll_router,
         on_change: Callable[[ComplianceChange], None] | None = None,
+        on_speedtest: SpeedTestSink | None = None,
+        on_poll: PollSink | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
@@ -85,6 +91,8 @@ class LinkMonitor:
         self.speedtest_fn = speedtest_fn
         self.snmp_poll = snmp_poll
         self.on_change = on_change
+        self.on_speedtest = on_speedtest
+        self.on_poll = on_poll
         self.clock = clock
         self.wall = wall
         self.stats = LinkStats()
@@ -238,6 +246,9 @@ class LinkMonitor:
             elif was_ok is False:
                 log.info("snmp_poll_recovered", school=school.id, device=router.id)
             self.state.record_snmp(school.id, sample)
+            link = self.state.schools.get(school.id)
+            if self.on_poll is not None and link is not None:
+                self.on_poll(link)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -287,6 +298,8 @@ class LinkMonitor:
                 detail=download.detail or upload.detail,
             )
             change = self.state.record_speedtest(school.id, download, upload, now=self.clock(), wall=self.wall())
+            if self.on_speedtest is not None:
+                self.on_speedtest(school, (download, upload), confirmation)
             if change is not None:
                 _log_compliance(change)
                 if self.on_change is not None:

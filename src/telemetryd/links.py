@@ -168,10 +168,10 @@ class LinkState:
         for role in roles:
             view = link.segments.setdefault(role, SegmentView())
             view.rate = rates.get(role)
-            allocation = _allocation(link.contract, role)
+            allocated = allocation(link.contract, role)
             view.utilisation = (
-                utilisation(max(view.rate.in_bps, view.rate.out_bps), allocation)
-                if view.rate is not None and allocation
+                utilisation(max(view.rate.in_bps, view.rate.out_bps), allocated)
+                if view.rate is not None and allocated
                 else None
             )
             view.saturated = link.saturation.observe(role, view.utilisation)
@@ -185,7 +185,8 @@ class LinkState:
         ]
 
 
-def _allocation(contract: Contract, role: str) -> float | None:
+def allocation(contract: Contract, role: str) -> float | None:
+    """What a role (`wan` or a segment) is contracted for, in Mbit/s; None for an unknown segment."""
     if role == "wan":
         return contract.total_mbps
     try:

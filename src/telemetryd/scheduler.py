@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from telemetryd.config.settings import Settings
+from telemetryd.histogram import Histogram
 from telemetryd.model import Device, Inventory, ProbeResult, ProbeSpec
 from telemetryd.probes import BATCH_PROBERS, PROBERS, BatchProber, ProbeContext, Prober
 
@@ -30,7 +31,6 @@ log = structlog.get_logger("telemetryd.scheduler")
 TICK = 0.005
 """Jobs due within this much of now are dispatched together."""
 
-LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 ResultSink = Callable[[Device, ProbeSpec, ProbeResult], None]
 
@@ -66,35 +66,6 @@ def spread_phases(keys: Sequence[str], interval: float, start: float) -> dict[st
     ordered = sorted(keys, key=stable_fraction)
     step = interval / max(len(ordered), 1)
     return {key: start + i * step for i, key in enumerate(ordered)}
-
-
-@dataclass(slots=True)
-class Histogram:
-    """A cumulative histogram with fixed buckets, in the shape Prometheus exports."""
-
-    buckets: tuple[float, ...] = LAG_BUCKETS
-    counts: list[int] = field(default_factory=lambda: [0] * (len(LAG_BUCKETS) + 1))
-    total: float = 0.0
-    observations: int = 0
-
-    def observe(self, value: float) -> None:
-        """Count one value."""
-        for i, bound in enumerate(self.buckets):
-            if value <= bound:
-                self.counts[i] += 1
-                break
-        else:
-            self.counts[-1] += 1
-        self.total += value
-        self.observations += 1
-
-    def cumulative(self) -> list[tuple[str, float]]:
-        """(le, cumulative count) pairs, ending with +Inf."""
-        out, running = [], 0
-        for bound, count in zip((*self.buckets, math.inf), self.counts, strict=True):
-            running += count
-            out.append(("+Inf" if bound == math.inf else repr(bound), float(running)))
-        return out
 
 
 @dataclass(slots=True)

@@ -123,6 +123,21 @@ def test_example_inventory_loads_with_defaults_filled_in() -> None:
         ({"speedtest": {"quiet_windows": ["08:00-25:00"]}}, 3, "speedtest.quiet_windows[0]", "hours 0-24"),
         ({"speedtest": {"below_contract_ratio": 1.5}}, 2, "speedtest.below_contract_ratio", "less than or equal to 1"),
         ({"probes": {"snmp": {"retries": 0}}}, 3, "probes.snmp.retries", "greater than or equal to 1"),
+        ({"history": {"dsn": "postgresql://t:hunter2@db/t"}}, 2, "history.dsn", "must not be in the DSN"),
+        ({"history": {"dsn": "postgresql://t@db/t?password=hunter2"}}, 2, "history.dsn", "must not be in the DSN"),
+        ({"history": {"dsn": "mysql://t@db/t"}}, 2, "history.dsn", "expected postgresql://"),
+        (
+            {"history": {"maintenance": [{"start": "2026-11-14T22:00:00", "end": "2026-11-15T02:00:00+05:00"}]}},
+            3,
+            "history.maintenance[0].start",
+            "timezone",
+        ),
+        (
+            {"history": {"maintenance": [{"start": "2026-11-15T02:00+05:00", "end": "2026-11-14T22:00+05:00"}]}},
+            3,
+            "history.maintenance[0]",
+            "ends (2026-11-14T22:00:00+05:00) before it starts",
+        ),
     ],
 )
 def test_bad_settings_name_line_and_field(
@@ -135,6 +150,7 @@ def test_bad_settings_name_line_and_field(
     [problem] = caught.value.problems
     assert (problem.file, problem.line, problem.field) == (str(path), line, field), str(problem)
     assert message in problem.message, str(problem)
+    assert "hunter2" not in str(problem)  # a password in a bad DSN is never echoed
 
 
 def test_link_settings_and_inventory_reach_the_domain(tmp_path: Path) -> None:

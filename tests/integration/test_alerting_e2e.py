@@ -22,6 +22,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 import yaml
 from aiohttp import web
@@ -29,6 +30,7 @@ from aiohttp import web
 from telemetryd.sim.healthlab import SCHOOL as HEALTH_SCHOOL
 from telemetryd.sim.healthlab import HealthLab
 from telemetryd.sim.linklab import LinkLab
+from telemetryd.store import migrate
 
 from ..conftest import require_binary, require_root
 
@@ -143,7 +145,7 @@ def _stop(process: subprocess.Popen[Any]) -> None:
         process.wait()
 
 
-async def test_alerts_reach_the_webhook_with_inhibition_and_resolution(tmp_path: Path) -> None:
+async def test_alerts_reach_the_webhook_with_inhibition_and_resolution(tmp_path: Path, pg_dsn: str) -> None:
     """SchoolLinkBelowContract and CameraDown arrive with their labels; the school whose link is down sends no
     camera alerts (inhibited); restoring the dead camera sends the resolved notice."""
     require_root("a shaped school link (network namespace and tc)")
@@ -203,6 +205,7 @@ async def test_alerts_reach_the_webhook_with_inhibition_and_resolution(tmp_path:
             "devices": devices_link_down,
         },
     ]
+    await migrate(pg_dsn)
     prom_port, am_port = _free_port(), _free_port()
     processes: list[subprocess.Popen[Any]] = []
     camera_listener: socket.socket | None = None
@@ -227,6 +230,8 @@ async def test_alerts_reach_the_webhook_with_inhibition_and_resolution(tmp_path:
                     "hysteresis": {"down_after": 1, "up_after": 1},
                     "speedtest": {"interval": 30, "confirm_after": 2, "max_seconds": 6},
                     "sia": {"listen": f"127.0.0.1:{sia_port}", "grace": 2},
+                    # History into a real PostgreSQL, so the history panels have data too.
+                    "history": {"dsn": pg_dsn, "spool_directory": "history", "batch_seconds": 0.5},
                     "logging": {"format": "json"},
                 }
             )
@@ -352,3 +357,24 @@ async def test_alerts_reach_the_webhook_with_inhibition_and_resolution(tmp_path:
                     listener.close()
             await runner.cleanup()
     assert json.dumps(received).count("s3cret") == 0
+
+    # The same run, as the history recorded it (the daemon flushed on SIGTERM).
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        tests = await conn.fetch("SELECT * FROM speedtests WHERE school = 'slow-020' AND ok ORDER BY time")
+        assert {(r["confirmation"], r["contract_mbps"], r["floor_ratio"]) for r in tests} >= {
+            (False, 150.0, 0.9),
+            (True, 150.0, 0.9),
+        }
+        assert all(r["mbps"] < 0.9 * 150 for r in tests)  # the 20 Mbit/s link never reaches the floor
+        samples = await conn.fetch("SELECT * FROM link_samples WHERE school = 'slow-020' AND segment = 'wan'")
+        assert {r["direction"] for r in samples} == {"download", "upload"}
+        assert all(r["allocation_mbps"] == 150.0 and r["samples"] >= 1 for r in samples)
+        dead = await conn.fetch(
+            "SELECT new FROM state_changes WHERE device = 's-cam-dead' AND probe IS NULL ORDER BY time"
+        )
+        assert [r["new"] for r in dead][:1] == ["down"] and dead[-1]["new"] == "up"
+        last = await conn.fetchval("SELECT max(seq) FROM history_chain")
+        assert await conn.fetch("SELECT * FROM telemetryd_chain_verify(1, $1)", last) == []
+    finally:
+        await conn.close()

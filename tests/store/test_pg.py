@@ -16,7 +16,7 @@ import pytest
 from telemetryd.model import DeviceKind, Health, StateChange
 from telemetryd.store import HistoryWriter, Spool, check, migrate
 from telemetryd.store.migrate import available
-from tests.store.conftest import PgServer
+from tests.pg import PgServer
 
 pytestmark = pytest.mark.integration
 
@@ -216,5 +216,93 @@ async def test_other_tables_round_trip(pg_dsn: str, tmp_path: Path) -> None:
     try:
         for table in ("speedtests", "link_samples", "monitoring_gaps"):
             assert await conn.fetchval(f"SELECT count(*) FROM {table}") == 1, table
+    finally:
+        await conn.close()
+
+
+async def test_every_batch_is_a_sealed_chain_link_and_tampering_shows(pg_dsn: str, tmp_path: Path) -> None:
+    """Rows carry their link; the stored heads follow from the rows; an edited or deleted row breaks its link."""
+    await migrate(pg_dsn)
+    writer = _writer(pg_dsn, Spool(tmp_path / "spool"))
+    for batch in range(3):
+        for i in range(batch * 100, batch * 100 + 100):
+            writer.submit(_change(i))
+        written = batch * 100 + 100
+        await _wait_for(lambda: writer.stats.rows_written >= written)  # noqa: B023 - awaited before the next loop
+    for i in range(100):
+        writer.submit(_change(i))  # duplicates only: no new link
+    await writer.close(deadline=30)
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        links = await conn.fetch("SELECT seq, rows FROM history_chain ORDER BY seq")
+        assert len(links) == writer.stats.chain_links >= 3
+        assert sum(r["rows"] for r in links) == 300
+        assert await conn.fetchval("SELECT count(*) FROM state_changes WHERE chain_seq IS NULL") == 0
+        last = links[-1]["seq"]
+        assert await conn.fetch("SELECT * FROM telemetryd_chain_verify(1, $1)", last) == []
+        await conn.execute("UPDATE state_changes SET new = 'up' WHERE device = 'cam7'")
+        await conn.execute("DELETE FROM state_changes WHERE device = 'cam250'")
+        problems = await conn.fetch("SELECT * FROM telemetryd_chain_verify(1, $1)", last)
+        bad = {r["seq"] for r in problems}
+        tampered = await conn.fetchval("SELECT chain_seq FROM state_changes WHERE device = 'cam7'")
+        assert tampered in bad
+        assert len(bad) == 2  # the edited row's link and the deleted row's link, nothing else
+        assert all(r["problem"] == "rows changed since they were sealed" for r in problems)
+    finally:
+        await conn.close()
+
+
+async def test_outdated_schema_spools_until_migrated(pg_dsn: str, tmp_path: Path) -> None:
+    """A database without the migrations takes nothing: rows spool, and land once `db migrate` has run."""
+    writer = _writer(pg_dsn, Spool(tmp_path / "spool"))
+    for i in range(50):
+        writer.submit(_change(i))
+    await _wait_for(lambda: writer.stats.rows_spooled == 50)
+    assert writer.stats.schema_pending == [v for v, _ in available()]
+    assert not writer.stats.db_up
+    await migrate(pg_dsn)
+    await _wait_for(lambda: writer.stats.db_up and writer.spool_bytes == 0)
+    await writer.close(deadline=30)
+    assert await _devices_in_time_order(pg_dsn) == [f"cam{i}" for i in range(50)]
+
+
+async def test_inventory_sync_marks_removed_only_in_its_own_shard(pg_dsn: str) -> None:
+    """Schools and devices are upserted; those gone from this shard are marked removed, other shards' kept."""
+    from telemetryd.config.loader import shard_of
+    from telemetryd.config.settings import Shard
+    from telemetryd.model import Contract, Device, Inventory, ProbeSpec, School
+    from telemetryd.store.inventory_sync import sync_inventory
+
+    def school(school_id: str, devices: int, contract: float = 150.0) -> School:
+        kit = tuple(
+            Device(f"{school_id}-cam{n}", school_id, DeviceKind.CAMERA, f"10.0.0.{n}", (ProbeSpec("icmp"),))
+            for n in range(devices)
+        )
+        return School(school_id, f"School {school_id}", "Al-Farabi", Contract(contract), kit)
+
+    ids = [f"sch{n}" for n in range(20)]
+    mine = [i for i in ids if shard_of(i, 2) == 0]
+    theirs = [i for i in ids if shard_of(i, 2) == 1]
+    assert mine and theirs
+    await migrate(pg_dsn)
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await sync_inventory(conn, Inventory.build([school(i, 2) for i in ids]), Shard(index=0, count=1))
+        assert await conn.fetchval("SELECT count(*) FROM devices WHERE removed_at IS NULL") == 40
+        # Shard 0 of 2 now watches its schools minus one, with a new contract for another.
+        kept = [school(i, 2) for i in mine[1:]]
+        kept[0] = school(mine[1], 1, contract=100.0)
+        removed = await sync_inventory(conn, Inventory.build(kept), Shard(index=0, count=2))
+        assert removed == (1, 3)  # mine[0] with its 2 cameras, and mine[1]'s second camera
+        gone = {r["id"] for r in await conn.fetch("SELECT id FROM schools WHERE removed_at IS NOT NULL")}
+        assert gone == {mine[0]}
+        assert await conn.fetchval("SELECT contract_mbps FROM schools WHERE id = $1", mine[1]) == 100.0
+        other = await conn.fetchval(
+            "SELECT count(*) FROM devices WHERE school = ANY($1) AND removed_at IS NULL", theirs
+        )
+        assert other == 2 * len(theirs)
+        # Back in the inventory: no longer removed.
+        await sync_inventory(conn, Inventory.build([school(i, 2) for i in mine]), Shard(index=0, count=2))
+        assert await conn.fetchval("SELECT count(*) FROM schools WHERE removed_at IS NOT NULL") == 0
     finally:
         await conn.close()

@@ -247,6 +247,10 @@ def load_config(path: Path) -> Config:
         settings = settings.model_copy(
             update={"credentials_directory": str(path.parent / settings.credentials_directory)}
         )
+    spool = Path(settings.history.spool_directory)
+    if not spool.is_absolute():
+        history = settings.history.model_copy(update={"spool_directory": str(path.parent / spool)})
+        settings = settings.model_copy(update={"history": history})
     try:
         inventory = load_inventory(inventory_path)
     except ConfigError as exc:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from telemetryd.model import DeviceKind
 
@@ -136,6 +137,52 @@ class SpeedTestSettings(Strict):
     utc_offset_hours: float = Field(5.0, ge=-12, le=14, description="local time of quiet windows (Shymkent: +5)")
 
 
+class MaintenanceWindow(Strict):
+    """Agreed downtime: excluded from SLA availability and shown in the report."""
+
+    start: AwareDatetime = Field(description="ISO 8601 with an offset, e.g. 2026-11-14T22:00:00+05:00")
+    end: AwareDatetime
+    schools: list[str] = Field(default_factory=list, description="school ids; empty: every school")
+    reason: str = ""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> MaintenanceWindow:
+        if self.end <= self.start:
+            raise ValueError(f"maintenance window ends ({self.end.isoformat()}) before it starts")
+        return self
+
+
+class HistorySettings(Strict):
+    """PostgreSQL history (outage log, speed tests, link samples) for SLA reports."""
+
+    dsn: str | None = Field(None, description="postgresql://user@host:5432/db without the password; none: no history")
+    credentials: str | None = Field(None, description="name of the secret holding the database password")
+    spool_directory: str = Field(
+        "/var/lib/telemetryd/history", description="spool and heartbeat files; relative to this file"
+    )
+    spool_max_bytes: int = Field(1 << 30, ge=1 << 20, description="history kept on disk while PostgreSQL is down")
+    queue_size: int = Field(100_000, ge=100, description="rows held in memory before they spill to the spool")
+    batch_size: int = Field(1000, ge=1, le=100_000)
+    batch_seconds: Seconds = Field(1.0, description="longest a row waits in memory before its batch is written")
+    retry_seconds: Seconds = Field(5.0, description="between reconnects while PostgreSQL is down")
+    sample_interval: Seconds = Field(300.0, description="link samples aggregate SNMP rates over this")
+    heartbeat_interval: Seconds = Field(30.0, description="how precisely a crash's monitoring gap is known")
+    maintenance: list[MaintenanceWindow] = Field(default_factory=list)
+
+    @field_validator("dsn")
+    @classmethod
+    def _no_password(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parsed = urlsplit(value)
+        if parsed.scheme not in {"postgresql", "postgres"}:
+            raise ValueError("expected postgresql://user@host:port/database")
+        if parsed.password is not None or re.search(r"(?:^|[?&])password=", parsed.query):
+            # Never echo the value: it holds the secret.
+            raise ValueError("the password must not be in the DSN (it would reach logs); put it in `credentials`")
+        return value
+
+
 class DeviceKindSettings(Strict):
     """Overrides for one kind of device, e.g. alarm panels checked more often."""
 
@@ -204,6 +251,7 @@ class Settings(Strict):
     hysteresis: HysteresisSettings = HysteresisSettings()
     speedtest: SpeedTestSettings = SpeedTestSettings()
     sia: SiaSettings = SiaSettings()
+    history: HistorySettings = HistorySettings()
     logging: LoggingSettings = LoggingSettings()
     shutdown_timeout: Seconds = 10.0
 

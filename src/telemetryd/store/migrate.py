@@ -37,19 +37,24 @@ async def _applied(conn: asyncpg.Connection) -> set[str]:
     return {row["version"] for row in await conn.fetch("SELECT version FROM schema_migrations")}
 
 
-async def check(dsn: str) -> list[str]:
-    """Versions not yet applied to the database at `dsn`, in the order `migrate` would apply them."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        done = await _applied(conn)
-    finally:
-        await conn.close()
+async def pending(conn: asyncpg.Connection) -> list[str]:
+    """Versions not yet applied over an open connection, in the order `migrate` would apply them."""
+    done = await _applied(conn)
     return [version for version, _ in available() if version not in done]
 
 
-async def migrate(dsn: str) -> list[str]:
+async def check(dsn: str, *, password: str | None = None) -> list[str]:
+    """Versions not yet applied to the database at `dsn`, in the order `migrate` would apply them."""
+    conn = await asyncpg.connect(dsn, password=password)
+    try:
+        return await pending(conn)
+    finally:
+        await conn.close()
+
+
+async def migrate(dsn: str, *, password: str | None = None) -> list[str]:
     """Apply pending migrations in order; returns the versions applied (empty when up to date)."""
-    conn = await asyncpg.connect(dsn)
+    conn = await asyncpg.connect(dsn, password=password)
     try:
         await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_ID)
         try:

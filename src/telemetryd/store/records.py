@@ -29,6 +29,12 @@ class SpeedTestRecord:
     at: float
     school_id: str
     result: SpeedResult
+    contract_mbps: float | None = None
+    """The school's contracted total when the test ran (the report judges against this, not today's)."""
+    floor_ratio: float | None = None
+    """Share of the contract a direction must reach to count as compliant."""
+    confirmation: bool = False
+    """A re-test after a low result."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +50,10 @@ class LinkSample:
     max_mbps: float
     bytes_moved: int
     samples: int
+    allocation_mbps: float | None = None
+    """The segment's contracted share (the total for ``wan``), when it has one."""
+    saturated_seconds: float = 0.0
+    """Seconds of the bucket this direction ran at or above 95 % of the allocation."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,14 +94,41 @@ TABLES: dict[str, Table] = {
         ),
         Table(
             "speedtests",
-            ("time", "school", "direction", "mbps", "bytes", "duration", "streams", "ok", "reason", "detail", "key"),
+            (
+                "time",
+                "school",
+                "direction",
+                "mbps",
+                "bytes",
+                "duration",
+                "streams",
+                "ok",
+                "reason",
+                "detail",
+                "contract_mbps",
+                "floor_ratio",
+                "confirmation",
+                "key",
+            ),
             frozenset({"time"}),
             None,
             "(key)",
         ),
         Table(
             "link_samples",
-            ("time", "school", "segment", "direction", "avg_mbps", "max_mbps", "bytes", "samples", "key"),
+            (
+                "time",
+                "school",
+                "segment",
+                "direction",
+                "avg_mbps",
+                "max_mbps",
+                "bytes",
+                "samples",
+                "allocation_mbps",
+                "saturated_seconds",
+                "key",
+            ),
             frozenset({"time"}),
             "time",
             "(key, time)",
@@ -125,14 +162,15 @@ def _state_change(c: StateChange) -> Row:
 def _speedtest(s: SpeedTestRecord) -> Row:
     r = s.result
     values = [s.at, s.school_id, str(r.direction), r.mbps, r.bytes_used, r.duration, r.streams, r.ok]
-    return _row("speedtests", [*values, r.reason, r.detail])
+    return _row("speedtests", [*values, r.reason, r.detail, s.contract_mbps, s.floor_ratio, s.confirmation])
 
 
 def _link_sample(s: LinkSample) -> Row:
     # Keyed by the bucket's identity only: a re-emitted bucket is the same row, first one wins.
     identity = [s.at, s.school_id, s.segment, str(s.direction)]
     key = idempotency_key("link_samples", identity)
-    return {"t": "link_samples", "v": [*identity, s.avg_mbps, s.max_mbps, s.bytes_moved, s.samples, key]}
+    measured = [s.avg_mbps, s.max_mbps, s.bytes_moved, s.samples, s.allocation_mbps, s.saturated_seconds]
+    return {"t": "link_samples", "v": [*identity, *measured, key]}
 
 
 def _gap(g: MonitoringGap) -> Row:

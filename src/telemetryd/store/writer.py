@@ -8,6 +8,14 @@ reconnects are retried every `retry_seconds`, and on success the spool is replay
 order before live rows resume, so history stays in time order per source. Replays that
 overlap rows already committed are harmless: every row has an idempotency key.
 
+Every committed batch of new rows is one link of the history hash chain (migration
+0002): its rows get the link's `chain_seq` and `telemetryd_chain_seal` stores their
+digest and the new head, under an advisory lock shared by every shard's writer.
+
+The writer writes only to a database whose schema is current: with migrations pending
+it behaves as if PostgreSQL were down (spools, says so once) until `telemetryd db
+migrate` has run.
+
 Rows are lost only when the spool's size cap is hit, and then counted (`rows_dropped`).
 """
 
@@ -24,6 +32,8 @@ from typing import Any
 import asyncpg
 import structlog
 
+from telemetryd.histogram import Histogram
+from telemetryd.store.migrate import pending as pending_migrations
 from telemetryd.store.records import TABLES, HistoryEvent, Row, Table, month_of, to_copy_record, to_row
 from telemetryd.store.spool import Spool
 
@@ -32,6 +42,8 @@ log = structlog.get_logger("telemetryd.history")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 REPLAY_TRUNCATE_ROWS = 50_000
 """Cut the replayed head off the spool this often, so a failure mid-replay redoes little."""
+CHAIN_LOCK = 0x7465_6C65_6D66
+"""pg_advisory_xact_lock key serialising chain links across shards (next to the migration lock)."""
 
 
 @dataclass(slots=True)
@@ -47,17 +59,17 @@ class WriterStats:
     batches_written: int = 0
     write_failures: int = 0
     db_up: bool = False
+    schema_pending: list[str] = field(default_factory=list)
+    """Migrations the database lacks; while any, nothing is written (see `telemetryd db migrate`)."""
+    chain_links: int = 0
     last_write_seconds: float | None = None
-    latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
-    """Cumulative-free histogram: count per bucket of LATENCY_BUCKETS, last one is +Inf."""
-    latency_sum: float = 0.0
+    latency: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS))
+    """Seconds per batch write."""
 
     def observe(self, seconds: float) -> None:
         """Record one batch write latency."""
         self.last_write_seconds = seconds
-        self.latency_sum += seconds
-        index = next((i for i, le in enumerate(LATENCY_BUCKETS) if seconds <= le), len(LATENCY_BUCKETS))
-        self.latency_counts[index] += 1
+        self.latency.observe(seconds)
 
 
 _UNAVAILABLE = (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError)
@@ -77,6 +89,7 @@ class HistoryWriter:
         dsn: str,
         spool: Spool,
         *,
+        password: str | None = None,
         queue_size: int = 100_000,
         batch_size: int = 1000,
         batch_seconds: float = 1.0,
@@ -87,6 +100,7 @@ class HistoryWriter:
     ) -> None:
         self.stats = WriterStats()
         self._dsn = dsn
+        self._password = password
         self._spool = spool
         self._queue: asyncio.Queue[Row] = asyncio.Queue(queue_size)
         self._batch_size = batch_size
@@ -155,6 +169,7 @@ class HistoryWriter:
         return rows
 
     async def _run(self) -> None:
+        await self._recover()  # connect (and check the schema) at once, not at the first event
         while True:
             batch = await self._collect()
             if batch:
@@ -164,8 +179,11 @@ class HistoryWriter:
                     self._next_connect = 0.0  # one last try, whatever the retry timer says
                     await self._recover()
                 return
-            elif self._spool.size_bytes:
-                await self._recover()
+            elif self._conn is not None and self._conn.is_closed():
+                # The server went away while we were idle: say so now, not at the next event.
+                await self._lost(ConnectionError("connection closed by the server"))
+            elif self._conn is None or self._spool.size_bytes:
+                await self._recover()  # reconnects at most every retry_seconds
 
     async def _collect(self) -> list[Row]:
         loop = asyncio.get_running_loop()
@@ -218,9 +236,13 @@ class HistoryWriter:
             if self._clock() < self._next_connect:
                 return
             try:
-                self._conn = await asyncpg.connect(
-                    self._dsn, timeout=self._connect_timeout, command_timeout=self._command_timeout
+                conn = await asyncpg.connect(
+                    self._dsn,
+                    password=self._password,
+                    timeout=self._connect_timeout,
+                    command_timeout=self._command_timeout,
                 )
+                pending = await pending_migrations(conn)
             except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
                 self._next_connect = self._clock() + self._retry_seconds
                 self.stats.write_failures += 1
@@ -228,6 +250,18 @@ class HistoryWriter:
                     self.stats.db_up = False
                     log.warning("history_db_down", error=str(exc))
                 return
+            if pending:
+                conn.terminate()
+                self._next_connect = self._clock() + self._retry_seconds
+                if pending != self.stats.schema_pending:
+                    log.error(
+                        "history_schema_outdated", pending=pending, action="spooling; run `telemetryd db migrate`"
+                    )
+                self.stats.schema_pending = pending
+                self.stats.db_up = False
+                return
+            self.stats.schema_pending = []
+            self._conn = conn
             self._temp_tables.clear()
             self._partitions.clear()
             if not self.stats.db_up:
@@ -301,8 +335,14 @@ class HistoryWriter:
         for table, values in grouped:
             await self._ensure_partitions(conn, table, values)
         async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", CHAIN_LOCK)
+            link = await conn.fetchval("SELECT coalesce(max(seq), 0) + 1 FROM history_chain")
+            inserted = 0
             for table, values in grouped:
-                await _copy_insert(conn, table, values, self._temp_tables)
+                inserted += await _copy_insert(conn, table, values, self._temp_tables, link)
+            if inserted:  # a batch of pure duplicates adds no link
+                await conn.execute("SELECT telemetryd_chain_seal($1, $2)", link, inserted)
+                self.stats.chain_links += 1
         self.stats.observe(time.perf_counter() - started)
         self.stats.rows_written += len(rows)
         self.stats.batches_written += 1
@@ -320,14 +360,22 @@ class HistoryWriter:
             self._partitions.add((table.name, year, month))
 
 
-async def _copy_insert(conn: asyncpg.Connection, table: Table, values: list[list[Any]], temp_tables: set[str]) -> None:
-    """COPY rows into a temp twin of `table`, then move the new ones over; duplicates are skipped."""
+async def _copy_insert(
+    conn: asyncpg.Connection, table: Table, values: list[list[Any]], temp_tables: set[str], link: int
+) -> int:
+    """COPY rows into a temp twin of `table`, then move the new ones over as chain link `link`.
+
+    Duplicates are skipped; returns how many rows were new.
+    """
     temp = f"history_tmp_{table.name}"
     if temp not in temp_tables:
         await conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {temp} (LIKE {table.name}) ON COMMIT DELETE ROWS")
         temp_tables.add(temp)
     await conn.copy_records_to_table(temp, records=[to_copy_record(table, v) for v in values], columns=table.columns)
     columns = ", ".join(table.columns)
-    await conn.execute(
-        f"INSERT INTO {table.name} ({columns}) SELECT {columns} FROM {temp} ON CONFLICT {table.conflict} DO NOTHING"
+    status = await conn.execute(
+        f"INSERT INTO {table.name} ({columns}, chain_seq) SELECT {columns}, $1::bigint FROM {temp} "
+        f"ON CONFLICT {table.conflict} DO NOTHING",
+        link,
     )
+    return int(status.rsplit(" ", 1)[1])  # "INSERT 0 <rows>"

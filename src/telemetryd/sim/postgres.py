@@ -1,28 +1,27 @@
-"""A throwaway PostgreSQL 15 for the store tests, run as the `postgres` OS user (it refuses root)."""
+"""A throwaway PostgreSQL 15 for the demo and the tests, run as the `postgres` OS user (it refuses root).
+
+Lives in a new temp dir, listens on 127.0.0.1 only with trust authentication, and is
+stopped by the PID in its own postmaster.pid.
+"""
 
 from __future__ import annotations
 
 import os
 import pwd
-import shutil
 import signal
 import socket
 import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
-
-from tests.conftest import require_binary, require_root
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 PG_PACKAGE = "postgresql-15"
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -89,28 +88,17 @@ class PgServer:
         return self.dsn(name)
 
 
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[PgServer]:
-    """A PostgreSQL 15 cluster for the whole session, stopped by PID at the end."""
-    require_root("PostgreSQL runs as the postgres user; switching to it needs root")
-    if not (PG_BIN / "initdb").exists():
-        require_binary("initdb", PG_PACKAGE)  # fails on root, skips elsewhere
+def available() -> bool:
+    """Whether PostgreSQL 15 is installed and we may switch to its user (root)."""
+    return os.geteuid() == 0 and (PG_BIN / "initdb").exists()
+
+
+def started_server() -> PgServer:
+    """initdb and start a cluster in a new temp dir owned by `postgres` (caller must `kill` and remove it)."""
     pw = pwd.getpwnam("postgres")
     root = Path(tempfile.mkdtemp(prefix="telemetryd-pg-"))
     os.chown(root, pw.pw_uid, pw.pw_gid)
-    server = PgServer(root, _free_port())
+    server = PgServer(root, free_port())
     server.initdb()
     server.start()
-    try:
-        yield server
-    finally:
-        server.kill()
-        shutil.rmtree(root, ignore_errors=True)
-
-
-@pytest.fixture
-def pg_dsn(pg_server: PgServer) -> str:
-    """A fresh database on the session's server."""
-    if pg_server.pid() is None:
-        pg_server.start()  # a previous test stopped it and failed before restarting
-    return pg_server.create_database()
+    return server
