@@ -8,6 +8,7 @@ from pathlib import Path
 
 import asyncpg
 
+from telemetryd.config import Config, ConfigError, load_config
 from telemetryd.config.settings import Settings
 from telemetryd.secrets import SecretMissing, Secrets
 from telemetryd.store.migrate import check, migrate
@@ -39,20 +40,27 @@ def describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-def run_db(action: str, config_path: Path) -> int:
-    """Apply or list pending migrations for the database in `config_path`."""
-    from telemetryd.config import ConfigError, load_config  # noqa: PLC0415
-
+def load_with_database(config_path: Path) -> tuple[Config, str, str | None] | None:
+    """The config and its database access; None (every problem printed) when either is unusable."""
     try:
         config = load_config(config_path)
         dsn, password = database_access(config.settings)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
-        return 2
+        return None
     except NoDatabase as exc:
         print(f"{config_path}: {exc}", file=sys.stderr)
+        return None
+    return config, dsn, password
+
+
+def run_db(action: str, config_path: Path) -> int:
+    """Apply or list pending migrations for the database in `config_path`."""
+    loaded = load_with_database(config_path)
+    if loaded is None:
         return 2
+    _config, dsn, password = loaded
     try:
         if action == "migrate":
             applied = asyncio.run(migrate(dsn, password=password))

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import asyncpg
 
-from telemetryd.config import ConfigError, load_config
+from telemetryd.config import ConfigError
 from telemetryd.config.loader import Config, load_inventory
-from telemetryd.store.dbcli import NoDatabase, database_access, describe
+from telemetryd.store.dbcli import describe, load_with_database
 from telemetryd.store.report import (
     MaintenanceRow,
     Period,
@@ -102,16 +102,15 @@ async def _build(
 
 def run_report(args: argparse.Namespace, *, now: float | None = None) -> int:
     """Run `telemetryd report sla` with parsed arguments; returns the exit code."""
+    loaded = load_with_database(args.config)
+    if loaded is None:
+        return 2
+    config, dsn, password = loaded
     try:
-        config = load_config(args.config)
-        dsn, password = database_access(config.settings)
         inventory = _inventory_schools(config)
-    except ConfigError as exc:
+    except ConfigError as exc:  # another shard's inventory file broke since the daemon loaded it
         for problem in exc.problems:
             print(problem, file=sys.stderr)
-        return 2
-    except NoDatabase as exc:
-        print(f"{args.config}: {exc}", file=sys.stderr)
         return 2
     wall = time.time() if now is None else now
     try:

@@ -42,6 +42,8 @@ log = structlog.get_logger("telemetryd.history")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 REPLAY_TRUNCATE_ROWS = 50_000
 """Cut the replayed head off the spool this often, so a failure mid-replay redoes little."""
+DROP_LOG_SECONDS = 60.0
+"""While the spool is full, log the loss at most this often (the counter is exact)."""
 CHAIN_LOCK = 0x7465_6C65_6D66
 """pg_advisory_xact_lock key serialising chain links across shards (next to the migration lock)."""
 
@@ -115,6 +117,9 @@ class HistoryWriter:
         self._partitions: set[tuple[str, int, int]] = set()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._drops_logged = 0
+        self._down_logged = False
+        self._next_drop_log = 0.0
 
     @property
     def queue_depth(self) -> int:
@@ -146,7 +151,7 @@ class HistoryWriter:
             self._queue.put_nowait(row)
         except asyncio.QueueFull:
             # Backpressure lands on disk, not on memory and not on the prober.
-            self.stats.rows_spooled += self._spool.append([row])
+            self._spooled(self._spool.append([row]))
 
     async def close(self, *, deadline: float = 10.0) -> None:
         """Flush the queue (to PostgreSQL, else the spool) and stop; after `deadline` s, spool what is left."""
@@ -159,7 +164,7 @@ class HistoryWriter:
                 log.warning("history_close_deadline", queued=self._queue.qsize())
         leftover = self._drain_queue()
         if leftover:
-            self.stats.rows_spooled += await asyncio.to_thread(self._spool.append, leftover)
+            self._spooled(await asyncio.to_thread(self._spool.append, leftover))
         await self._disconnect()
 
     def _drain_queue(self) -> list[Row]:
@@ -220,11 +225,26 @@ class HistoryWriter:
                     else:
                         self._reject(batch, exc)
                         return
-            self.stats.rows_spooled += await asyncio.to_thread(self._spool.append, batch)
+            self._spooled(await asyncio.to_thread(self._spool.append, batch))
         except asyncio.CancelledError:
             # Cancelled mid-write: the rows may or may not be committed; spool them, the key dedups.
-            self.stats.rows_spooled += self._spool.append(batch)
+            self._spooled(self._spool.append(batch))
             raise
+
+    def _spooled(self, rows: int) -> None:
+        """Count rows the spool took; say so (at most once a minute) when its cap made it drop some."""
+        self.stats.rows_spooled += rows
+        dropped = self._spool.dropped_records
+        if dropped > self._drops_logged and self._clock() >= self._next_drop_log:
+            log.error(
+                "history_spool_full",
+                rows_dropped=dropped,
+                spool_bytes=self._spool.size_bytes,
+                max_bytes=self._spool.max_bytes,
+                action="history rows are being lost; bring PostgreSQL back or raise history.spool_max_bytes",
+            )
+            self._drops_logged = dropped
+            self._next_drop_log = self._clock() + DROP_LOG_SECONDS
 
     def _reject(self, rows: list[Row], exc: BaseException) -> None:
         self.stats.rows_rejected += len(rows)
@@ -246,9 +266,7 @@ class HistoryWriter:
             except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
                 self._next_connect = self._clock() + self._retry_seconds
                 self.stats.write_failures += 1
-                if self.stats.db_up:
-                    self.stats.db_up = False
-                    log.warning("history_db_down", error=str(exc))
+                self._down(exc)
                 return
             if pending:
                 conn.terminate()
@@ -266,6 +284,7 @@ class HistoryWriter:
             self._partitions.clear()
             if not self.stats.db_up:
                 self.stats.db_up = True
+                self._down_logged = False
                 log.info("history_db_up", spool_bytes=self._spool.size_bytes)
         if self._spool.size_bytes:
             await self._replay()
@@ -316,10 +335,15 @@ class HistoryWriter:
     async def _lost(self, exc: BaseException) -> None:
         self.stats.write_failures += 1
         self._next_connect = self._clock() + self._retry_seconds
-        if self.stats.db_up:
-            self.stats.db_up = False
-            log.warning("history_db_down", error=str(exc))
+        self._down(exc)
         await self._disconnect()
+
+    def _down(self, exc: BaseException) -> None:
+        """Log the database going (or, at start, being) unreachable once per outage."""
+        if self.stats.db_up or not self._down_logged:
+            log.warning("history_db_down", error=f"{type(exc).__name__}: {exc}", action="spooling to disk")
+            self._down_logged = True
+        self.stats.db_up = False
 
     async def _disconnect(self) -> None:
         conn, self._conn = self._conn, None
