@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from telemetryd.config import Config, load_config
+from tests.conftest import require_binary
 
 
 def write_config(tmp_path: Path, schools: list[dict[str, Any]], **settings: Any) -> Path:
@@ -44,3 +48,24 @@ def loopback_config(tmp_path: Path) -> Config:
         ],
     )
     return load_config(path)
+
+
+SYSTEMD_DIR = Path(__file__).resolve().parents[1] / "systemd"
+
+
+def systemd_verify(tmp_path: Path, *names: str) -> tuple[int, str, list[str]]:
+    """`systemd-analyze verify` the shipped units `names` with the binary pointed at this venv.
+
+    Returns (exit code, whole output, the output lines about our units): the tool also
+    reports on unrelated units of the host, which the last item leaves out.
+    """
+    analyze = require_binary("systemd-analyze", "systemd")
+    telemetryd = shutil.which("telemetryd") or str(Path(sys.executable).parent / "telemetryd")
+    for name in names:
+        text = (SYSTEMD_DIR / name).read_text().replace("/opt/telemetryd/bin/telemetryd", telemetryd)
+        (tmp_path / name).write_text(text)
+    proc = subprocess.run(
+        [analyze, "verify", *(str(tmp_path / n) for n in names)], capture_output=True, text=True, check=False
+    )
+    output = (proc.stdout + proc.stderr).strip()
+    return proc.returncode, output, [line for line in output.splitlines() if "telemetryd" in line]

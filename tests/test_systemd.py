@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import configparser
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
-from .conftest import require_binary
+from .helpers import systemd_verify
 
 UNIT = Path(__file__).parent.parent / "systemd" / "telemetryd.service"
 
@@ -42,15 +39,8 @@ def test_unit_is_hardened_and_unprivileged() -> None:
 
 def test_systemd_analyze_verify_clean(tmp_path: Path) -> None:
     """`systemd-analyze verify` reports nothing for the unit (binary paths pointed at this venv)."""
-    analyze = require_binary("systemd-analyze", "systemd")
-    telemetryd = shutil.which("telemetryd") or str(Path(sys.executable).parent / "telemetryd")
-    unit = tmp_path / "telemetryd.service"
-    unit.write_text(UNIT.read_text().replace("/opt/telemetryd/bin/telemetryd", telemetryd))
-    proc = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, check=False)
-    output = (proc.stdout + proc.stderr).strip()
-    # systemd-analyze also reports on unrelated units of the host; keep only lines about ours.
-    ours = [line for line in output.splitlines() if "telemetryd" in line]
-    assert proc.returncode == 0, output
+    returncode, output, ours = systemd_verify(tmp_path, "telemetryd.service")
+    assert returncode == 0, output
     assert ours == [], output
 
 
@@ -59,17 +49,9 @@ REPORT_UNITS = ("telemetryd-report.service", "telemetryd-report.timer")
 
 def test_report_units_verify_clean(tmp_path: Path) -> None:
     """The daily SLA report service and timer pass `systemd-analyze verify`."""
-    analyze = require_binary("systemd-analyze", "systemd")
-    telemetryd = shutil.which("telemetryd") or str(Path(sys.executable).parent / "telemetryd")
-    for name in REPORT_UNITS:
-        text = (UNIT.parent / name).read_text().replace("/opt/telemetryd/bin/telemetryd", telemetryd)
-        (tmp_path / name).write_text(text)
-    proc = subprocess.run(
-        [analyze, "verify", *(str(tmp_path / n) for n in REPORT_UNITS)], capture_output=True, text=True, check=False
-    )
-    output = (proc.stdout + proc.stderr).strip()
-    assert proc.returncode == 0, output
-    assert [line for line in output.splitlines() if "telemetryd" in line] == [], output
+    returncode, output, ours = systemd_verify(tmp_path, *REPORT_UNITS)
+    assert returncode == 0, output
+    assert ours == [], output
 
 
 def test_report_service_runs_both_months_unprivileged() -> None:

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
-from .conftest import require_binary
+from .helpers import systemd_verify
 
 UNIT = Path(__file__).parent.parent / "systemd" / "telemetryd-responder.service"
 
@@ -60,13 +57,6 @@ def test_token_comes_from_a_credential_not_argv() -> None:
 
 def test_systemd_analyze_verify_clean(tmp_path: Path) -> None:
     """`systemd-analyze verify` reports nothing for the unit (binary path pointed at this venv)."""
-    analyze = require_binary("systemd-analyze", "systemd")
-    telemetryd = shutil.which("telemetryd") or str(Path(sys.executable).parent / "telemetryd")
-    unit = tmp_path / "telemetryd-responder.service"
-    unit.write_text(UNIT.read_text().replace("/opt/telemetryd/bin/telemetryd", telemetryd))
-    proc = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, check=False)
-    output = (proc.stdout + proc.stderr).strip()
-    # systemd-analyze also reports on unrelated units of the host; keep only lines about ours.
-    ours = [line for line in output.splitlines() if "telemetryd" in line]
-    assert proc.returncode == 0, output
+    returncode, output, ours = systemd_verify(tmp_path, "telemetryd-responder.service")
+    assert returncode == 0, output
     assert ours == [], output
