@@ -26,10 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.pg import PgServer, started_server
 
+from telemetryd.history import HistoryWriter, Spool, migrate, to_row
+from telemetryd.history.records import TABLES, to_copy_record
+from telemetryd.history.writer import CHAIN_LOCK, _copy_insert
 from telemetryd.model import DeviceKind, Health, StateChange
-from telemetryd.store import HistoryWriter, Spool, migrate, to_row
-from telemetryd.store.records import TABLES, to_copy_record
-from telemetryd.store.writer import CHAIN_LOCK, _copy_insert
 
 
 def _rows(n: int, offset: int) -> list[list[object]]:

@@ -33,8 +33,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from telemetryd.history import migrate
 from telemetryd.sim.postgres import PgServer, started_server
-from telemetryd.store import migrate
 
 MONTH = "2026-10"
 START = "2026-09-30 19:00:00+00"  # 1 October 00:00 at UTC+5

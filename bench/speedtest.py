@@ -2,7 +2,7 @@
 
     sudo uv run --frozen python bench/speedtest.py [--rates 10,20,50,100,150] [--repeat 3]
 
-For every link rate, one namespace behind a tbf-shaped veth (telemetryd.sim.links) runs
+For every link rate, one namespace behind a tbf-shaped veth (telemetryd.sim.shaped_links) runs
 the telemetryd responder; on the same link in the same run this script measures
 download and upload with telemetryd's speed test and with iperf3 (default 10 s test;
 ``-R`` for download, the server sending), and prints a Markdown table of medians.
@@ -24,9 +24,9 @@ from dataclasses import dataclass
 
 from telemetryd import logs
 from telemetryd.model import Direction
+from telemetryd.probes.speedcalc import default_budget
 from telemetryd.probes.speedtest import DEFAULT_STREAMS, measure
-from telemetryd.sim.links import ShapedLinks, ShapedSchool, check_route
-from telemetryd.speedcalc import default_budget
+from telemetryd.sim.shaped_links import ShapedLinks, ShapedSchool, check_route
 
 
 @dataclass(frozen=True, slots=True)

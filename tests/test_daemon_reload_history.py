@@ -7,7 +7,7 @@ from pathlib import Path
 from telemetryd.config import load_config
 from telemetryd.daemon import forgotten
 from telemetryd.model import Health, ProbeResult
-from telemetryd.state import State
+from telemetryd.reachability.state import State
 
 from .helpers import school, write_config
 

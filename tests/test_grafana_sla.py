@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from telemetryd.store import migrate
+from telemetryd.history import migrate
 
 pytestmark = pytest.mark.integration
 

@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `telemetryd` console script."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["responder"]:
-        from telemetryd.responder import main as responder_main  # noqa: PLC0415 - its own options
+        from telemetryd.school_responder import main as responder_main  # noqa: PLC0415 - its own options
 
         return responder_main(argv[1:])
     args = _parser().parse_args(argv)
@@ -127,19 +127,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check-config":
         return check_config(args.path)
     if args.command == "speedtest":
-        from telemetryd.oneshot import run_speedtest  # noqa: PLC0415
+        from telemetryd.commands.probe import run_speedtest  # noqa: PLC0415
 
         return asyncio.run(run_speedtest(args.school, args.config, args.streams))
     if args.command == "probe":
-        from telemetryd.oneshot import run_probe  # noqa: PLC0415
+        from telemetryd.commands.probe import run_probe  # noqa: PLC0415
 
         return asyncio.run(run_probe(args.target, args.config, args.probe))
     if args.command == "db":
-        from telemetryd.store.dbcli import run_db  # noqa: PLC0415
+        from telemetryd.history.dbcli import run_db  # noqa: PLC0415
 
         return run_db(args.db_command, args.config)
     if args.command == "report":
-        from telemetryd.store.report_cli import run_report  # noqa: PLC0415
+        from telemetryd.report.command import run_report  # noqa: PLC0415
 
         return run_report(args)
     if args.command == "inventory":
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_simulate(args.schools, args.devices_per_school, args.dir, args.seed, args.mode)
     if args.command == "demo":
-        from telemetryd.demo import run_demo  # noqa: PLC0415
+        from telemetryd.commands.demo import run_demo  # noqa: PLC0415
 
         return run_demo(
             schools=args.schools,

@@ -15,23 +15,23 @@ import structlog
 from aiohttp import web
 
 from telemetryd import __version__, logs
+from telemetryd.alarm.receiver import SiaReceiver, SupervisedPanel, Supervision, account_key
 from telemetryd.config import Config, ConfigError, load_config
 from telemetryd.config.settings import Settings
 from telemetryd.histogram import Histogram
-from telemetryd.history import History
-from telemetryd.linkmon import LinkMonitor
-from telemetryd.links import LinkState, SchoolLink
+from telemetryd.history.dbcli import NoDatabase, database_access
+from telemetryd.history.liveness import SpoolDirectoryBusy
+from telemetryd.history.recorder import History
+from telemetryd.link.compliance import LinkState, SchoolLink
+from telemetryd.link.monitor import LinkMonitor
 from telemetryd.model import Device, Health, Inventory, ProbeResult, ProbeSpec, School, SpeedResult, StateChange
 from telemetryd.probes import ProbeContext, isapi
 from telemetryd.probes.icmp import Pinger
 from telemetryd.probes.isapi import IsapiProber
-from telemetryd.scheduler import Scheduler, jobs_per_second
+from telemetryd.reachability.scheduler import Scheduler, jobs_per_second
+from telemetryd.reachability.state import SIA_PROBE, State
 from telemetryd.sdnotify import Notifier
 from telemetryd.secrets import Secrets
-from telemetryd.sia_receiver import SiaReceiver, SupervisedPanel, Supervision, account_key
-from telemetryd.state import SIA_PROBE, State
-from telemetryd.store.dbcli import NoDatabase, database_access
-from telemetryd.store.heartbeat import SpoolDirectoryBusy
 
 log = structlog.get_logger("telemetryd")
 
@@ -406,7 +406,7 @@ def sia_panels(inventory: Inventory, settings: Settings) -> list[SupervisedPanel
 
 
 def _app(daemon: Daemon) -> web.Application:
-    from telemetryd.exporter import create_app  # noqa: PLC0415 - exporter imports Daemon for typing
+    from telemetryd.export.app import create_app  # noqa: PLC0415 - exporter imports Daemon for typing
 
     return create_app(daemon)
 

@@ -27,10 +27,10 @@ import pytest
 import yaml
 from aiohttp import web
 
+from telemetryd.history import migrate
 from telemetryd.sim.healthlab import SCHOOL as HEALTH_SCHOOL
 from telemetryd.sim.healthlab import HealthLab
 from telemetryd.sim.linklab import LinkLab
-from telemetryd.store import migrate
 
 from ..conftest import require_binary, require_root
 

@@ -20,7 +20,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from telemetryd.store import migrate
+from telemetryd.history import migrate
 from tests.helpers import school, write_config
 from tests.pg import PgServer
 from tests.test_daemon import DaemonProcess, _metric, _scrape, listener  # noqa: F401 - listener is a fixture

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from telemetryd.counters import InterfaceRate, LinkRates, NoRate
+from telemetryd.link.counters import InterfaceRate, LinkRates, NoRate
 from telemetryd.model import SnmpSample
 from telemetryd.probes.snmp import SnmpSessions, poll_router
 from telemetryd.sim.fleet import ip_route_get, route_leads_into

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from telemetryd.counters import LinkRates
+from telemetryd.link.counters import LinkRates
 from telemetryd.model import SnmpSample
 from telemetryd.probes.snmp import SnmpSessions, poll_router, timeout_detail
 from telemetryd.sim.snmpsim import SimRouterSpec, SnmpSimCity

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from telemetryd.model import Direction
+from telemetryd.probes.speedcalc import default_budget
 from telemetryd.probes.speedtest import measure, run_test
-from telemetryd.sim.links import ShapedLinks, check_route
-from telemetryd.speedcalc import default_budget
+from telemetryd.sim.shaped_links import ShapedLinks, check_route
 
 from ..conftest import require_binary, require_root
 
@@ -106,7 +106,7 @@ def test_guard_refuses_an_address_outside_our_veth(links: ShapedLinks) -> None:
     """check_route refuses a school whose address routes elsewhere (here: 127.0.0.1 is local, not our veth)."""
     from dataclasses import replace
 
-    from telemetryd.sim.links import LinkError
+    from telemetryd.sim.shaped_links import LinkError
 
     with pytest.raises(LinkError, match="safety guard"):
         check_route(replace(links.schools[0], address="127.0.0.1"))

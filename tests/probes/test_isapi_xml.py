@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from telemetryd.probes import isapi_xml as xml
+from telemetryd.probes.isapi import xml
 
 NAMESPACES = [
     ' xmlns="http://www.hikvision.com/ver20/XMLSchema"',

@@ -21,7 +21,7 @@ from telemetryd.probes.speedtest import (
     parse_tcp_info,
     run_test,
 )
-from telemetryd.responder import make_app
+from telemetryd.school_responder import make_app
 
 TOKEN = "s3cret-token-for-tests"
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]

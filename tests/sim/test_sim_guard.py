@@ -17,7 +17,7 @@ from telemetryd.sim.fleet import (
     resolve_mode,
     route_leads_into,
 )
-from telemetryd.sim.responder import HostSpec, ResponderSpec
+from telemetryd.sim.fleet_responder import HostSpec, ResponderSpec
 from telemetryd.sim.schedule import FlapSchedule
 
 VETH = "tlv4242n0a"

@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from telemetryd import dc09
-from telemetryd.sia_receiver import SiaReceiver, SupervisedPanel, Supervision, SupervisionState
+from telemetryd.alarm import dc09
+from telemetryd.alarm.receiver import SiaReceiver, SupervisedPanel, Supervision, SupervisionState
 from telemetryd.sim.panels import Outcome, PanelFleet, PanelSpec, ReceiverPath, SimPanel, fleet_specs
 
 

@@ -3,7 +3,7 @@
 One poll is, at most, one bulk walk of ifName (only when the name → ifIndex table of
 that router is not cached yet, or no longer matches) and ONE GET of sysUpTime plus, per
 interface, the 64-bit octet counters, speed, status, errors and discards. Counters are
-returned raw; turning them into rates is `telemetryd.counters`' job.
+returned raw; turning them into rates is `telemetryd.link.counters`' job.
 
 aiosnmp quirks this module works around (see docs in /work/shared/reference):
 `Snmp` must be created inside a running loop; `retries` is the TOTAL number of sends;

@@ -1,8 +1,8 @@
-"""Active link speed test against a school's responder (`telemetryd.responder`).
+"""Active link speed test against a school's responder (`telemetryd.school_responder`).
 
 `measure` moves bytes over several parallel TCP connections for one direction, samples
 the bytes moved every `policy.interval` seconds, and stops as soon as the rate has
-settled (see `telemetryd.speedcalc`), when the byte budget is spent, or at the time
+settled (see `telemetryd.probes.speedcalc`), when the byte budget is spent, or at the time
 budget — whichever comes first. The reported rate is the steady-state goodput, the
 slow-start ramp left out; `bytes_used` is everything the test cost the link.
 
@@ -43,7 +43,7 @@ from typing import Any
 import aiohttp
 
 from telemetryd.model import Direction, SpeedResult
-from telemetryd.speedcalc import Sample, SpeedPolicy, assess, peer_received, receiver_arrived
+from telemetryd.probes.speedcalc import Sample, SpeedPolicy, assess, peer_received, receiver_arrived
 
 DEFAULT_STREAMS = 4
 """Four connections: one TCP flow rarely fills a link alone, and four keep the sum smooth at 0.1 s."""

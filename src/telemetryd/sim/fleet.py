@@ -15,7 +15,7 @@ Two modes:
     hold in this mode (`Fleet.expected` answers None for ``icmp``); dead devices and
     flapping devices while down have no listener, so they refuse instead of timing out.
 
-In both modes one responder process (`telemetryd.sim.responder`) listens per
+In both modes one responder process (`telemetryd.sim.fleet_responder`) listens per
 (address, port) and enacts the flapping schedule from the same `FlapSchedule` that
 `City.expected` reads, so behaviour and truth agree.
 """
@@ -49,7 +49,7 @@ from telemetryd.sim._proc import netns_names, run
 from telemetryd.sim._proc import pid_alive as _pid_alive
 from telemetryd.sim._proc import read_line as _read_line
 from telemetryd.sim.city import FLAP_MARGIN, City, Condition
-from telemetryd.sim.responder import HANDOVER_PREFIX, HostSpec, ResponderSpec
+from telemetryd.sim.fleet_responder import HANDOVER_PREFIX, HostSpec, ResponderSpec
 
 Mode = Literal["netns", "loopback"]
 
@@ -421,7 +421,7 @@ class Fleet:
         spec_file = self._workdir / "responder.json"
         spec_file.write_text(spec.to_json(), encoding="utf-8")
         log_file = self._workdir / "responder.log"
-        command = [sys.executable, "-m", "telemetryd.sim.responder", str(spec_file)]
+        command = [sys.executable, "-m", "telemetryd.sim.fleet_responder", str(spec_file)]
         if self._mode == "netns":
             assert self._ns is not None
             command = ["ip", "netns", "exec", self._ns, *command]

@@ -42,8 +42,8 @@ from typing import Literal
 import uvloop
 from aiohttp import web
 
-from telemetryd.probes.digest import ALGORITHMS, DigestChallenge, parse_authorization, response
-from telemetryd.probes.isapi_xml import SessionLoginCap, session_login_password
+from telemetryd.probes.isapi.digest import ALGORITHMS, DigestChallenge, parse_authorization, response
+from telemetryd.probes.isapi.xml import SessionLoginCap, session_login_password
 
 SimKind = Literal["camera", "nvr", "axpro"]
 BodyFault = Literal["garbage", "truncated", "billion_laughs", "huge", "huge_unsized", "endless", "trickle"]

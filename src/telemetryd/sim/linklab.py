@@ -22,8 +22,8 @@ from types import TracebackType
 
 import yaml
 
-from telemetryd.sim.links import ShapedLinks
 from telemetryd.sim.router import SimRouter
+from telemetryd.sim.shaped_links import ShapedLinks
 
 DEMO_LINKS: tuple[tuple[str, float], ...] = (
     ("shy-link-020", 20.0),

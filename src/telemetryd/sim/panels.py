@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal, Protocol
 
-from telemetryd import dc09
-from telemetryd.dc09 import AccountKey, FrameError, MessageType, PanelEvent
+from telemetryd.alarm import dc09
+from telemetryd.alarm.dc09 import AccountKey, FrameError, MessageType, PanelEvent
 
 Transport = Literal["tcp", "udp"]
 

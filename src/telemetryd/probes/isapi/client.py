@@ -1,0 +1,817 @@
+"""Camera and NVR health over Hikvision ISAPI, without ever locking a device out.
+
+`IsapiProber` owns one aiohttp session (a bounded, keep-alive connector shared by every
+device) and one `IsapiClient` per device. A check reads deviceInfo, System/status and
+System/time; for an NVR also the IP channel status, the disks, and evidence that each
+online channel recorded recently (the JSON working status where the firmware has it,
+else a `ContentMgmt/search` per channel).
+
+Lockout safety — Hikvision locks the source address after 5–7 failed logins for up to
+30 minutes, and that also locks out the school's operator behind the same NAT:
+
+* one authenticated attempt per credential: a 401 to a request carrying our digest puts
+  the device in ``auth_failed``, and nothing authenticated is sent again until the
+  caller passes a different credential (compared by keyed hash; the password is never
+  stored, logged or put in a result);
+* the one exception is a 401 whose challenge says ``stale=true``: the server is saying
+  the password was right and only the nonce expired, so it is answered once;
+* lock information (a `userCheck` body with ``lockStatus=lock`` and ``unlockTime``) sends
+  nothing at all to the device until the unlock time — retrying during a lock restarts
+  it on some firmware;
+* a nonce is used at most `nonce_uses` times, then a fresh one is fetched with an
+  unauthenticated request (those never count as failed logins): some firmware rejects
+  the third use of a nonce with a 401 that carries no challenge, which would otherwise
+  look like a rejected password.
+
+Device faults are results, never exceptions. Reasons: ``timeout``, ``refused``,
+``unreachable``, ``error``, ``auth_failed``, ``locked``, ``too_large``, ``bad_xml``,
+``http_<code>``, ``not_supported``, ``isapi_error``, and for health ``channel_offline``,
+``video_loss``, ``disk_fault``, ``no_disk``, ``clock_drift``, ``not_recording``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import errno
+import hashlib
+import hmac
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal, NamedTuple, TypeVar
+from urllib.parse import quote
+
+import aiohttp
+import structlog
+
+from telemetryd.config.settings import Settings
+from telemetryd.model import Device, DeviceKind, ProbeResult, ProbeSpec
+from telemetryd.probes.base import ProbeContext
+from telemetryd.probes.isapi import xml
+from telemetryd.probes.isapi.digest import DigestChallenge, authorization, choose_challenge, parse_challenges
+from telemetryd.secrets import SecretMissing
+
+__all__ = [
+    "AuthState",
+    "AxProStatus",
+    "IsapiClient",
+    "IsapiHealth",
+    "IsapiPolicy",
+    "IsapiProber",
+    "Problem",
+    "credential_pair",
+    "policy_from",
+    "probe",
+    "probe_axpro",
+]
+
+Kind = Literal["camera", "nvr"]
+T = TypeVar("T")
+
+_FINGERPRINT_KEY = os.urandom(32)
+"""Per-process key: credential fingerprints are useless outside this process (no offline guessing)."""
+_UNREACHABLE = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN}
+
+
+@dataclass(frozen=True, slots=True)
+class IsapiPolicy:
+    """Timeouts, caps and thresholds of ISAPI checks."""
+
+    request_timeout: float = 5.0
+    """Per request, body included: an endless or trickling body ends here at the latest."""
+    check_timeout: float = 30.0
+    """A whole check (an NVR with many channels makes many requests)."""
+    max_body_bytes: int = 1 << 20
+    """Replies we read are a few KiB; a 32-channel NVR's storage or status list stays far below 1 MiB."""
+    max_clock_drift: float = 10.0
+    """Seconds off before `clock_drift`: enough for request latency, tight enough for evidential video timestamps."""
+    recording_window: float = 3600.0
+    """An online channel must have recorded within this long (continuous recording is assumed)."""
+    default_lock_seconds: float = 1800.0
+    """Lock length when the device says it is locked but not for how long (manual: 30 minutes)."""
+    nonce_uses: int = 2
+    """Requests per nonce before fetching a fresh one (some firmware rejects the 3rd use)."""
+    retry_stale_nonce: bool = True
+    max_search_channels: int = 64
+
+
+class AuthState(enum.StrEnum):
+    """Where a device's login stands with the credential last passed."""
+
+    UNKNOWN = "unknown"
+    OK = "ok"
+    AUTH_FAILED = "auth_failed"
+    """Rejected once; nothing authenticated is sent until the credential changes."""
+    LOCKED = "locked"
+    """The device locked our address; nothing is sent until `locked_until`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong, with the ISAPI step that found it."""
+
+    step: str
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class IsapiHealth:
+    """What one ISAPI check of a camera or NVR found."""
+
+    ok: bool
+    duration: float
+    reason: str = ""
+    detail: str = ""
+    auth: AuthState = AuthState.UNKNOWN
+    locked_until: float | None = None
+    """Epoch seconds until which the device is left alone."""
+    retry_login_time: int | None = None
+    """Failed logins the device says we have left, when it said."""
+    identity: xml.DeviceIdentity | None = None
+    status: xml.DeviceStatus | None = None
+    time: xml.DeviceTime | None = None
+    clock_drift: float | None = None
+    """Seconds the device clock is ahead of ours (negative: behind)."""
+    rebooted: bool = False
+    """Uptime shows a restart since the previous check."""
+    channels: tuple[xml.Channel, ...] = ()
+    disks: tuple[xml.Disk, ...] = ()
+    recording: tuple[tuple[int, bool], ...] = ()
+    """(channel, recorded within the window) for each online channel checked."""
+    video_loss: tuple[int, ...] = ()
+    problems: tuple[Problem, ...] = ()
+    requests: int = 0
+    """HTTP requests sent (unauthenticated challenge fetches included)."""
+
+    def probe_result(self) -> ProbeResult:
+        """The scheduler's view: ok, duration, first reason and a detail sentence."""
+        return ProbeResult(self.ok, self.duration, self.reason, self.detail)
+
+
+@dataclass(frozen=True, slots=True)
+class AxProStatus:
+    """What one status read of a Hikvision AX PRO alarm panel found."""
+
+    ok: bool
+    duration: float
+    reason: str = ""
+    detail: str = ""
+    auth: AuthState = AuthState.UNKNOWN
+    locked_until: float | None = None
+    subsystems: tuple[xml.AxProSubsystem, ...] = ()
+    zones: tuple[xml.AxProZone, ...] = ()
+    problems: tuple[Problem, ...] = ()
+    requests: int = 0
+
+    def probe_result(self) -> ProbeResult:
+        """The scheduler's view: ok, duration, first reason and a detail sentence."""
+        return ProbeResult(self.ok, self.duration, self.reason, self.detail)
+
+
+class _Failure(Exception):
+    """A step failed; `fatal` ends the whole check (the device is unreachable, rejects us or is locked)."""
+
+    def __init__(self, reason: str, detail: str, *, fatal: bool = False) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+        self.fatal = fatal
+
+
+class _Reply(NamedTuple):
+    status: int
+    body: bytes
+    challenges: list[str]
+    cookies: list[str]
+
+
+def fingerprint(username: str, password: str) -> bytes:
+    """A keyed hash standing in for the credential: equal credentials compare equal, nothing is recoverable."""
+    return hmac.new(_FINGERPRINT_KEY, f"{username}\0{password}".encode(), hashlib.sha256).digest()
+
+
+class _Login:
+    """The credential of one check, held only for its duration; its repr never shows the password."""
+
+    __slots__ = ("password", "username")
+
+    def __init__(self, username: str, password: str) -> None:
+        self.username = username
+        self.password = password
+
+    def __repr__(self) -> str:
+        return f"_Login({self.username!r}, <redacted>)"
+
+
+@dataclass(slots=True)
+class _Run:
+    """Mutable scratch of one check; frozen into `IsapiHealth` at the end."""
+
+    started: float
+    now: float
+    login: _Login
+    problems: list[Problem] = field(default_factory=list)
+    requests: int = 0
+    identity: xml.DeviceIdentity | None = None
+    status: xml.DeviceStatus | None = None
+    time: xml.DeviceTime | None = None
+    clock_drift: float | None = None
+    rebooted: bool = False
+    channels: tuple[xml.Channel, ...] = ()
+    disks: tuple[xml.Disk, ...] = ()
+    recording: tuple[tuple[int, bool], ...] = ()
+    video_loss: tuple[int, ...] = ()
+
+    def wall(self) -> float:
+        """Our epoch time now: the injected start plus what has elapsed since."""
+        return self.now + (time.monotonic() - self.started)
+
+
+class IsapiClient:
+    """One camera or NVR: its digest nonce, login state, lock and last uptime.
+
+    Checks of one device never overlap (a lock serialises them), so nonce counts and the
+    one-attempt rule hold even if a caller fires twice.
+    """
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        host: str,
+        port: int = 80,
+        *,
+        policy: IsapiPolicy | None = None,
+        scheme: str = "http",
+        log: structlog.typing.FilteringBoundLogger | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.policy = policy or IsapiPolicy()
+        self._session = session
+        self._base = f"{scheme}://{host}:{port}"
+        self._log = log or structlog.get_logger("telemetryd.probe.isapi")
+        self._serial = asyncio.Lock()
+        self._credential: bytes | None = None
+        self._auth = AuthState.UNKNOWN
+        self._rejected = False
+        """The current credential drew a 401: it is never sent again."""
+        self._locked_until: float | None = None
+        self._retry_login_time: int | None = None
+        self._challenge: DigestChallenge | None = None
+        self._nonce_count = 0
+        self._last_uptime: tuple[int, float] | None = None
+        self._web_session: str | None = None
+        """AX PRO session cookie ("WebSession…=…"): a bearer secret, never logged."""
+        self._working_status: bool | None = None
+        """Whether the firmware answers the JSON working status; None until asked."""
+
+    @property
+    def auth(self) -> AuthState:
+        """Login state with the credential last passed."""
+        return self._auth
+
+    @property
+    def locked_until(self) -> float | None:
+        """Epoch seconds until which the device is left alone, if locked."""
+        return self._locked_until
+
+    async def check(self, username: str, password: str, kind: Kind, *, now: float) -> IsapiHealth:
+        """Run the health check; `now` is our epoch time (NTP-synced), used for clock drift and lock expiry."""
+        async with self._serial:
+            run = _Run(started=time.monotonic(), now=now, login=_Login(username, password))
+            try:
+                async with asyncio.timeout(self.policy.check_timeout):
+                    self._admit(username, password, now)
+                    await self._check_steps(run, kind)
+            except _Failure as failure:
+                run.problems.insert(
+                    0,
+                    Problem(
+                        "login" if failure.reason in ("auth_failed", "locked") else "device",
+                        failure.reason,
+                        failure.detail,
+                    ),
+                )
+            except TimeoutError:
+                run.problems.insert(
+                    0, Problem("device", "timeout", f"check not done in {self.policy.check_timeout:g}s")
+                )
+            return self._health(run)
+
+    # --- the steps ----------------------------------------------------------------------
+
+    async def _check_steps(self, run: _Run, kind: Kind) -> None:
+        async def step(
+            name: str, method: str, path: str, parse: Callable[[bytes], T], body: bytes | None = None
+        ) -> T | None:
+            try:
+                reply = await self._request(run, method, path, body)
+                return _parse(reply, path, parse)
+            except _Failure as failure:
+                if failure.fatal:
+                    raise
+                run.problems.append(Problem(name, failure.reason, failure.detail))
+                return None
+
+        run.identity = await step("device_info", "GET", "/ISAPI/System/deviceInfo", xml.parse_device_info)
+        status = run.status = await step("status", "GET", "/ISAPI/System/status", xml.parse_device_status)
+        if status is not None and status.uptime is not None:
+            at = run.wall()
+            if self._last_uptime is not None:
+                run.rebooted = xml.rebooted(*self._last_uptime, status.uptime, at)
+            self._last_uptime = (status.uptime, at)
+        device_time = run.time = await step("time", "GET", "/ISAPI/System/time", xml.parse_device_time)
+        if device_time is not None:
+            drift = run.clock_drift = xml.clock_drift(device_time.local_time, run.wall())
+            if drift is None:
+                run.problems.append(Problem("time", "clock_drift", f"device time unreadable ({device_time.time_zone})"))
+            elif abs(drift) > self.policy.max_clock_drift:
+                run.problems.append(
+                    Problem("time", "clock_drift", f"clock {drift:+.0f}s off (timeMode {device_time.time_mode})")
+                )
+        if kind != "nvr":
+            return
+
+        channels = await step("channels", "GET", "/ISAPI/ContentMgmt/InputProxy/channels/status", xml.parse_channels)
+        run.channels = channels or ()
+        offline = [c for c in channels or () if not c.online]
+        if offline:
+            listed = ", ".join(f"{c.id} ({c.detect_result or 'no reason'})" for c in offline)
+            run.problems.append(Problem("channels", "channel_offline", f"channel(s) offline: {listed}"))
+
+        disks = await step("storage", "GET", "/ISAPI/ContentMgmt/Storage", xml.parse_storage)
+        run.disks = disks or ()
+        if disks is not None:
+            present = [d for d in disks if d.present]
+            faulty = [d for d in present if not d.healthy]
+            if not present:
+                run.problems.append(Problem("storage", "no_disk", "no disk or NAS to record on"))
+            elif faulty:
+                listed = ", ".join(f"{d.kind} {d.id} {d.status}" for d in faulty)
+                run.problems.append(Problem("storage", "disk_fault", f"disk fault: {listed}"))
+
+        online = [c.id for c in channels or () if c.online]
+        recording = run.recording = await self._recording(run, online)
+        idle = [number for number, recorded in recording if not recorded]
+        if idle:
+            window = self.policy.recording_window
+            listed = ", ".join(map(str, idle))
+            run.problems.append(
+                Problem("recording", "not_recording", f"no recording in the last {window:g}s on {listed}")
+            )
+
+    async def _recording(self, run: _Run, online: list[int]) -> tuple[tuple[int, bool], ...]:
+        """Per online channel: did it record in the window? The working status answers all at once."""
+        if self._working_status is not False:
+            try:
+                reply = await self._request(run, "GET", "/ISAPI/System/workingstatus?format=json")
+                working = _parse(reply, "/ISAPI/System/workingstatus", xml.parse_working_status)
+            except _Failure as failure:
+                if failure.fatal:
+                    raise
+                # Remember only a definite "not here"; anything else may pass and is retried next check.
+                if failure.reason in ("not_supported", "http_403", "http_404"):
+                    self._working_status = False
+            else:
+                self._working_status = True
+                lost = tuple(c.channel for c in working.channels if c.signal_lost)
+                run.video_loss = lost
+                if lost:
+                    run.problems.append(
+                        Problem("recording", "video_loss", "video loss on channel(s) " + ", ".join(map(str, lost)))
+                    )
+                by_channel = {c.channel: c for c in working.channels}
+                return tuple(
+                    (number, bool(by_channel[number].recording) if number in by_channel else False) for number in online
+                )
+        results = []
+        end = datetime.fromtimestamp(run.wall(), UTC)
+        start = datetime.fromtimestamp(run.wall() - self.policy.recording_window, UTC)
+        for number in online[: self.policy.max_search_channels]:
+            track = number * 100 + 1
+            query = xml.search_request(track, start, end, search_id=str(uuid.uuid4()).upper())
+            try:
+                reply = await self._request(run, "POST", "/ISAPI/ContentMgmt/search", query)
+                search = _parse(reply, "/ISAPI/ContentMgmt/search", xml.parse_search_result)
+            except _Failure as failure:
+                if failure.fatal:
+                    raise
+                run.problems.append(Problem("recording", failure.reason, f"search on track {track}: {failure.detail}"))
+                continue
+            results.append((number, search.matches > 0))
+        return tuple(results)
+
+    async def axpro_status(self, username: str, password: str, *, now: float) -> AxProStatus:
+        """Areas and zones of an AX PRO panel over a cookie session (session login under the one-attempt rule)."""
+        async with self._serial:
+            run = _Run(started=time.monotonic(), now=now, login=_Login(username, password))
+            subsystems: tuple[xml.AxProSubsystem, ...] = ()
+            zones: tuple[xml.AxProZone, ...] = ()
+            try:
+                async with asyncio.timeout(self.policy.check_timeout):
+                    self._admit(username, password, now)
+                    subsystems = await self._axpro_read(
+                        run, "/ISAPI/SecurityCP/status/subSystems?format=json", xml.parse_axpro_subsystems
+                    )
+                    zones = await self._axpro_read(
+                        run, "/ISAPI/SecurityCP/status/zones?format=json", xml.parse_axpro_zones
+                    )
+            except _Failure as failure:
+                step = "login" if failure.reason in ("auth_failed", "locked") else "panel"
+                run.problems.insert(0, Problem(step, failure.reason, failure.detail))
+            except TimeoutError:
+                run.problems.insert(0, Problem("panel", "timeout", f"check not done in {self.policy.check_timeout:g}s"))
+            faulty = [z for z in zones if z.faulty]
+            if faulty:
+                listed = ", ".join(f"{z.id} {z.name} ({z.status})" for z in faulty)
+                run.problems.append(Problem("zones", "zone_fault", f"zone(s) not reporting: {listed}"))
+            tampered = [z.id for z in zones if z.tamper]
+            if tampered:
+                run.problems.append(Problem("zones", "tamper", "tamper on zone(s) " + ", ".join(map(str, tampered))))
+            problems = tuple(run.problems)
+            return AxProStatus(
+                ok=not problems,
+                duration=time.monotonic() - run.started,
+                reason=problems[0].reason if problems else "",
+                detail="; ".join(p.detail for p in problems[:4]),
+                auth=self._auth,
+                locked_until=self._locked_until,
+                subsystems=subsystems,
+                zones=zones,
+                problems=problems,
+                requests=run.requests,
+            )
+
+    async def _axpro_read(self, run: _Run, path: str, parse: Callable[[bytes], T]) -> T:
+        """GET with the session cookie; an expired session (401 with a cookie) earns one fresh login."""
+        for _ in range(2):
+            if self._web_session is None:
+                await self._axpro_login(run)
+            assert self._web_session is not None
+            reply = await self._send(run, "GET", path, {"Cookie": self._web_session}, None)
+            if reply.status != 401:
+                try:
+                    return _parse(reply, path, parse)
+                except _Failure as failure:
+                    failure.fatal = True  # a status read that fails leaves nothing to report
+                    raise
+            self._web_session = None
+        raise _Failure("auth_failed", f"{path}: session refused right after login", fatal=True)
+
+    async def _axpro_login(self, run: _Run) -> None:
+        """Session login: the capabilities fetch is unauthenticated; the POST is the one attempt."""
+        username, password = run.login.username, run.login.password
+        query = f"/ISAPI/Security/sessionLogin/capabilities?username={quote(username)}"
+        cap_reply = await self._send(run, "GET", query, {}, None)
+        try:
+            cap = _parse(cap_reply, "/ISAPI/Security/sessionLogin/capabilities", xml.parse_session_login_cap)
+        except _Failure as failure:
+            failure.fatal = True
+            raise
+        body = xml.session_login_request(cap, username, password)
+        path = f"/ISAPI/Security/sessionLogin?timeStamp={int(run.wall() * 1000)}"
+        reply = await self._send(run, "POST", path, {"Content-Type": "application/xml"}, body)
+        if reply.status == 401:
+            self._rejected = True
+            self._auth = AuthState.AUTH_FAILED
+            if self._learn_lock(reply, run.now):
+                assert self._locked_until is not None
+                raise _Failure("locked", f"panel locked us out for {self._locked_until - run.now:.0f}s", fatal=True)
+            self._log.warning(
+                "isapi_auth_failed", host=self.host, port=self.port, retry_login_time=self._retry_login_time
+            )
+            raise _Failure(
+                "auth_failed", "session login rejected (401); no further attempt until it changes", fatal=True
+            )
+        if not 200 <= reply.status < 300:
+            raise _Failure(f"http_{reply.status}", f"session login: HTTP {reply.status}", fatal=True)
+        cookie = next((c.split(";", 1)[0] for c in reply.cookies if c.startswith("WebSession")), None)
+        if cookie is None:
+            raise _Failure("error", "session login answered without a WebSession cookie", fatal=True)
+        self._web_session = cookie
+        self._auth = AuthState.OK
+
+    # --- login state ----------------------------------------------------------------------
+
+    def _admit(self, username: str, password: str, now: float) -> None:
+        """Decide whether anything may be sent: a lock or a rejected, unchanged credential says no."""
+        credential = fingerprint(username, password)
+        if credential != self._credential:
+            # A new credential earns one attempt; a lock (per source address) still holds.
+            self._credential = credential
+            self._challenge = None
+            self._retry_login_time = None
+            self._rejected = False
+            self._web_session = None
+            if self._auth is AuthState.AUTH_FAILED:
+                self._auth = AuthState.UNKNOWN
+        if self._locked_until is not None:
+            if now < self._locked_until:
+                raise _Failure(
+                    "locked", f"device locked us out; left alone for {self._locked_until - now:.0f}s more", fatal=True
+                )
+            self._locked_until = None
+            if self._auth is AuthState.LOCKED:
+                self._auth = AuthState.AUTH_FAILED if self._rejected else AuthState.UNKNOWN
+        if self._rejected:
+            raise _Failure("auth_failed", "credential rejected; waiting for a changed credential", fatal=True)
+
+    def _learn_lock(self, reply: _Reply, now: float) -> bool:
+        """Read a `userCheck` 401 body; on a lock, leave the device alone until it lifts. True when locked."""
+        try:
+            check = xml.parse_user_check(reply.body)
+        except (xml.IsapiParseError, xml.IsapiStatusError):
+            return False
+        self._retry_login_time = check.retry_login_time
+        if not check.locked:
+            return False
+        seconds = check.unlock_time if check.unlock_time else self.policy.default_lock_seconds
+        self._locked_until = now + seconds
+        self._auth = AuthState.LOCKED
+        self._log.warning("isapi_device_locked", host=self.host, port=self.port, unlock_in=seconds)
+        return True
+
+    async def _request(self, run: _Run, method: str, path: str, body: bytes | None = None) -> _Reply:
+        """One ISAPI request with digest auth under the one-attempt rule; a 401 never returns from here."""
+        stale_retried = False
+        for _ in range(3):  # unauthenticated challenge fetch, the attempt, one stale-nonce retry
+            headers: dict[str, str] = {}
+            challenge = self._challenge
+            if challenge is not None:
+                self._nonce_count += 1
+                if self._nonce_count >= self.policy.nonce_uses:
+                    self._challenge = None  # this is the nonce's last use
+                cnonce = os.urandom(8).hex()
+                headers["Authorization"] = authorization(
+                    challenge,
+                    method,
+                    path,
+                    username=run.login.username,
+                    password=run.login.password,
+                    nc=self._nonce_count,
+                    cnonce=cnonce,
+                )
+            reply = await self._send(run, method, path, headers, body)
+            if reply.status != 401:
+                if challenge is not None and self._auth is not AuthState.OK:
+                    self._auth = AuthState.OK
+                return reply
+            fresh = choose_challenge(parse_challenges(reply.challenges))
+            self._challenge, self._nonce_count = fresh, 0
+            retry_stale = (
+                challenge is not None
+                and fresh is not None
+                and fresh.stale
+                and self.policy.retry_stale_nonce
+                and not stale_retried
+            )
+            if challenge is not None and not retry_stale:
+                # Our digest was refused: this credential is spent, whatever else the reply says (even a lock).
+                self._rejected = True
+                self._auth = AuthState.AUTH_FAILED
+            if self._learn_lock(reply, run.now):
+                assert self._locked_until is not None
+                raise _Failure("locked", f"device locked us out for {self._locked_until - run.now:.0f}s", fatal=True)
+            if challenge is None:
+                if fresh is None:
+                    raise _Failure(
+                        "auth_failed",
+                        "401 without a digest challenge we can answer (MD5/SHA-256, qop=auth)",
+                        fatal=True,
+                    )
+                continue
+            if retry_stale:
+                stale_retried = True
+                continue
+            self._challenge = None
+            self._log.warning(
+                "isapi_auth_failed", host=self.host, port=self.port, retry_login_time=self._retry_login_time
+            )
+            raise _Failure("auth_failed", "credential rejected (401); no further attempt until it changes", fatal=True)
+        raise _Failure("auth_failed", "no digest challenge settled", fatal=True)  # pragma: no cover - loop bound
+
+    async def _send(self, run: _Run, method: str, path: str, headers: dict[str, str], body: bytes | None) -> _Reply:
+        """Send one request and read at most `max_body_bytes` of the reply within `request_timeout`."""
+        run.requests += 1
+        cap = self.policy.max_body_bytes
+        try:
+            async with (
+                asyncio.timeout(self.policy.request_timeout),
+                self._session.request(method, self._base + path, headers=headers, data=body) as response,
+            ):
+                length = response.content_length
+                if length is not None and length > cap:
+                    response.close()
+                    raise _Failure("too_large", f"{path}: {length} byte body over the {cap} byte cap")
+                chunks, size = [], 0
+                async for chunk in response.content.iter_any():
+                    size += len(chunk)
+                    if size > cap:
+                        response.close()  # drop the connection: the rest must not be read into the pool
+                        raise _Failure("too_large", f"{path}: body over the {cap} byte cap")
+                    chunks.append(chunk)
+                return _Reply(
+                    response.status,
+                    b"".join(chunks),
+                    response.headers.getall("WWW-Authenticate", []),
+                    response.headers.getall("Set-Cookie", []),
+                )
+        except TimeoutError:
+            raise _Failure(
+                "timeout", f"{path}: no complete answer in {self.policy.request_timeout:g}s", fatal=True
+            ) from None
+        except aiohttp.ClientConnectorError as exc:
+            raise _connect_failure(exc, self.port) from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise _Failure("error", f"{path}: {type(exc).__name__}", fatal=True) from None
+
+    def _health(self, run: _Run) -> IsapiHealth:
+        problems = tuple(run.problems)
+        first = problems[0] if problems else None
+        detail = "; ".join(p.detail for p in problems[:4])
+        return IsapiHealth(
+            ok=not problems,
+            duration=time.monotonic() - run.started,
+            reason=first.reason if first else "",
+            detail=detail,
+            auth=self._auth,
+            locked_until=self._locked_until,
+            retry_login_time=self._retry_login_time,
+            identity=run.identity,
+            status=run.status,
+            time=run.time,
+            clock_drift=run.clock_drift,
+            rebooted=run.rebooted,
+            channels=run.channels,
+            disks=run.disks,
+            recording=run.recording,
+            video_loss=run.video_loss,
+            problems=problems,
+            requests=run.requests,
+        )
+
+
+def _parse(reply: _Reply, path: str, parse: Callable[[bytes], T]) -> T:
+    """The parsed document of a 2xx reply; other statuses and bad bodies as step failures."""
+    if not 200 <= reply.status < 300:
+        try:
+            status = xml.parse_response_status(reply.body)
+        except xml.IsapiParseError:
+            raise _Failure(f"http_{reply.status}", f"{path}: HTTP {reply.status}") from None
+        reason = "not_supported" if status.not_supported else f"http_{reply.status}"
+        raise _Failure(reason, f"{path}: HTTP {reply.status} {status.status_string} ({status.sub_status_code})")
+    try:
+        return parse(reply.body)
+    except xml.IsapiStatusError as exc:
+        reason = "not_supported" if exc.status.not_supported else "isapi_error"
+        raise _Failure(reason, f"{path}: {exc}") from None
+    except xml.IsapiParseError as exc:
+        raise _Failure("bad_xml", f"{path}: {exc}") from None
+
+
+def _connect_failure(exc: aiohttp.ClientConnectorError, port: int) -> _Failure:
+    os_error = exc.os_error
+    if isinstance(os_error, ConnectionRefusedError):
+        return _Failure("refused", f"port {port} refused the connection", fatal=True)
+    if isinstance(os_error, TimeoutError):
+        return _Failure("timeout", f"no answer on port {port}", fatal=True)
+    if os_error.errno in _UNREACHABLE:
+        return _Failure("unreachable", f"port {port}: {errno.errorcode.get(os_error.errno, 'unreachable')}", fatal=True)
+    return _Failure("error", f"port {port}: {type(os_error).__name__}", fatal=True)
+
+
+class IsapiProber:
+    """ISAPI checks of many devices over one shared, bounded keep-alive session.
+
+    Create inside the running loop, or use as ``async with IsapiProber() as prober``.
+    """
+
+    def __init__(
+        self,
+        *,
+        policy: IsapiPolicy | None = None,
+        connections: int = 256,
+        connections_per_device: int = 2,
+        keepalive: float = 8.0,
+        log: structlog.typing.FilteringBoundLogger | None = None,
+    ) -> None:
+        self.policy = policy or IsapiPolicy()
+        self._log = log or structlog.get_logger("telemetryd.probe.isapi")
+        # keepalive below Hikvision's "Keep-Alive: timeout=10" so we never reuse a socket the camera is closing.
+        connector = aiohttp.TCPConnector(
+            limit=connections, limit_per_host=connections_per_device, keepalive_timeout=keepalive, ttl_dns_cache=None
+        )
+        self.session = aiohttp.ClientSession(
+            connector=connector,
+            cookie_jar=aiohttp.DummyCookieJar(),  # thousands of devices: no shared cookie jar to grow or leak across
+            timeout=aiohttp.ClientTimeout(total=None),  # per-request deadlines are ours (asyncio.timeout)
+            headers={"User-Agent": "telemetryd"},
+        )
+        self._clients: dict[tuple[str, int], IsapiClient] = {}
+
+    def client(self, device_host: str, port: int = 80) -> IsapiClient:
+        """The device's client, created on first use (it carries the login state between checks)."""
+        key = (device_host, port)
+        client = self._clients.get(key)
+        if client is None:
+            client = self._clients[key] = IsapiClient(
+                self.session, device_host, port, policy=self.policy, log=self._log
+            )
+        return client
+
+    async def check(
+        self, device_host: str, port: int, username: str, password: str, kind: Kind, *, now: float
+    ) -> IsapiHealth:
+        """Health of one camera or NVR; never raises for device faults."""
+        return await self.client(device_host, port).check(username, password, kind, now=now)
+
+    async def axpro_status(
+        self, device_host: str, port: int, username: str, password: str, *, now: float
+    ) -> AxProStatus:
+        """Areas and zones of one AX PRO alarm panel; never raises for device faults."""
+        return await self.client(device_host, port).axpro_status(username, password, now=now)
+
+    def forget(self, device_host: str, port: int = 80) -> None:
+        """Drop a removed device's state (on config reload)."""
+        self._clients.pop((device_host, port), None)
+
+    async def close(self) -> None:
+        """Close the shared session and its connections."""
+        await self.session.close()
+
+    async def __aenter__(self) -> IsapiProber:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def credential_pair(secret: str) -> tuple[str, str]:
+    """A camera secret file holds ``user:password`` (the password may contain colons)."""
+    username, sep, password = secret.partition(":")
+    if not sep or not username:
+        raise ValueError("the secret must hold user:password on one line")
+    return username, password
+
+
+def policy_from(settings: Settings) -> IsapiPolicy:
+    """The client's policy from `probes.isapi`."""
+    options = settings.probes.isapi
+    return IsapiPolicy(
+        request_timeout=min(5.0, options.timeout),
+        check_timeout=options.timeout,
+        max_body_bytes=options.max_body_bytes,
+        max_clock_drift=options.max_clock_drift,
+        recording_window=options.recording_window,
+    )
+
+
+async def _login_for(device: Device, ctx: ProbeContext) -> tuple[str, str] | ProbeResult:
+    if ctx.isapi is None or ctx.secrets is None:
+        return ProbeResult(False, 0.0, "error", "the ISAPI client is not running")
+    try:
+        return credential_pair(ctx.secrets.get(device.credentials or ""))
+    except SecretMissing as exc:
+        return ProbeResult(False, 0.0, "credentials", str(exc))
+    except ValueError as exc:
+        return ProbeResult(False, 0.0, "credentials", f"credential {device.credentials!r}: {exc}")
+
+
+async def probe(device: Device, spec: ProbeSpec, ctx: ProbeContext) -> ProbeResult:
+    """ISAPI health of a camera or NVR (``isapi:80``); the full finding is kept in `ctx.details`."""
+    login = await _login_for(device, ctx)
+    if isinstance(login, ProbeResult):
+        return login
+    assert ctx.isapi is not None
+    kind: Literal["camera", "nvr"] = "nvr" if device.kind is DeviceKind.NVR else "camera"
+    health = await ctx.isapi.check(device.host, spec.port or 80, *login, kind, now=time.time())
+    previous = ctx.details.get((device.id, spec.name))
+    if isinstance(previous, IsapiHealth) and previous.identity is not None and health.identity is not None:
+        _log_identity_change(ctx, device, previous.identity, health.identity)
+    ctx.details[(device.id, spec.name)] = health
+    return health.probe_result()
+
+
+def _log_identity_change(ctx: ProbeContext, device: Device, old: xml.DeviceIdentity, new: xml.DeviceIdentity) -> None:
+    """A new serial means the device was swapped; new firmware means someone upgraded it: both worth a line."""
+    fields = {"school": device.school_id, "device": device.id, "kind": device.kind.value}
+    if old.serial != new.serial:
+        ctx.log.warning("device_replaced", old_serial=old.serial, new_serial=new.serial, model=new.model, **fields)
+    elif old.firmware != new.firmware:
+        ctx.log.warning("device_firmware_changed", old=old.firmware, new=new.firmware, **fields)
+
+
+async def probe_axpro(device: Device, spec: ProbeSpec, ctx: ProbeContext) -> ProbeResult:
+    """Status of a Hikvision AX PRO alarm panel (``axpro:80``)."""
+    login = await _login_for(device, ctx)
+    if isinstance(login, ProbeResult):
+        return login
+    assert ctx.isapi is not None
+    status = await ctx.isapi.axpro_status(device.host, spec.port or 80, *login, now=time.time())
+    ctx.details[(device.id, spec.name)] = status
+    return status.probe_result()

@@ -1,0 +1,155 @@
+"""`telemetryd report sla`: read one month of history, compute the SLA figures, render, optionally save.
+
+Exit codes:
+
+* 0 — the report was written;
+* 1 — the history database is unreachable, failing or lacks migrations;
+* 2 — the settings, the month or the output file are unusable;
+* 3 — the report was written (and saved with `--save`) but verifying the history hash
+  chain found problems; the report lists them, and so does stderr. A script running
+  the report monthly notices tampering without parsing the report.
+
+Messages go to stderr and never hold the database password.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import asyncpg
+
+from telemetryd.config import ConfigError
+from telemetryd.config.loader import Config, load_inventory
+from telemetryd.history.dbcli import describe, load_with_database
+from telemetryd.report.figures import (
+    MaintenanceRow,
+    Period,
+    Report,
+    ReportInput,
+    SchoolRow,
+    build_report,
+    month_period,
+    schools_to_report,
+)
+from telemetryd.report.queries import SchemaOutdated, chain_status, fetch_month, require_schema, save
+from telemetryd.report.render import RENDERERS
+
+CONNECT_TIMEOUT = 10.0
+COMMAND_TIMEOUT = 900.0
+"""A month of a whole city is a few large scans; give them time."""
+CHAIN_PROBLEMS = 3
+
+
+def _inventory_schools(config: Config) -> list[SchoolRow]:
+    """Every inventory school (all shards: the report covers the city, not this instance's share)."""
+    inventory = config.inventory
+    if config.settings.shard.count > 1:
+        path = Path(config.settings.inventory)
+        inventory = load_inventory(path if path.is_absolute() else config.path.parent / path)
+    return [SchoolRow(s.id, s.name, s.district, s.contract.total_mbps) for s in inventory.schools]
+
+
+async def _build(
+    dsn: str,
+    password: str | None,
+    period: Period,
+    *,
+    wanted: Sequence[str] | None,
+    config: Config,
+    inventory: list[SchoolRow],
+    now: float,
+    store: bool,
+) -> tuple[Report, list[str]]:
+    """The report, and the wanted school ids found nowhere (for a warning)."""
+    settings = config.settings
+    conn = await asyncpg.connect(dsn, password=password, timeout=CONNECT_TIMEOUT, command_timeout=COMMAND_TIMEOUT)
+    try:
+        await require_schema(conn)
+        rows = await fetch_month(conn, period, wanted)
+        chain = await chain_status(conn, period)
+        seen = {*(d.school_id for d in rows.devices), *(t.school_id for t in rows.speedtests)}
+        seen |= {s.school_id for s in rows.saturation}
+        schools = schools_to_report(rows.schools, inventory, seen, wanted)
+        known = {*(s.id for s in rows.schools), *(s.id for s in inventory), *seen}
+        maintenance = [
+            MaintenanceRow(w.start.timestamp(), w.end.timestamp(), tuple(w.schools), w.reason)
+            for w in settings.history.maintenance
+        ]
+        data = ReportInput(
+            period=period,
+            schools=schools,
+            devices=rows.devices,
+            changes=rows.changes,
+            gaps=rows.gaps,
+            maintenance=maintenance,
+            speedtests=rows.speedtests,
+            saturation=rows.saturation,
+            below_contract_ratio=settings.speedtest.below_contract_ratio,
+            chain=chain,
+        )
+        report = build_report(data, generated_at=now)
+        if store:
+            await save(conn, report)
+    finally:
+        await conn.close()
+    return report, [s for s in wanted or [] if s not in known]
+
+
+def run_report(args: argparse.Namespace, *, now: float | None = None) -> int:
+    """Run `telemetryd report sla` with parsed arguments; returns the exit code."""
+    loaded = load_with_database(args.config)
+    if loaded is None:
+        return 2
+    config, dsn, password = loaded
+    try:
+        inventory = _inventory_schools(config)
+    except ConfigError as exc:  # another shard's inventory file broke since the daemon loaded it
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 2
+    wall = time.time() if now is None else now
+    try:
+        period = month_period(args.month, config.settings.speedtest.utc_offset_hours, wall)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    try:
+        report, unknown = asyncio.run(
+            _build(
+                dsn, password, period, wanted=args.school, config=config, inventory=inventory, now=wall, store=args.save
+            )
+        )
+    except SchemaOutdated as exc:
+        print(f"history database: {exc}", file=sys.stderr)
+        return 1
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        print(f"history database: {describe(exc)}", file=sys.stderr)
+        return 1
+    for school_id in unknown:
+        print(
+            f"school {school_id!r} is neither in the history nor in the inventory: reported as no data", file=sys.stderr
+        )
+    text = RENDERERS[args.format](report)
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        # `{month}` lets a timer write sla-{month}.html for `--month previous` without shell arithmetic.
+        output = Path(str(args.output).replace("{month}", period.month))
+        try:
+            output.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            print(f"{output}: cannot write the report: {exc.strerror or exc}", file=sys.stderr)
+            return 2
+    if args.save:
+        print(f"saved {len(report.schools)} school(s) to sla_monthly for {period.month}", file=sys.stderr)
+    if report.chain is not None and not report.chain.ok:
+        print(f"history hash chain: {report.chain.summary}", file=sys.stderr)
+        for found in report.chain.problems:
+            print(f"  {found}", file=sys.stderr)
+        return CHAIN_PROBLEMS
+    return 0

@@ -1,0 +1,46 @@
+"""The writer with no reachable PostgreSQL: everything spools, and a full spool is logged, not silent."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from structlog.testing import capture_logs
+
+from telemetryd.history import HistoryWriter, Spool
+from telemetryd.model import DeviceKind, Health, StateChange
+
+DEAD_DSN = "postgresql://postgres@127.0.0.1:1/postgres"
+
+
+def _change(i: int) -> StateChange:
+    return StateChange(1_700_000_000.0 + i, "s1", f"cam{i}", DeviceKind.CAMERA, None, Health.UP, Health.DOWN, "timeout")
+
+
+async def test_full_spool_is_logged_once_and_counted(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool", max_bytes=16 * 1024)
+    writer = HistoryWriter(DEAD_DSN, spool, batch_seconds=0.01, retry_seconds=60, connect_timeout=0.5)
+    with capture_logs() as logs:
+        writer.start()
+        for i in range(1000):
+            writer.submit(_change(i))
+        await writer.close(deadline=10)
+    assert not writer.stats.db_up
+    assert writer.rows_dropped > 0
+    assert writer.stats.rows_spooled + writer.rows_dropped == 1000
+    full = [e for e in logs if e["event"] == "history_spool_full"]
+    assert len(full) == 1  # at most once a minute, however many batches overflowed
+    assert full[0]["log_level"] == "error" and full[0]["rows_dropped"] > 0
+    assert full[0]["max_bytes"] == 16 * 1024
+
+
+async def test_unreachable_from_the_start_is_logged_once_not_per_retry(tmp_path: Path) -> None:
+    writer = HistoryWriter(DEAD_DSN, Spool(tmp_path / "spool"), batch_seconds=0.01, retry_seconds=0.02)
+    with capture_logs() as logs:
+        writer.start()
+        await asyncio.sleep(0.5)
+        await writer.close(deadline=5)
+    assert writer.stats.write_failures >= 3  # it kept retrying
+    down = [e for e in logs if e["event"] == "history_db_down"]
+    assert len(down) == 1
+    assert down[0]["action"] == "spooling to disk" and "ConnectionRefusedError" in down[0]["error"]
