@@ -17,6 +17,7 @@ def _cameras(*hosts: str) -> list[dict[str, object]]:
 
 
 def test_removed_and_readdressed_devices_go_unknown_others_keep_their_state(tmp_path: Path) -> None:
+    """On reload a readdressed DOWN and a removed UP camera close to unknown; unchanged or unprobed ones don't."""
     old = load_config(write_config(tmp_path, [school("s1", _cameras("10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"))]))
     state = State(down_after=1, up_after=1)
     state.sync(old.inventory)

@@ -34,20 +34,24 @@ def alert_rules() -> list[dict[str, Any]]:
 
 
 def test_config_and_its_rule_files_check() -> None:
+    """`promtool check config` accepts the shipped prometheus.yml together with the rule files it references."""
     promtool("check", "config", str(CONFIG.relative_to(ROOT)))
 
 
 @pytest.mark.parametrize("rules", RULES, ids=lambda p: p.name)
 def test_rules_check(rules: Path) -> None:
+    """`promtool check rules` accepts each shipped rule file under config/prometheus/rules."""
     promtool("check", "rules", str(rules.relative_to(ROOT)))
 
 
 @pytest.mark.parametrize("unit", TESTS, ids=lambda p: p.name)
 def test_rule_unit_tests_pass(unit: Path) -> None:
+    """Each tests/prometheus/*.test.yml passes `promtool test rules`."""
     promtool("test", "rules", str(unit.relative_to(ROOT)))
 
 
 def test_every_alert_has_a_unit_test() -> None:
+    """Every alert in telemetryd-alerts.yml appears with non-empty exp_alerts in some promtool unit test."""
     tested = {
         case["alertname"]
         for unit in TESTS
@@ -60,6 +64,7 @@ def test_every_alert_has_a_unit_test() -> None:
 
 
 def test_every_alert_is_labelled_and_has_a_runbook_section() -> None:
+    """Every alert has a known severity, summary, description and a runbook_url to its own `## Name` section."""
     runbooks = RUNBOOKS.read_text()
     for rule in alert_rules():
         name = rule["alert"]

@@ -10,6 +10,7 @@ from telemetryd.sdnotify import Notifier
 
 
 def test_messages_arrive_as_key_value_lines(tmp_path: Path) -> None:
+    """notify(ready=1, status=...) returns true and the socket gets `READY=1` and `STATUS=3 schools` on two lines."""
     path = str(tmp_path / "notify.sock")
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as receiver:
         receiver.bind(path)
@@ -18,6 +19,7 @@ def test_messages_arrive_as_key_value_lines(tmp_path: Path) -> None:
 
 
 def test_a_receiver_that_stops_reading_does_not_block_the_sender(tmp_path: Path) -> None:
+    """200 notifications to a socket nobody reads finish within 2 s, the first sent and the last dropped."""
     path = str(tmp_path / "notify.sock")
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as receiver:
         receiver.bind(path)
@@ -29,5 +31,6 @@ def test_a_receiver_that_stops_reading_does_not_block_the_sender(tmp_path: Path)
 
 
 def test_without_notify_socket_nothing_is_sent() -> None:
+    """With no NOTIFY_SOCKET notify() returns false, and WATCHDOG_USEC=2000000 gives a 1 s watchdog interval (half)."""
     assert not Notifier({}).notify(ready=1)
     assert Notifier({"WATCHDOG_USEC": "2000000"}).watchdog_interval == 1.0

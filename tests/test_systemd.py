@@ -55,6 +55,7 @@ def test_report_units_verify_clean(tmp_path: Path) -> None:
 
 
 def test_report_service_runs_both_months_unprivileged() -> None:
+    """The report unit is a oneshot dynamic user with no capabilities that saves the current and previous month."""
     parser = configparser.ConfigParser(strict=False, interpolation=None)
     parser.read_string((UNIT.parent / "telemetryd-report.service").read_text())
     service = parser["Service"]

@@ -1,33 +1,39 @@
-"""Wiring and lifecycle: start-up, run, reload on SIGHUP, shutdown with a deadline.
+"""Wiring and lifecycle: startup, serve, shutdown on one exit stack; reload on SIGHUP.
 
-Signal handlers only set flags; the main coroutine acts on them. A second SIGINT or
-SIGTERM during shutdown gives up waiting and exits at once.
+`startup` opens everything in order and pushes each close onto one `AsyncExitStack`,
+so whatever was opened is closed on every exit path (a port already taken, a busy
+spool directory, a crash). Signal handlers only set flags: the first SIGTERM/SIGINT
+asks for a graceful stop, a second one sets `forced`, and shutdown stops waiting.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 import structlog
 from aiohttp import web
 
 from telemetryd import __version__, logs
-from telemetryd.alarm.receiver import SiaReceiver, SupervisedPanel, Supervision, account_key
+from telemetryd.alarm.receiver import Reception, SiaReceiver
+from telemetryd.alarm.supervision import Supervision, panel_devices, supervised_panels, supervision_results
 from telemetryd.config import Config, ConfigError, load_config
 from telemetryd.config.settings import Settings
-from telemetryd.histogram import Histogram
+from telemetryd.export.app import ExportSources, create_app
+from telemetryd.export.instance import InstanceStatus
 from telemetryd.history.dbcli import NoDatabase, database_access
 from telemetryd.history.liveness import SpoolDirectoryBusy
 from telemetryd.history.recorder import History
 from telemetryd.link.compliance import LinkState, SchoolLink
 from telemetryd.link.monitor import LinkMonitor
 from telemetryd.model import Device, Health, Inventory, ProbeResult, ProbeSpec, School, SpeedResult, StateChange
-from telemetryd.probes import ProbeContext, isapi
+from telemetryd.probes import PROBERS, ProbeContext, open_resources
 from telemetryd.probes.icmp import Pinger
-from telemetryd.probes.isapi import IsapiProber
 from telemetryd.reachability.scheduler import Scheduler, jobs_per_second
 from telemetryd.reachability.state import SIA_PROBE, State
 from telemetryd.sdnotify import Notifier
@@ -38,34 +44,41 @@ log = structlog.get_logger("telemetryd")
 LOOP_LAG_PERIOD = 0.5
 SUPERVISION_PERIOD = 5.0
 """How often heartbeat supervision becomes results of the panels' `sia` probe."""
+FORCED_DEADLINE = 0.5
+"""After a second stop signal: how long history still gets to reach the spool."""
+
+
+class StartupFailed(Exception):
+    """Start-up could not complete; the reason was logged, and the exit stack closes what was opened."""
 
 
 class Daemon:
     """One running telemetryd: config, state, scheduler, HTTP server."""
 
     def __init__(self, config: Config, *, notifier: Notifier | None = None) -> None:
+        settings = config.settings
         self.config = config
-        self.state = State(config.settings.hysteresis.down_after, config.settings.hysteresis.up_after)
+        self.state = State(settings.hysteresis.down_after, settings.hysteresis.up_after)
         self.state.sync(config.inventory)
-        self.ctx = ProbeContext(config.settings)
+        self.ctx = ProbeContext(settings, Secrets(settings.credentials_directory))
         self.scheduler = Scheduler(self.ctx, self._on_result)
         self.links = LinkState()
         self.supervision = Supervision(started_at=time.monotonic())
-        self.sia: SiaReceiver | None = None
         self.link_monitor = LinkMonitor(self.links, on_speedtest=self._on_speedtest, on_poll=self._on_poll)
+        self.instance = InstanceStatus(started_at=time.time(), shard=settings.shard, last_reload_success=time.time())
+        self.sia: SiaReceiver | None = None
         self.history: History | None = None
         self.notifier = notifier or Notifier()
-        self.loop_lag = Histogram()
-        self.started_at = time.time()
-        self.last_reload_ok = True
-        self.last_reload_success = time.time()
-        self.icmp_mode = "none"
         self.ready = False
         self.listen_address = ""
+        self.forced = False
         self._stop = asyncio.Event()
+        self._forced = asyncio.Event()
         self._reload_requested = asyncio.Event()
         self._scheduler_task: asyncio.Task[None] | None = None
+        self._background: list[asyncio.Task[None]] = []
         self._stop_signals = 0
+        self._panels = panel_devices(config.inventory)
 
     # ------------------------------------------------------------------ results
 
@@ -74,7 +87,7 @@ class Daemon:
 
     def _changed(self, changes: list[StateChange]) -> None:
         for change in changes:
-            self._log_change(change)
+            _log_change(change)
         if changes and self.history is not None:
             self.history.record_changes(changes)
 
@@ -86,67 +99,72 @@ class Daemon:
         if self.history is not None:
             self.history.record_rates(link)
 
-    @staticmethod
-    def _log_change(change: StateChange) -> None:
-        """Log transitions, not every failure: a device going down, recovering, first seen down."""
-        fields = {"school": change.school_id, "device": change.device_id, "kind": change.kind.value}
-        if change.probe is not None:
-            log.debug(
-                "probe_state_changed",
-                probe=change.probe,
-                old=change.old.value,
-                new=change.new.value,
-                reason=change.reason,
-                **fields,
-            )
-            return
-        if change.new is Health.DOWN:
-            log.warning("device_down", reason=change.reason, detail=change.detail, was=change.old.value, **fields)
-        elif change.old is Health.DOWN:
-            log.info("device_recovered", **fields)
+    def _on_reception(self, reception: Reception) -> None:
+        """A DC-09 frame was handled: its events (alarms, troubles, restorals, tests) go to the history."""
+        if self.history is not None and reception.events:
+            device = self._panels.get(reception.key) if reception.key is not None else None
+            self.history.record_reception(reception, device)
+
+    def apply_supervision(self, now: float, wall: float) -> None:
+        """Heartbeat supervision as results of each supervised panel's `sia` probe."""
+        for device, result in supervision_results(self.supervision, self.state.inventory, now):
+            self._changed(self.state.apply(device.id, SIA_PROBE, result, wall))
+
+    def export_sources(self) -> ExportSources:
+        """The domain objects /metrics and the status endpoints read."""
+        return ExportSources(
+            state=self.state,
+            scheduler=self.scheduler,
+            links=self.links,
+            link_monitor=self.link_monitor,
+            supervision=self.supervision,
+            instance=self.instance,
+            receiver=self.sia,
+            history=self.history,
+            pinger=self.ctx.resource(Pinger),
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
     async def run(self) -> int:
-        """Run until SIGTERM/SIGINT; returns the process exit code."""
+        """Start up, serve until SIGTERM/SIGINT, shut down; returns the process exit code."""
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                await self.startup(stack)
+            except StartupFailed:
+                return 1
+            try:
+                await self.serve()
+            finally:
+                await self.shutdown(stack)
+        return 1 if self.forced else 0
+
+    async def startup(self, stack: contextlib.AsyncExitStack) -> None:
+        """Open everything in order, each close pushed on `stack`; raises StartupFailed (logged)."""
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._on_stop_signal, signum)
+            stack.callback(loop.remove_signal_handler, signum)
         loop.add_signal_handler(signal.SIGHUP, self._reload_requested.set)
+        stack.callback(loop.remove_signal_handler, signal.SIGHUP)
         settings = self.config.settings
-        self._open_pinger()
-        self.ctx.secrets = Secrets(settings.credentials_directory)
-        self.ctx.isapi = IsapiProber(policy=isapi.policy_from(settings), log=log)
-        if not self._start_history(settings):
-            await self.ctx.isapi.close()
-            return 1
-        if not await self._start_sia(settings):
-            await self.ctx.isapi.close()
-            if self.history is not None:
-                await self.history.close(settings.shutdown_timeout)
-            return 1
-        runner = web.AppRunner(_app(self), access_log=None, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, settings.listen_host, settings.listen_port, reuse_address=True)
-        try:
-            await site.start()
-        except OSError as exc:
-            log.error("listen_failed", address=settings.listen, error=exc.strerror)
-            await runner.cleanup()
-            return 1
-        sockets = getattr(site._server, "sockets", None) or []  # the port actually bound (listen :0 in tests)
-        self.listen_address = "{}:{}".format(*sockets[0].getsockname()[:2]) if sockets else settings.listen
+        await self._open_probe_resources(stack)
+        await self._start_history(stack, settings)
+        await self._start_sia(stack, settings)
+        await self._listen(stack, settings)
+
         self.scheduler.load(self.config.inventory, settings)
-        self._scheduler_task = loop.create_task(self.scheduler.run(), name="scheduler")
         self.link_monitor.configure(settings, self.config.inventory)
-        background = [
+        self._scheduler_task = loop.create_task(self.scheduler.run(), name="scheduler")
+        self._background = [
             loop.create_task(self.link_monitor.run(), name="links"),
             loop.create_task(self._supervise_panels(), name="sia-supervision"),
             loop.create_task(self._measure_loop_lag(), name="loop-lag"),
             loop.create_task(self._reload_loop(), name="reload"),
         ]
         if self.notifier.watchdog_interval:
-            background.append(loop.create_task(self._watchdog(self.notifier.watchdog_interval), name="watchdog"))
+            self._background.append(loop.create_task(self._watchdog(self.notifier.watchdog_interval), name="watchdog"))
+        stack.push_async_callback(self._stop_tasks)
         self.ready = True
         log.info(
             "started",
@@ -156,68 +174,66 @@ class Daemon:
             devices=self.config.inventory.device_count,
             shard=str(settings.shard),
             probes_per_second=round(jobs_per_second(self.config.inventory, settings), 1),
-            icmp=self.icmp_mode,
+            icmp=self.instance.icmp_mode,
         )
         self.notifier.notify(ready=1, status=self._status_line())
+
+    async def serve(self) -> None:
+        """Probe, export and reload until a stop is asked for."""
+        await self._stop.wait()
+
+    async def shutdown(self, stack: contextlib.AsyncExitStack) -> None:
+        """Stop probing, wait for runs in flight up to the deadline (less when forced), close everything."""
+        self.ready = False
+        self.notifier.notify(stopping=1)
+        deadline = self.config.settings.shutdown_timeout
+        self.scheduler.stop()
+        cancelled = await self._unless_forced(self.scheduler.drain(max(deadline - 1.0, 0.1)))
+        if cancelled is None:  # forced: cancel what is left at once
+            cancelled = await self.scheduler.drain(0.0)
+        await stack.aclose()
+        log.info("stopped", probes_cancelled=cancelled, forced=self.forced)
+
+    async def _unless_forced(self, work: Coroutine[Any, Any, int]) -> int | None:
+        """Await `work`, or stop waiting (cancel it) on a second stop signal; None when forced."""
+        task = asyncio.ensure_future(work)
+        forced = asyncio.ensure_future(self._forced.wait())
         try:
-            await self._stop.wait()
+            await asyncio.wait({task, forced}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            await self._shutdown(runner, background)
-        return 0
+            forced.cancel()
+        if task.done():
+            return task.result()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return None
 
-    def _open_pinger(self) -> None:
-        icmp = self.config.settings.probes.icmp
-        try:
-            pinger = Pinger.open(
-                max_packets_per_second=icmp.max_packets_per_second,
-                receive_buffer_bytes=icmp.receive_buffer_bytes,
+    async def _stop_tasks(self) -> None:
+        for task in (*self._background, *([self._scheduler_task] if self._scheduler_task else [])):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        if self._scheduler_task is not None:
+            await asyncio.gather(self._scheduler_task, return_exceptions=True)
+
+    async def _open_probe_resources(self, stack: contextlib.AsyncExitStack) -> None:
+        """Every prober's resources, opened by its own module; a missing ICMP socket is logged, not fatal."""
+        unavailable = await open_resources(stack, self.ctx, PROBERS)
+        for protocol, problem in unavailable.items():
+            log.error(f"{protocol}_unavailable", error=str(problem), hint=problem.hint)
+        pinger = self.ctx.resource(Pinger)
+        if pinger is not None:
+            self.instance.icmp_mode = pinger.mode
+            log.info(
+                "icmp_socket_opened",
+                mode=pinger.mode,
+                receive_buffer_bytes=pinger.receive_buffer_bytes,
+                note="unprivileged ping socket" if pinger.mode == "dgram" else "raw socket (CAP_NET_RAW)",
             )
-        except PermissionError as exc:
-            log.error("icmp_unavailable", error=str(exc), hint="run with CAP_NET_RAW (the systemd unit grants it)")
-            return
-        self.ctx.pinger = pinger
-        self.icmp_mode = pinger.mode
-        log.info(
-            "icmp_socket_opened",
-            mode=pinger.mode,
-            receive_buffer_bytes=pinger.receive_buffer_bytes,
-            note="unprivileged ping socket" if pinger.mode == "dgram" else "raw socket (CAP_NET_RAW)",
-        )
 
-    async def _supervise_panels(self) -> None:
-        """Turn heartbeat supervision into results of each panel's `sia` probe, every few seconds."""
-        while True:
-            await asyncio.sleep(SUPERVISION_PERIOD)
-            self.apply_supervision(time.monotonic(), time.time())
-
-    def apply_supervision(self, now: float, wall: float) -> None:
-        """One pass: ok → up, lost or never heard past its interval → down, not yet due → no result."""
-        for device in self.config.inventory.devices_by_id.values():
-            if device.sia is None:
-                continue
-            key = account_key(device.sia)
-            try:
-                status = self.supervision.status_of(key, now)
-            except KeyError:
-                continue  # reload in between
-            if status.state.value == "ok":
-                result = ProbeResult(True, 0.0)
-            elif status.overdue:
-                heard = "no heartbeat since the receiver started" if status.last_heard is None else "no heartbeat"
-                result = ProbeResult(
-                    False,
-                    0.0,
-                    status.state.value,
-                    f"{heard} for {status.silent_for:.0f} s (heartbeat every {status.interval:g} s)",
-                )
-            else:
-                continue
-            self._changed(self.state.apply(device.id, SIA_PROBE, result, wall))
-
-    def _start_history(self, settings: Settings) -> bool:
-        """Start recording history when `history.dsn` is set; False when the spool directory is unusable."""
+    async def _start_history(self, stack: contextlib.AsyncExitStack, settings: Settings) -> None:
+        """Start recording history when `history.dsn` is set."""
         if settings.history.dsn is None:
-            return True
+            return
         try:
             _dsn, password = database_access(settings)
         except NoDatabase as exc:
@@ -230,64 +246,71 @@ class Daemon:
         except (SpoolDirectoryBusy, OSError) as exc:
             log.error("history_spool_unusable", directory=settings.history.spool_directory, error=str(exc))
             history.heartbeat.unlock()
-            return False
+            raise StartupFailed from None
+        stack.push_async_callback(self._close_history, history)
         self.history = history
         log.info("history_started", spool_directory=settings.history.spool_directory)
-        return True
 
-    async def _start_sia(self, settings: Settings) -> bool:
-        """Start the DC-09 receiver when `sia.listen` is set; False when its port cannot be bound."""
-        self.supervision.configure(sia_panels(self.config.inventory, settings), now=time.monotonic())
+    async def _close_history(self, history: History) -> None:
+        # Probing has stopped: no more events. Flush to PostgreSQL, else to the spool.
+        deadline = FORCED_DEADLINE if self.forced else max(1.0, self.config.settings.shutdown_timeout / 2)
+        await history.close(deadline=deadline)
+
+    async def _start_sia(self, stack: contextlib.AsyncExitStack, settings: Settings) -> None:
+        """Start the DC-09 receiver when `sia.listen` is set."""
+        self.supervision.configure(supervised_panels(self.config.inventory, settings), now=time.monotonic())
         if settings.sia.listen is None:
-            return True
+            return
         host, _, port = settings.sia.listen.rpartition(":")
-        self.sia = SiaReceiver(self.supervision, log=log)
+        receiver = SiaReceiver(self.supervision, on_reception=self._on_reception, log=log)
         try:
-            await self.sia.start(host.strip("[]") or "0.0.0.0", int(port))
+            await receiver.start(host.strip("[]") or "0.0.0.0", int(port))
         except OSError as exc:
+            await receiver.stop()
             log.error("sia_listen_failed", address=settings.sia.listen, error=exc.strerror)
-            return False
-        log.info("sia_supervision_started", panels=len(self.supervision.keys), port=self.sia.port)
-        return True
+            raise StartupFailed from None
+        stack.push_async_callback(receiver.stop)
+        self.sia = receiver
+        log.info("sia_supervision_started", panels=len(self.supervision.keys), port=receiver.port)
+
+    async def _listen(self, stack: contextlib.AsyncExitStack, settings: Settings) -> None:
+        """The HTTP server for /metrics and the status endpoints."""
+        app = create_app(self.export_sources(), health_problems=self.health_problems, ready=lambda: self.ready)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        stack.push_async_callback(runner.cleanup)
+        site = web.TCPSite(runner, settings.listen_host, settings.listen_port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            log.error("listen_failed", address=settings.listen, error=exc.strerror)
+            raise StartupFailed from None
+        sockets = getattr(site._server, "sockets", None) or []  # the port actually bound (listen :0 in tests)
+        self.listen_address = "{}:{}".format(*sockets[0].getsockname()[:2]) if sockets else settings.listen
 
     def _on_stop_signal(self, signum: int) -> None:
+        """Only flags: the first signal asks for a graceful stop, a second one stops the waiting."""
         self._stop_signals += 1
+        name = signal.Signals(signum).name
         if self._stop_signals > 1:
-            log.warning("forced_exit", signal=signal.Signals(signum).name)
-            raise SystemExit(1)
-        log.info("stopping", signal=signal.Signals(signum).name)
+            log.warning("forced_exit", signal=name)
+            self.forced = True
+            self._forced.set()
+        else:
+            log.info("stopping", signal=name)
         self._stop.set()
 
     def request_stop(self) -> None:
         """Ask the daemon to stop (as SIGTERM does)."""
         self._stop.set()
 
-    async def _shutdown(self, runner: web.AppRunner, background: list[asyncio.Task[None]]) -> None:
-        self.ready = False
-        self.notifier.notify(stopping=1)
-        deadline = self.config.settings.shutdown_timeout
-        self.scheduler.stop()
-        if self._scheduler_task is not None:
-            self._scheduler_task.cancel()
-        cancelled = await self.scheduler.drain(max(deadline - 1.0, 0.1))
-        for task in background:
-            task.cancel()
-        await asyncio.gather(*background, return_exceptions=True)
-        if self._scheduler_task is not None:
-            await asyncio.gather(self._scheduler_task, return_exceptions=True)
-        await runner.cleanup()
-        if self.ctx.pinger is not None:
-            self.ctx.pinger.close()
-        if self.ctx.isapi is not None:
-            await self.ctx.isapi.close()
-        if self.sia is not None:
-            await self.sia.stop()
-        if self.history is not None:
-            # Probing has stopped: no more events. Flush to PostgreSQL, else to the spool.
-            await self.history.close(deadline=max(1.0, deadline / 2))
-        log.info("stopped", probes_cancelled=cancelled)
+    # ------------------------------------------------------------------ background
 
-    # ------------------------------------------------------------------ reload
+    async def _supervise_panels(self) -> None:
+        """Turn heartbeat supervision into results of each panel's `sia` probe, every few seconds."""
+        while True:
+            await asyncio.sleep(SUPERVISION_PERIOD)
+            self.apply_supervision(time.monotonic(), time.time())
 
     async def _reload_loop(self) -> None:
         while True:
@@ -301,7 +324,7 @@ class Daemon:
         try:
             new = load_config(path)
         except ConfigError as exc:
-            self.last_reload_ok = False
+            self.instance.last_reload_ok = False
             log.error(
                 "reload_failed",
                 path=str(path),
@@ -315,6 +338,12 @@ class Daemon:
             log.warning("listen_change_needs_restart", running=old.settings.listen, configured=new.settings.listen)
         if new.settings.logging != old.settings.logging:
             logs.configure(new.settings.logging.format, new.settings.logging.level)
+        if new.settings.history != old.settings.history:
+            log.warning("history_change_needs_restart", note="history settings are read at start-up")
+        if new.settings.sia.listen != old.settings.sia.listen:
+            log.warning(
+                "sia_listen_change_needs_restart", running=old.settings.sia.listen, configured=new.settings.sia.listen
+            )
         self.config = new
         self.state.down_after = new.settings.hysteresis.down_after
         self.state.up_after = new.settings.hysteresis.up_after
@@ -323,20 +352,14 @@ class Daemon:
         self._changed(forgotten(before, self.state, old.inventory, time.time()))
         if self.history is not None:
             self.history.inventory_changed(new.inventory, new.settings.shard)
-        if new.settings.history != old.settings.history:
-            log.warning("history_change_needs_restart", note="history settings are read at start-up")
-        if self.ctx.pinger is not None:
-            self.ctx.pinger.set_rate(new.settings.probes.icmp.max_packets_per_second)
+        self.ctx.reconfigure(new.settings, new.inventory)
         self.scheduler.load(new.inventory, new.settings)
         self.link_monitor.configure(new.settings, new.inventory)
-        self.supervision.configure(sia_panels(new.inventory, new.settings), now=time.monotonic())
-        self.ctx.secrets = Secrets(new.settings.credentials_directory)
-        if new.settings.sia.listen != old.settings.sia.listen:
-            log.warning(
-                "sia_listen_change_needs_restart", running=old.settings.sia.listen, configured=new.settings.sia.listen
-            )
-        self.last_reload_ok = True
-        self.last_reload_success = time.time()
+        self.supervision.configure(supervised_panels(new.inventory, new.settings), now=time.monotonic())
+        self._panels = panel_devices(new.inventory)
+        self.instance.shard = new.settings.shard
+        self.instance.last_reload_ok = True
+        self.instance.last_reload_success = time.time()
         log.info(
             "reloaded",
             schools=len(new.inventory.schools),
@@ -346,14 +369,12 @@ class Daemon:
         self.notifier.notify(status=self._status_line())
         return True
 
-    # ------------------------------------------------------------------ health
-
     async def _measure_loop_lag(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             expected = loop.time() + LOOP_LAG_PERIOD
             await asyncio.sleep(LOOP_LAG_PERIOD)
-            self.loop_lag.observe(max(0.0, loop.time() - expected))
+            self.instance.loop_lag.observe(max(0.0, loop.time() - expected))
 
     async def _watchdog(self, interval: float) -> None:
         while True:
@@ -378,6 +399,25 @@ class Daemon:
         )
 
 
+def _log_change(change: StateChange) -> None:
+    """Log transitions, not every failure: a device going down, recovering, first seen down."""
+    fields = {"school": change.school_id, "device": change.device_id, "kind": change.kind.value}
+    if change.probe is not None:
+        log.debug(
+            "probe_state_changed",
+            probe=change.probe,
+            old=change.old.value,
+            new=change.new.value,
+            reason=change.reason,
+            **fields,
+        )
+        return
+    if change.new is Health.DOWN:
+        log.warning("device_down", reason=change.reason, detail=change.detail, was=change.old.value, **fields)
+    elif change.old is Health.DOWN:
+        log.info("device_recovered", **fields)
+
+
 def forgotten(before: dict[str, Health], state: State, old: Inventory, at: float) -> list[StateChange]:
     """Device-level changes to unknown for devices a reload removed or reset (new address).
 
@@ -394,21 +434,6 @@ def forgotten(before: dict[str, Health], state: State, old: Inventory, at: float
         reason = "removed from the inventory" if now is None else "address changed"
         changes.append(StateChange(at, device.school_id, device_id, device.kind, None, health, Health.UNKNOWN, reason))
     return changes
-
-
-def sia_panels(inventory: Inventory, settings: Settings) -> list[SupervisedPanel]:
-    """The alarm panels with `sia:`, as the receiver's supervision table wants them."""
-    return [
-        SupervisedPanel(account_key(d.sia), d.sia.interval, settings.sia.grace)
-        for d in inventory.devices_by_id.values()
-        if d.sia is not None
-    ]
-
-
-def _app(daemon: Daemon) -> web.Application:
-    from telemetryd.export.app import create_app  # noqa: PLC0415 - exporter imports Daemon for typing
-
-    return create_app(daemon)
 
 
 def run(config_path: Path) -> int:

@@ -165,6 +165,16 @@ class Inventory:
         return Inventory.build([s for s in self.schools if s.id in school_ids])
 
 
+class Finding:
+    """Base of a prober's rich, typed finding beyond ok/reason (ISAPI health, AX PRO status).
+
+    It rides on the ProbeResult into State, which keeps it per (device, probe) and drops
+    it with the device or probe on reload; the exporter reads it from there.
+    """
+
+    __slots__ = ()
+
+
 class ProbeResult(NamedTuple):
     """What one probe run found. Device faults are results, never exceptions.
 
@@ -184,6 +194,7 @@ class ProbeResult(NamedTuple):
     loss: float | None = None
     sent: int = 0
     received: int = 0
+    finding: Finding | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,14 +12,8 @@ import pytest
 
 from telemetryd.alarm import dc09
 from telemetryd.alarm.dc09 import AccountKey, PanelEvent
-from telemetryd.alarm.receiver import (
-    MAX_STRANGERS,
-    Reception,
-    SiaReceiver,
-    SupervisedPanel,
-    Supervision,
-    SupervisionState,
-)
+from telemetryd.alarm.receiver import Reception, SiaReceiver
+from telemetryd.alarm.supervision import MAX_STRANGERS, SupervisedPanel, Supervision, SupervisionState
 from telemetryd.sim.panels import PanelSpec, ReceiverPath, SimPanel
 
 SCHOOL_A = AccountKey("", "0", "1001")

@@ -24,6 +24,7 @@ EXCEL_RU = (
 
 
 def test_excel_export_with_bom_semicolons_and_russian_headers(tmp_path: Path) -> None:
+    """A BOM, semicolon, Russian-header export becomes one loadable YAML per district with 6 typed devices."""
     source = tmp_path / "devices.csv"
     source.write_bytes(b"\xef\xbb\xbf" + EXCEL_RU.encode())
     imported = read_devices_csv(source)
@@ -54,6 +55,7 @@ def test_excel_export_with_bom_semicolons_and_russian_headers(tmp_path: Path) ->
 
 
 def test_windows_1251_export_is_read(tmp_path: Path) -> None:
+    """The same export encoded as cp1251 is decoded, giving the Cyrillic school name and 6 devices."""
     source = tmp_path / "devices.csv"
     source.write_bytes(EXCEL_RU.encode("cp1251"))
     imported = read_devices_csv(source)
@@ -62,6 +64,7 @@ def test_windows_1251_export_is_read(tmp_path: Path) -> None:
 
 
 def test_comma_separated_with_ids_contract_and_probes(tmp_path: Path) -> None:
+    """A comma CSV with device ids, contract columns and a quoted probe list keeps 200/60 Mbps and icmp+tcp:554."""
     source = tmp_path / "devices.csv"
     source.write_text(
         "school,school_name,district,total_mbps,alarm_mbps,video_mbps,education_mbps,device,kind,host,probes\n"
@@ -77,6 +80,7 @@ def test_comma_separated_with_ids_contract_and_probes(tmp_path: Path) -> None:
 
 
 def test_every_problem_is_reported_with_its_csv_line_and_nothing_is_written(tmp_path: Path) -> None:
+    """Nine bad CSV rows are each reported at their physical line and field; the CLI exits 1 and writes nothing."""
     source = tmp_path / "devices.csv"
     source.write_text(
         "school,school_name,district,kind,host,name,total_mbps,alarm_mbps,video_mbps,education_mbps\n"  # 1
@@ -124,6 +128,7 @@ def test_every_problem_is_reported_with_its_csv_line_and_nothing_is_written(tmp_
 
 
 def test_header_problems_stop_before_rows(tmp_path: Path) -> None:
+    """An unknown column and a missing required `kind` column are the only problems reported, no row is checked."""
     source = tmp_path / "devices.csv"
     source.write_text("school,ip,colour\nshy-1,10.0.0.1,red\n")
     with pytest.raises(CsvImportError) as caught:
@@ -137,6 +142,7 @@ def test_header_problems_stop_before_rows(tmp_path: Path) -> None:
 
 
 def test_cli_writes_yaml_that_check_config_accepts(tmp_path: Path) -> None:
+    """Importing 300 schools × 34 devices writes 5 files that `check-config` accepts as 10200 devices."""
     source = tmp_path / "devices.csv"
     rows = ["school,school_name,district,kind,host"]
     # A realistic size: 300 schools × 34 devices.

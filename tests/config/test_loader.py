@@ -32,12 +32,14 @@ def expectations(path: Path) -> list[tuple[int, str, str]]:
 
 
 def test_corpus_covers_at_least_eight_distinct_mistakes() -> None:
+    """The bad-inventory corpus has at least eight files and each states its expected problems in `# expect:` lines."""
     assert len(BAD) >= 8
     assert all(expectations(p) for p in BAD), "every corpus file states what it expects"
 
 
 @pytest.mark.parametrize("path", BAD, ids=[p.stem for p in BAD])
 def test_bad_inventory_file_reports_file_line_field(path: Path) -> None:
+    """Each bad corpus file raises exactly its `# expect:` problems, each with file, line, field and message."""
     with pytest.raises(ConfigError) as caught:
         load_inventory(path)
     problems = caught.value.problems
@@ -52,6 +54,7 @@ def test_bad_inventory_file_reports_file_line_field(path: Path) -> None:
 
 
 def test_duplicates_across_files_name_both_places() -> None:
+    """A school id, device id and address repeated in b.yaml are each reported with the a.yaml line using it."""
     across = TESTDATA / "bad_across"
     with pytest.raises(ConfigError) as caught:
         load_inventory(across)
@@ -66,6 +69,7 @@ def test_duplicates_across_files_name_both_places() -> None:
 
 
 def test_problems_from_every_file_of_a_directory_are_listed(tmp_path: Path) -> None:
+    """Loading a directory of three bad files lists problems from all three, in file-name order."""
     for name in ("bad_address.yaml", "unknown_kind.yaml", "segments_over_total.yaml"):
         (tmp_path / name).write_text((TESTDATA / "bad" / name).read_text())
     with pytest.raises(ConfigError) as caught:
@@ -78,6 +82,7 @@ def test_problems_from_every_file_of_a_directory_are_listed(tmp_path: Path) -> N
 
 
 def test_check_config_exits_non_zero_and_lists_every_problem() -> None:
+    """`check-config` on many_mistakes.yaml exits 1, listing lines 12, 13, 14, 16, 19 and "5 problems found"."""
     path = TESTDATA / "bad" / "many_mistakes.yaml"
     result = subprocess.run(
         [sys.executable, "-m", "telemetryd", "check-config", str(path)], capture_output=True, text=True, check=False
@@ -89,6 +94,7 @@ def test_check_config_exits_non_zero_and_lists_every_problem() -> None:
 
 
 def test_check_config_accepts_the_shipped_example() -> None:
+    """`check-config` on the shipped example exits 0 and reports 2 schools in the inventory."""
     result = subprocess.run(
         [sys.executable, "-m", "telemetryd", "check-config", str(REPO / "config" / "telemetryd.example.yaml")],
         capture_output=True,
@@ -100,6 +106,7 @@ def test_check_config_accepts_the_shipped_example() -> None:
 
 
 def test_example_inventory_loads_with_defaults_filled_in() -> None:
+    """The example gets the 150 = 20/30/100 contract; a camera without probes gets icmp, tcp:554 and tcp:80."""
     inventory = load_inventory(REPO / "config" / "inventory" / "example")
     school_087 = inventory.schools_by_id["shy-school-087"]
     assert school_087.contract.total_mbps == 150
@@ -143,6 +150,7 @@ def test_example_inventory_loads_with_defaults_filled_in() -> None:
 def test_bad_settings_name_line_and_field(
     tmp_path: Path, settings: dict[str, object], line: int, field: str, message: str
 ) -> None:
+    """Each invalid settings value yields a single problem at its file, line and field, never echoing a DSN password."""
     path = tmp_path / "telemetryd.yaml"
     path.write_text(yaml.safe_dump(settings, sort_keys=False))
     with pytest.raises(ConfigError) as caught:
@@ -175,7 +183,8 @@ def test_link_settings_and_inventory_reach_the_domain(tmp_path: Path) -> None:
     assert dict(s1.router.snmp.interfaces) == {"wan": "ge-0/0/0", "alarm": 7}
 
 
-def test_settings_and_inventory_problems_both_reported(tmp_path: Path) -> None:
+def test_an_inventory_problem_under_valid_settings_is_the_only_problem(tmp_path: Path) -> None:
+    """Valid settings with a router at 300.1.1.1 give exactly one problem, on schools[0].devices[0].host."""
     path = write_config(tmp_path, [school("s1", [{"id": "r", "kind": "router", "host": "300.1.1.1"}])])
     with pytest.raises(ConfigError) as caught:
         load_config(path)
@@ -183,6 +192,7 @@ def test_settings_and_inventory_problems_both_reported(tmp_path: Path) -> None:
 
 
 def test_missing_inventory_is_named(tmp_path: Path) -> None:
+    """An `inventory:` path that does not exist is one problem naming that path as "no such file or directory"."""
     path = tmp_path / "telemetryd.yaml"
     path.write_text("inventory: nowhere\n")
     with pytest.raises(ConfigError) as caught:
@@ -193,6 +203,7 @@ def test_missing_inventory_is_named(tmp_path: Path) -> None:
 
 
 def test_shard_is_stable_and_partitions_the_schools(tmp_path: Path) -> None:
+    """Three shards split 60 schools, each school in exactly one, and shard_of ignores PYTHONHASHSEED."""
     schools = [school(f"shy-{n:03d}", [{"id": f"r{n}", "kind": "router", "host": f"10.0.{n}.1"}]) for n in range(60)]
     path = write_config(tmp_path, schools)
     inventory = load_config(path).inventory
@@ -216,6 +227,7 @@ def test_shard_is_stable_and_partitions_the_schools(tmp_path: Path) -> None:
 
 
 def test_shard_setting_keeps_only_its_schools(tmp_path: Path) -> None:
+    """With `shard: 1/2` total_schools stays 20 but the inventory keeps only schools shard_of puts in shard 1."""
     schools = [school(f"shy-{n:03d}", [{"id": f"r{n}", "kind": "router", "host": f"10.0.{n}.1"}]) for n in range(20)]
     config = load_config(write_config(tmp_path, schools, shard="1/2"))
     assert config.total_schools == 20

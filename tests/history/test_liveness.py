@@ -12,12 +12,14 @@ from telemetryd.history.liveness import Heartbeat, LastRun, SpoolDirectoryBusy, 
 
 
 def test_first_run_has_no_gap(tmp_path: Path) -> None:
+    """An empty spool directory has no last run, and no last run means no monitoring gap."""
     beat = Heartbeat(tmp_path, "0/1")
     assert beat.last_run() is None
     assert gap_since(None, 1000.0) is None
 
 
 def test_clean_stop_and_crash_give_gaps_from_the_last_sign_of_life(tmp_path: Path) -> None:
+    """A gap spans last heartbeat to new start with the shard; the reason is a crash unless the beat was clean."""
     beat = Heartbeat(tmp_path, "1/4")
     beat.beat(1000.0)
     last = beat.last_run()
@@ -32,15 +34,18 @@ def test_clean_stop_and_crash_give_gaps_from_the_last_sign_of_life(tmp_path: Pat
 
 
 def test_a_restart_within_a_second_is_no_gap(tmp_path: Path) -> None:
+    """A start half a second after the last heartbeat records no monitoring gap."""
     assert gap_since(LastRun(1000.0, True, ""), 1000.5) is None
 
 
 def test_unreadable_heartbeat_is_treated_as_a_first_run(tmp_path: Path) -> None:
+    """A heartbeat.json that is not valid JSON reads as no last run rather than raising."""
     (tmp_path / "heartbeat.json").write_text("{not json")
     assert Heartbeat(tmp_path, "0/1").last_run() is None
 
 
 def test_a_second_process_cannot_take_the_spool_directory(tmp_path: Path) -> None:
+    """While one process holds the spool lock another gets SpoolDirectoryBusy; after unlock it is free again."""
     first = Heartbeat(tmp_path / "spool", "0/1")
     first.lock()
     try:
@@ -68,6 +73,7 @@ def test_a_second_process_cannot_take_the_spool_directory(tmp_path: Path) -> Non
 
 
 def test_lock_in_same_process_is_refused_too(tmp_path: Path) -> None:
+    """A second Heartbeat locking the same directory in the same process raises SpoolDirectoryBusy."""
     first = Heartbeat(tmp_path, "0/1")
     first.lock()
     with pytest.raises(SpoolDirectoryBusy):

@@ -18,6 +18,7 @@ def _change(i: int) -> StateChange:
 
 
 async def test_full_spool_is_logged_once_and_counted(tmp_path: Path) -> None:
+    """With the DB down, 1000 changes into a 16 KiB spool are spooled or dropped, and spool-full is logged once."""
     spool = Spool(tmp_path / "spool", max_bytes=16 * 1024)
     writer = HistoryWriter(DEAD_DSN, spool, batch_seconds=0.01, retry_seconds=60, connect_timeout=0.5)
     with capture_logs() as logs:
@@ -35,6 +36,7 @@ async def test_full_spool_is_logged_once_and_counted(tmp_path: Path) -> None:
 
 
 async def test_unreachable_from_the_start_is_logged_once_not_per_retry(tmp_path: Path) -> None:
+    """A DB refused from the start is retried 3+ times but history_db_down is logged once, with the error."""
     writer = HistoryWriter(DEAD_DSN, Spool(tmp_path / "spool"), batch_seconds=0.01, retry_seconds=0.02)
     with capture_logs() as logs:
         writer.start()

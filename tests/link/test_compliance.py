@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from telemetryd.link.compliance import Budget, Compliance, LinkState, quiet_wait, verdict
+from telemetryd.link.budget import Budget, quiet_wait
+from telemetryd.link.compliance import Compliance, LinkState, verdict
 from telemetryd.model import (
     Contract,
     Device,

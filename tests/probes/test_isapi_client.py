@@ -387,7 +387,8 @@ async def test_swapped_camera_is_logged(tmp_path: Path) -> None:
         camera = SimDevice(kind="camera", password="pw-1", serial="SERIAL-A")
         host, port = await sim.add(camera)
         device = Device("cam", "s1", DeviceKind.CAMERA, host, (ProbeSpec("isapi", port),), credentials="hik")
-        ctx = ProbeContext(Settings(), isapi=prober, secrets=Secrets(tmp_path))
+        ctx = ProbeContext(Settings(), secrets=Secrets(tmp_path))
+        ctx.provide(prober)
         with capture_logs() as logs:
             assert (await isapi.probe(device, device.probes[0], ctx)).ok
             camera.serial = "SERIAL-B"

@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 import pytest
 
 from telemetryd.alarm import dc09
-from telemetryd.alarm.receiver import SiaReceiver, SupervisedPanel, Supervision, SupervisionState
+from telemetryd.alarm.receiver import SiaReceiver
+from telemetryd.alarm.supervision import SupervisedPanel, Supervision, SupervisionState
 from telemetryd.sim.panels import Outcome, PanelFleet, PanelSpec, ReceiverPath, SimPanel, fleet_specs
 
 

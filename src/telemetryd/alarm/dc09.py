@@ -121,6 +121,11 @@ class PanelEvent:
             return CID_EVENTS.get(self.code[1:], "")
         return SIA_CODES.get(self.code, "")
 
+    @property
+    def event_class(self) -> EventClass:
+        """Alarm, trouble, restoral, test or other (see `event_class`)."""
+        return event_class(self.code)
+
 
 SIA_CODES: dict[str, str] = {
     "AT": "AC trouble",
@@ -156,6 +161,73 @@ CID_EVENTS: dict[str, str] = {
     "401": "open/close by user",
     "602": "periodic test",
 }
+
+
+class EventClass(enum.StrEnum):
+    """What kind of event a code reports, for history and metrics (low-cardinality label values)."""
+
+    ALARM = "alarm"
+    TROUBLE = "trouble"
+    RESTORAL = "restoral"
+    TEST = "test"
+    OTHER = "other"
+    """Openings and closings, bypasses, access, and every code we do not know."""
+
+
+_SIA_CLASSES: dict[str, EventClass] = {
+    "RP": EventClass.TEST,  # automatic test
+    "RX": EventClass.TEST,  # manual test
+    "TX": EventClass.TEST,  # test report
+    "TS": EventClass.TEST,  # test start
+    "TE": EventClass.TEST,  # test end
+}
+_SIA_ZONE_FAMILIES = frozenset("BFPHMTWGKQSZU")
+"""Burglary, fire, panic, holdup, medical, tamper, water, gas, heat, emergency, sprinkler, freeze, untyped."""
+_SIA_ZONE_SUFFIXES: dict[str, EventClass] = {
+    "A": EventClass.ALARM,
+    "M": EventClass.ALARM,  # cross-point alarm
+    "V": EventClass.ALARM,  # verified alarm
+    "R": EventClass.RESTORAL,
+    "H": EventClass.RESTORAL,  # alarm restore
+    "J": EventClass.RESTORAL,  # trouble restore
+    "T": EventClass.TROUBLE,
+    "S": EventClass.TROUBLE,  # supervisory
+    "X": EventClass.TEST,
+}
+_SIA_POWER_FAMILIES = frozenset("AYXLNE")
+"""AC power, system battery, transmitter battery, phone line, network, expansion module: only T and R."""
+
+
+def event_class(code: str) -> EventClass:
+    """The class of a `PanelEvent.code`: a SIA two-letter code or a Contact ID ``E130``/``R130``/``P130``.
+
+    SIA: RP/RX/TX/TS/TE are tests; for a zone family (first letter B F P H M T W G K Q S Z U)
+    the second letter says it: A/M/V alarm, R/H/J restoral, T/S trouble, X test; for AC,
+    batteries, phone line, network and expansion (A Y X L N E) T is trouble and R restoral.
+    Contact ID: 1xx alarms, 2xx supervisory and 3xx troubles (restorals with qualifier R),
+    60x/61x tests; P (still present) classes as E. Anything else — openings, closings,
+    bypasses, unknown codes — is other.
+    """
+    code = code.strip().upper()
+    if len(code) == 4 and code[0] in "ERP" and code[1:].isdigit():
+        group, restore = code[1], code[0] == "R"
+        if group == "1":
+            return EventClass.RESTORAL if restore else EventClass.ALARM
+        if group in "23":
+            return EventClass.RESTORAL if restore else EventClass.TROUBLE
+        if group == "6" and code[2] in "01":
+            return EventClass.TEST
+        return EventClass.OTHER
+    if len(code) != 2:
+        return EventClass.OTHER
+    if code in _SIA_CLASSES:
+        return _SIA_CLASSES[code]
+    family, suffix = code[0], code[1]
+    if family in _SIA_ZONE_FAMILIES and suffix in _SIA_ZONE_SUFFIXES:
+        return _SIA_ZONE_SUFFIXES[suffix]
+    if family in _SIA_POWER_FAMILIES:
+        return {"T": EventClass.TROUBLE, "R": EventClass.RESTORAL}.get(suffix, EventClass.OTHER)
+    return EventClass.OTHER
 
 
 # ---- CRC, timestamps -------------------------------------------------------------------------

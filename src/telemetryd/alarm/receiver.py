@@ -1,4 +1,4 @@
-"""The alarm receiver: SIA DC-09 over TCP and UDP, and supervision of every alarm panel.
+"""The alarm receiver: SIA DC-09 over TCP and UDP, feeding supervision (`alarm.supervision`).
 
 A school's alarm panel reports to the Emergency Management Center over IP; losing that
 path is itself an alarm condition, so panels send NULL heartbeats and the receiver raises
@@ -10,11 +10,10 @@ bookkeeping of who was heard when, driven by whatever clock the caller passes in
 from __future__ import annotations
 
 import asyncio
-import enum
 import errno
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import cast
@@ -22,173 +21,25 @@ from typing import cast
 import structlog
 
 from telemetryd.alarm import dc09
-from telemetryd.alarm.dc09 import AccountKey, PanelEvent, Verdict
-from telemetryd.model import SiaAccount
+from telemetryd.alarm.dc09 import AccountKey, Frame, PanelEvent, Verdict
+from telemetryd.alarm.supervision import MAX_STRANGERS, Supervision
 
-DEFAULT_GRACE = 30.0
-"""Seconds past the heartbeat interval before supervision is lost: room for a heartbeat that
-needed retries or waited behind an event, without hiding a dead path for long."""
 DEFAULT_IDLE_TIMEOUT = 900.0
 """A TCP connection silent this long is closed; panels reconnect for their next message, and
 half-open sockets from panels that lost power would otherwise pile up."""
 DEFAULT_MAX_CONNECTIONS = 4096
-MAX_STRANGERS = 1024
-"""Unknown accounts remembered (oldest forgotten first), so a flood of made-up ones costs bounded memory."""
-
-
-# ---- supervision (pure) ----------------------------------------------------------------------
-
-
-class SupervisionState(enum.StrEnum):
-    """Where a panel's heartbeats stand."""
-
-    OK = "ok"
-    SUPERVISION_LOST = "supervision_lost"
-    """Heard before, but nothing for longer than interval + grace."""
-    NEVER_HEARD = "never_heard"
-    """Nothing since supervision began; see `AccountStatus.overdue` for whether that is yet a fault."""
-
-
-def account_key(sia: SiaAccount) -> AccountKey:
-    """The receiver's key for a panel configured in the inventory (`sia:`)."""
-    return AccountKey(sia.receiver, sia.prefix, sia.account)
-
-
-@dataclass(frozen=True, slots=True)
-class SupervisedPanel:
-    """One panel the receiver expects to hear from, and how often (seconds)."""
-
-    key: AccountKey
-    interval: float
-    grace: float = DEFAULT_GRACE
-
-    def __post_init__(self) -> None:
-        if self.interval <= 0 or self.grace < 0:
-            raise ValueError(f"{self.key}: interval must be > 0 and grace >= 0")
-
-
-@dataclass(frozen=True, slots=True)
-class AccountStatus:
-    """What supervision knows about one panel at one moment."""
-
-    key: AccountKey
-    state: SupervisionState
-    interval: float
-    grace: float
-    since: float
-    """When supervision of this account began (clock of the caller)."""
-    last_heard: float | None
-    """When the last accepted frame (heartbeat or event) arrived."""
-    silent_for: float
-    """Seconds since `last_heard`, or since `since` when never heard."""
-    overdue: bool
-    """True when `silent_for` exceeds interval + grace: lost, or never heard and late."""
-    frames: int
-    last_event: PanelEvent | None
-    last_event_at: float | None
-    events: int
-
-
-@dataclass(slots=True)
-class _Account:
-    panel: SupervisedPanel
-    since: float
-    last_heard: float | None = None
-    frames: int = 0
-    last_event: PanelEvent | None = None
-    last_event_at: float | None = None
-    events: int = 0
-
-
-class Supervision:
-    """Per-account heartbeat supervision; every method takes the time, nothing reads a clock.
-
-    Any accepted frame counts as a sign of life, not only NULL: an alarm proves the path
-    as well as a heartbeat does.
-    """
-
-    def __init__(self, panels: Iterable[SupervisedPanel] = (), *, started_at: float) -> None:
-        self._accounts: dict[AccountKey, _Account] = {}
-        self._strangers: OrderedDict[AccountKey, float] = OrderedDict()
-        self.configure(panels, now=started_at)
-
-    def configure(self, panels: Iterable[SupervisedPanel], *, now: float) -> None:
-        """Set the expected panels (config load or reload); accounts kept keep their history."""
-        previous = self._accounts
-        self._accounts = {}
-        for panel in panels:
-            old = previous.get(panel.key)
-            if old is None:
-                self._accounts[panel.key] = _Account(panel, since=now)
-                self._strangers.pop(panel.key, None)
-            else:
-                old.panel = panel
-                self._accounts[panel.key] = old
-
-    @property
-    def keys(self) -> tuple[AccountKey, ...]:
-        """The supervised accounts."""
-        return tuple(self._accounts)
-
-    @property
-    def strangers(self) -> dict[AccountKey, float]:
-        """Accounts heard from but not configured, with when they were last heard."""
-        return dict(self._strangers)
-
-    def observe(self, key: AccountKey, at: float) -> bool:
-        """Record a sign of life; False (and remembered as a stranger) when the account is not supervised."""
-        account = self._accounts.get(key)
-        if account is None:
-            self._strangers[key] = at
-            self._strangers.move_to_end(key)
-            while len(self._strangers) > MAX_STRANGERS:
-                self._strangers.popitem(last=False)
-            return False
-        if account.last_heard is None or at >= account.last_heard:
-            account.last_heard = at
-        account.frames += 1
-        return True
-
-    def record_event(self, key: AccountKey, event: PanelEvent, at: float) -> bool:
-        """Remember an event (alarm, restore, test) as the panel's last; False when not supervised."""
-        account = self._accounts.get(key)
-        if account is None:
-            return False
-        account.last_event, account.last_event_at = event, at
-        account.events += 1
-        return True
-
-    def status_of(self, key: AccountKey, now: float) -> AccountStatus:
-        """The status of one supervised account (KeyError when not supervised)."""
-        account = self._accounts[key]
-        panel = account.panel
-        silent_for = max(0.0, now - (account.last_heard if account.last_heard is not None else account.since))
-        overdue = silent_for > panel.interval + panel.grace
-        if account.last_heard is None:
-            state = SupervisionState.NEVER_HEARD
-        else:
-            state = SupervisionState.SUPERVISION_LOST if overdue else SupervisionState.OK
-        return AccountStatus(
-            key=key,
-            state=state,
-            interval=panel.interval,
-            grace=panel.grace,
-            since=account.since,
-            last_heard=account.last_heard,
-            silent_for=silent_for,
-            overdue=overdue,
-            frames=account.frames,
-            last_event=account.last_event,
-            last_event_at=account.last_event_at,
-            events=account.events,
-        )
-
-    def status(self, now: float) -> dict[AccountKey, AccountStatus]:
-        """Every supervised account's status at `now`."""
-        return {key: self.status_of(key, now) for key in self._accounts}
+REPEAT_WINDOW = 600.0
+"""Seconds during which a frame with the same account, type, sequence and body as an earlier one is a
+retransmission (the panel missed our ACK and sent it again, perhaps re-stamped), not a new event."""
+MAX_REMEMBERED_FRAMES = 4096
+"""Event frames remembered for spotting retransmissions (oldest forgotten first)."""
 
 
 # ---- the receiver (I/O) ----------------------------------------------------------------------
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,13 +50,25 @@ class Reception:
     """``tcp`` or ``udp``."""
     peer: str
     answer: dc09.Answer
+    """The verdict and reply; `answer.frame` is the parsed frame (token, sequence, panel timestamp)."""
     key: AccountKey | None
     supervised: bool
     events: tuple[PanelEvent, ...] = ()
+    received_at: datetime = field(default_factory=_utc_now)
+    """Wall-clock time (UTC) the receiver got this frame."""
+    repeat_of: datetime | None = None
+    """For a retransmission of an event frame (same account, type, sequence and body within
+    `REPEAT_WINDOW`): when its first copy arrived. None for a first copy."""
 
+    @property
+    def first_received_at(self) -> datetime:
+        """When the event was first received: `repeat_of` for a retransmission, else `received_at`."""
+        return self.repeat_of if self.repeat_of is not None else self.received_at
 
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
+    @property
+    def frame(self) -> Frame | None:
+        """The parsed frame, when it parsed."""
+        return self.answer.frame
 
 
 @dataclass(slots=True)
@@ -223,6 +86,35 @@ class ReceiverCounts:
     """(transport, verdict, reason) → frames."""
     dropped: Counter[tuple[str, str]] = field(default_factory=Counter)
     """(transport, why) → connections or datagrams dropped unanswered: ``oversize``, ``too_many``, ``idle``."""
+    events: Counter[str] = field(default_factory=Counter)
+    """Event class (``alarm``, ``trouble``, ``restoral``, ``test``, ``other``) → events received in
+    ACKed frames; a retransmission of a frame already counted is not counted again."""
+    repeats: Counter[str] = field(default_factory=Counter)
+    """Event class → events in retransmitted frames (ACKed again, not counted in `events`)."""
+
+
+@dataclass(slots=True)
+class _RecentFrames:
+    """Event frames seen lately, by identity, so a retransmission is recognised (bounded, pure)."""
+
+    window: float = REPEAT_WINDOW
+    limit: int = MAX_REMEMBERED_FRAMES
+    _seen: OrderedDict[tuple[object, ...], tuple[float, datetime]] = field(default_factory=OrderedDict)
+
+    def first_copy(self, key: AccountKey, frame: Frame, at: float, wall: datetime) -> datetime | None:
+        """When the first copy of this frame arrived if it is a retransmission, else None (and remember it)."""
+        identity = (key, frame.message_type, frame.sequence, frame.data, frame.extended)
+        while self._seen:
+            oldest = next(iter(self._seen.values()))[0]
+            if at - oldest <= self.window and len(self._seen) < self.limit:
+                break
+            self._seen.popitem(last=False)
+        earlier = self._seen.get(identity)
+        if earlier is not None and 0 <= at - earlier[0] <= self.window:
+            return earlier[1]
+        self._seen[identity] = (at, wall)
+        self._seen.move_to_end(identity)
+        return None
 
 
 class SiaReceiver:
@@ -256,6 +148,7 @@ class SiaReceiver:
         self._connections: set[_PanelConnection] = set()
         self._port: int | None = None
         self._warned: set[AccountKey] = set()
+        self._recent = _RecentFrames()
 
     @property
     def port(self) -> int:
@@ -308,28 +201,42 @@ class SiaReceiver:
 
     def handle(self, raw: bytes, transport: str, peer: str) -> bytes:
         """Answer one frame and update supervision; returns the reply bytes (``b""`` for none)."""
-        result = dc09.answer(raw, self._wall_clock())
+        now = self._wall_clock()
+        result = dc09.answer(raw, now)
         frame = result.frame
         key = frame.key if frame is not None else None
         supervised = False
         found: tuple[PanelEvent, ...] = ()
+        repeat_of: datetime | None = None
         if result.verdict is Verdict.ACK and frame is not None and key is not None:
             at = self._clock()
             supervised = self.supervision.observe(key, at)
             found = dc09.events(frame)
+            if found:
+                repeat_of = self._recent.first_copy(key, frame, at, now)
+            counted = self.counts.repeats if repeat_of is not None else self.counts.events
             for event in found:
-                self.supervision.record_event(key, event, at)
+                counted[event.event_class.value] += 1
+                if repeat_of is None:  # a retransmission is the same event, already recorded
+                    self.supervision.record_event(key, event, at)
             if not supervised and key not in self._warned and len(self._warned) < MAX_STRANGERS:
                 self._warned.add(key)  # once per account: a misconfigured panel would otherwise log every heartbeat
                 self._log.warning("sia_unknown_account", account=str(key), peer=peer, transport=transport)
         self.counts.frames[(transport, result.verdict.value, result.reason)] += 1
-        self._log_reception(transport, peer, result, key, found)
+        self._log_reception(transport, peer, result, key, found, repeat=repeat_of is not None)
         if self._on_reception is not None:
-            self._on_reception(Reception(transport, peer, result, key, supervised, found))
+            self._on_reception(Reception(transport, peer, result, key, supervised, found, now, repeat_of))
         return result.reply
 
     def _log_reception(
-        self, transport: str, peer: str, result: dc09.Answer, key: AccountKey | None, found: tuple[PanelEvent, ...]
+        self,
+        transport: str,
+        peer: str,
+        result: dc09.Answer,
+        key: AccountKey | None,
+        found: tuple[PanelEvent, ...],
+        *,
+        repeat: bool,
     ) -> None:
         account = str(key) if key is not None else None
         if result.verdict in (Verdict.NAK, Verdict.DUH):
@@ -343,10 +250,11 @@ class SiaReceiver:
                 transport=transport,
             )
         for event in found:
-            self._log.warning(
-                "sia_panel_event",
+            (self._log.info if repeat else self._log.warning)(
+                "sia_panel_event_repeated" if repeat else "sia_panel_event",
                 account=account,
                 code=event.code,
+                event_class=event.event_class.value,
                 description=event.description,
                 zone=event.zone,
                 transport=transport,

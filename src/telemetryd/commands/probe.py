@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import ipaddress
 import sys
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import TextIO
 
+from pydantic import ValidationError
+
 from telemetryd.config import ConfigError, Settings, load_config
-from telemetryd.config.inventory import parse_probe
+from telemetryd.config.inventory import ProbeEntry, parse_probe
 from telemetryd.model import Device, DeviceKind, Direction, ProbeResult, ProbeSpec, SpeedResult
-from telemetryd.probes import PROBERS, ProbeContext, speedtest
-from telemetryd.probes.icmp import Pinger
+from telemetryd.probes import PROBERS, ProbeContext, open_resources, speedtest
+from telemetryd.probes.isapi import AxProStatus, IsapiHealth
 from telemetryd.secrets import SecretMissing, Secrets
 
 
@@ -27,14 +30,51 @@ def format_result(spec: ProbeSpec, result: ProbeResult) -> str:
     return f"{spec.name:<10} FAIL  {result.reason}: {result.detail}  ({result.duration:.2f} s)"
 
 
+def format_finding(result: ProbeResult) -> list[str]:
+    """What an ISAPI check found beyond ok/fail (model, firmware, clock, channels, disks); AX PRO areas and zones."""
+    found = result.finding
+    if isinstance(found, AxProStatus):
+        lines = [f"area {a.id} {a.name}: {a.arming}" + (" ALARM" if a.alarm else "") for a in found.subsystems]
+        lines += [
+            f"zone {z.id} {z.name}: {z.status}" + (" tamper" if z.tamper else "") + (" ALARM" if z.alarm else "")
+            for z in found.zones
+        ]
+        return lines + [f"problem [{p.step}] {p.reason}: {p.detail}" for p in found.problems]
+    if not isinstance(found, IsapiHealth):
+        return []
+    lines = []
+    if found.identity is not None:
+        identity = found.identity
+        lines.append(
+            f"model {identity.model}, firmware {identity.firmware}, serial {identity.serial}"
+            + (f", type {identity.device_type}" if identity.device_type else "")
+        )
+    if found.clock_drift is not None:
+        lines.append(f"clock {found.clock_drift:+.1f} s against this machine")
+    if found.channels:
+        offline = [str(c.id) for c in found.channels if not c.online]
+        lines.append(f"channels: {len(found.channels)}, offline: {', '.join(offline) or 'none'}")
+    for disk in found.disks:
+        if disk.present:
+            lines.append(f"disk {disk.id}: {disk.status}" + ("" if disk.healthy else " (fault)"))
+    if found.recording:
+        idle = [str(channel) for channel, recorded in found.recording if not recorded]
+        recorded = len(found.recording) - len(idle)
+        lines.append(f"recording: {recorded}/{len(found.recording)} channels, idle: {', '.join(idle) or 'none'}")
+    lines.extend(f"problem [{p.step}] {p.reason}: {p.detail}" for p in found.problems)
+    return lines
+
+
 def _specs(names: list[str] | None, default: tuple[ProbeSpec, ...]) -> tuple[ProbeSpec, ...]:
+    """`-p` probes checked as the inventory loader checks them (a tcp probe needs a port); ValueError says why."""
     if not names:
         return default
     specs = []
     for name in names:
-        parsed = parse_probe(name)
-        assert isinstance(parsed, dict)
-        specs.append(ProbeSpec(parsed["protocol"], parsed.get("port")))
+        try:
+            specs.append(ProbeEntry.model_validate(parse_probe(name)).spec)
+        except ValidationError as exc:
+            raise ValueError(f"-p {name}: {exc.errors()[0]['msg'].removeprefix('Value error, ')}") from None
     return tuple(specs)
 
 
@@ -71,23 +111,21 @@ async def run_probe(target: str, config_path: Path | None, probe_names: list[str
             print(f"unknown probe {spec.name!r}; known: {', '.join(PROBERS)}", file=sys.stderr)
             return 2
 
-    ctx = ProbeContext(settings)
-    if any(s.protocol == "icmp" for s in specs):
-        try:
-            ctx.pinger = Pinger.open()
-        except PermissionError as exc:
-            print(f"icmp: {exc}", file=sys.stderr)
     title = f"{device.id} ({device.kind.value}, {device.host})" if device.id != device.host else device.host
     print(title)
     failures = 0
-    try:
+    # The same path as the daemon: each prober module opens what it holds, the stack closes it.
+    ctx = ProbeContext(settings, Secrets(settings.credentials_directory))
+    async with AsyncExitStack() as stack:
+        unavailable = await open_resources(stack, ctx, {s.protocol for s in specs})
+        for protocol, problem in unavailable.items():
+            print(f"{protocol}: {problem}", file=sys.stderr)
         for spec in specs:
             result = await PROBERS[spec.protocol](device, spec, ctx)
             failures += not result.ok
             print("  " + format_result(spec, result))
-    finally:
-        if ctx.pinger is not None:
-            ctx.pinger.close()
+            for line in format_finding(result):
+                print("    " + line)
     return 1 if failures else 0
 
 

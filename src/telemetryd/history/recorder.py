@@ -4,6 +4,7 @@
 * every speed test direction, with the contract and floor it was judged against;
 * SNMP rates as 5-minute link samples per segment and direction;
 * its own monitoring gaps, from the heartbeat file, at start-up;
+* every event an alarm panel reports to the DC-09 receiver (one row per event);
 * the schools and devices tables, on start and on every reload.
 
 Nothing here waits on the database: events are queued to the writer, which spools to
@@ -17,6 +18,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import asyncpg
 import structlog
@@ -24,12 +26,15 @@ import structlog
 from telemetryd.config.settings import Settings, Shard
 from telemetryd.history.inventory_sync import sync_inventory
 from telemetryd.history.liveness import Heartbeat, gap_since
-from telemetryd.history.records import HistoryEvent, SpeedTestRecord
+from telemetryd.history.records import HistoryEvent, SpeedTestRecord, alarm_records
 from telemetryd.history.sampler import LinkSampler
 from telemetryd.history.spool import Spool
 from telemetryd.history.writer import HistoryWriter
 from telemetryd.link.compliance import SchoolLink, allocation
 from telemetryd.model import Inventory, School, SpeedResult, StateChange
+
+if TYPE_CHECKING:
+    from telemetryd.alarm.receiver import Reception
 
 log = structlog.get_logger("telemetryd.history")
 
@@ -114,6 +119,18 @@ class History:
         for role, view in link.segments.items():
             if view.rate is not None:
                 self._submit(self.sampler.add(link.school_id, role, view.rate, allocation(link.contract, role), at))
+
+    def record_reception(self, reception: Reception, device: tuple[str, str] | None) -> int:
+        """The events of one frame the DC-09 receiver ACKed, as alarm_events rows; returns how many.
+
+        `device` is the panel's (school id, device id) when its account is in the inventory
+        (see `alarm.receiver.panel_devices`), else None: a stranger's alarms are kept too.
+        Heartbeats and refused frames give nothing; a retransmission gives its first copy's
+        rows again, which the idempotency key stores once.
+        """
+        records = alarm_records(reception, device)
+        self._submit(records)
+        return len(records)
 
     def inventory_changed(self, inventory: Inventory, shard: Shard) -> None:
         """Sync the schools and devices tables to this inventory (in the background, retried)."""

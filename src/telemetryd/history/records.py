@@ -17,9 +17,13 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from telemetryd.alarm.dc09 import AccountKey, EventClass, PanelEvent
 from telemetryd.model import Direction, SpeedResult, StateChange
+
+if TYPE_CHECKING:
+    from telemetryd.alarm.receiver import Reception
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +70,69 @@ class MonitoringGap:
     reason: str = ""
 
 
-HistoryEvent = StateChange | SpeedTestRecord | LinkSample | MonitoringGap
+@dataclass(frozen=True, slots=True)
+class AlarmEventRecord:
+    """One event an alarm panel reported over SIA DC-09, as the receiver ACKed it.
+
+    Its identity (and so its key) is the account, token, sequence, position in the frame,
+    the event's fields and `at`; a retransmission carries its first copy's `at`, so it is
+    the same row. Nothing secret is in here: the receiver only accepts unencrypted frames.
+    """
+
+    at: float
+    """When the receiver got the (first copy of the) frame, Unix seconds."""
+    account: AccountKey
+    token: str
+    """The DC-09 message type: ``SIA-DCS`` or ``ADM-CID``."""
+    sequence: str
+    """The frame's four-digit sequence number, as sent."""
+    event: PanelEvent
+    index: int = 0
+    """Position of the event in its frame (a SIA-DCS frame may carry several)."""
+    school_id: str | None = None
+    """The panel's school and device when the account is in the inventory, else None."""
+    device_id: str | None = None
+    panel_time: float | None = None
+    """The panel's own timestamp, when the frame had one."""
+    transport: str = ""
+    peer: str = ""
+
+    @property
+    def event_class(self) -> EventClass:
+        """Alarm, trouble, restoral, test or other, from the code."""
+        return self.event.event_class
+
+
+def alarm_records(reception: Reception, device: tuple[str, str] | None = None) -> list[AlarmEventRecord]:
+    """One record per event of a reception (none for heartbeats and refused frames).
+
+    `device` is the panel's (school id, device id) when its account is in the inventory.
+    """
+    frame = reception.frame
+    if not reception.events or frame is None or reception.key is None:
+        return []
+    school_id, device_id = device if device is not None else (None, None)
+    at = reception.first_received_at.timestamp()
+    panel_time = frame.timestamp.timestamp() if frame.timestamp is not None else None
+    return [
+        AlarmEventRecord(
+            at,
+            reception.key,
+            frame.message_type,
+            frame.sequence,
+            event,
+            index,
+            school_id,
+            device_id,
+            panel_time,
+            reception.transport,
+            reception.peer,
+        )
+        for index, event in enumerate(reception.events)
+    ]
+
+
+HistoryEvent = StateChange | SpeedTestRecord | LinkSample | MonitoringGap | AlarmEventRecord
 Row = dict[str, Any]
 
 
@@ -140,6 +206,32 @@ TABLES: dict[str, Table] = {
             None,
             "(key)",
         ),
+        Table(
+            "alarm_events",
+            (
+                "time",
+                "receiver",
+                "prefix",
+                "account",
+                "token",
+                "sequence",
+                "event_index",
+                "code",
+                "zone",
+                "partition",
+                "event_text",
+                "school",
+                "device",
+                "event_class",
+                "panel_time",
+                "transport",
+                "peer",
+                "key",
+            ),
+            frozenset({"time", "panel_time"}),
+            "time",
+            "(key, time)",
+        ),
     )
 }
 
@@ -177,11 +269,22 @@ def _gap(g: MonitoringGap) -> Row:
     return _row("monitoring_gaps", [g.started, g.ended, g.shard, g.reason])
 
 
+def _alarm_event(a: AlarmEventRecord) -> Row:
+    # Keyed by the event's identity only: a retransmission over another transport, from another
+    # peer or re-stamped by the panel is the same row, and the first write wins.
+    e, k = a.event, a.account
+    identity = [a.at, *k, a.token, a.sequence, a.index, e.code, e.zone, e.partition, e.text]
+    key = idempotency_key("alarm_events", identity)
+    about = [a.school_id, a.device_id, a.event_class.value, a.panel_time, a.transport, a.peer]
+    return {"t": "alarm_events", "v": [*identity, *about, key]}
+
+
 _CONVERTERS: dict[type[Any], Callable[[Any], Row]] = {
     StateChange: _state_change,
     SpeedTestRecord: _speedtest,
     LinkSample: _link_sample,
     MonitoringGap: _gap,
+    AlarmEventRecord: _alarm_event,
 }
 
 
@@ -195,7 +298,7 @@ def to_copy_record(table: Table, values: list[Any]) -> tuple[Any, ...]:
     out: list[Any] = []
     for column, value in zip(table.columns, values, strict=True):
         if column in table.times:
-            out.append(datetime.fromtimestamp(value, UTC))
+            out.append(None if value is None else datetime.fromtimestamp(value, UTC))
         elif column == "key":
             out.append(uuid.UUID(value))
         else:

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 import structlog
 
 from telemetryd.config.settings import Settings
-from telemetryd.link.compliance import Budget, ComplianceChange, LinkState, SchoolLink, quiet_wait
+from telemetryd.link.budget import Budget, quiet_wait
+from telemetryd.link.compliance import ComplianceChange, LinkState, SchoolLink
 from telemetryd.model import Direction, Inventory, School, SnmpSample, SpeedResult
 from telemetryd.probes import snmp, speedtest
 from telemetryd.reachability.scheduler import spread_phases
@@ -118,8 +119,10 @@ class LinkMonitor:
         self.state.confirm_after = settings.speedtest.confirm_after
         self.state.snmp_interval = settings.probes.snmp.interval
         self.state.sync(inventory.schools)
-        self._sessions.close()
-        self._sessions = snmp.SnmpSessions()
+        # Routers that stay keep their socket and ifName table; a changed community opens a fresh session by itself.
+        kept = {(r.host, r.snmp.port) for r in (school.router for school in inventory.schools) if r and r.snmp}
+        for host, port in self._sessions.routers() - kept:
+            self._sessions.forget(host, port)
         self._generation += 1
         self._wake.set()
 

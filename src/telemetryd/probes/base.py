@@ -3,36 +3,68 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import structlog
 
 from telemetryd.config.settings import Settings
-from telemetryd.model import Device, ProbeResult, ProbeSpec
+from telemetryd.model import Device, Inventory, ProbeResult, ProbeSpec
+from telemetryd.secrets import Secrets
 
-if TYPE_CHECKING:
-    from telemetryd.probes.icmp import Pinger
-    from telemetryd.probes.isapi import IsapiProber
-    from telemetryd.secrets import Secrets
+R = TypeVar("R")
+
+
+@runtime_checkable
+class Reconfigurable(Protocol):
+    """A prober resource that follows a reload (new rates, removed devices) instead of being reopened."""
+
+    def reconfigure(self, settings: Settings, inventory: Inventory) -> None:
+        """Take the new settings; forget what the new inventory no longer has."""
+
+
+class ResourceUnavailable(Exception):
+    """A prober's resource could not be opened (e.g. no ICMP socket without CAP_NET_RAW); probes of it fail."""
+
+    def __init__(self, message: str, *, hint: str = "") -> None:
+        super().__init__(message)
+        self.hint = hint
 
 
 @dataclass(slots=True)
 class ProbeContext:
-    """Long-lived resources handed to every probe: settings and shared sockets.
+    """What every probe is handed: settings, secrets and the long-lived resources probers hold.
 
-    Built once by the daemon inside the running loop; probers never create their own
-    sockets per probe where a shared one exists (ICMP).
+    Resources (the shared ICMP socket, the ISAPI session) are opened by their own prober
+    module (`probes.open_resources`) and looked up by type, so this class names no prober.
     """
 
     settings: Settings
-    pinger: Pinger | None = None
-    isapi: IsapiProber | None = None
     secrets: Secrets | None = None
-    details: dict[tuple[str, str], object] = field(default_factory=dict)
-    """(device id, probe name) → the prober's full finding (e.g. IsapiHealth), for the exporter."""
     log: structlog.typing.FilteringBoundLogger = field(default_factory=lambda: structlog.get_logger("telemetryd.probe"))
+    _resources: dict[type[Any], Any] = field(default_factory=dict)
+
+    def provide(self, resource: object) -> None:
+        """Hand probes a resource (one per type)."""
+        self._resources[type(resource)] = resource
+
+    def resource(self, kind: type[R]) -> R | None:
+        """The resource of this type, or None when it was not opened."""
+        found = self._resources.get(kind)
+        return found if isinstance(found, kind) else None
+
+    def reconfigure(self, settings: Settings, inventory: Inventory) -> None:
+        """A reload: new settings for probes, and every resource follows them."""
+        self.settings = settings
+        self.secrets = Secrets(settings.credentials_directory)
+        for resource in self._resources.values():
+            if isinstance(resource, Reconfigurable):
+                resource.reconfigure(settings, inventory)
 
 
 Prober = Callable[[Device, ProbeSpec, ProbeContext], Awaitable[ProbeResult]]
 """`async def probe(device, spec, ctx) -> ProbeResult`; raises only on programmer error."""
+
+ResourceOpener = Callable[[Settings], AbstractAsyncContextManager[object]]
+"""Opens what a prober module holds for its life (a socket, a session); closing is the context's exit."""

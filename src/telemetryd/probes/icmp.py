@@ -16,11 +16,13 @@ import os
 import socket
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from telemetryd.model import Device, ProbeResult, ProbeSpec
-from telemetryd.probes.base import ProbeContext
+from telemetryd.config.settings import Settings
+from telemetryd.model import Device, Inventory, ProbeResult, ProbeSpec
+from telemetryd.probes.base import ProbeContext, ResourceUnavailable
 
 ICMP_ECHO_REPLY = 0
 ICMP_UNREACHABLE = 3
@@ -194,6 +196,10 @@ class Pinger:
         """Change the send pacing (on reload)."""
         self._interval = 1.0 / max_packets_per_second
 
+    def reconfigure(self, settings: Settings, inventory: Inventory) -> None:
+        """A reload: the socket stays, the pacing follows `probes.icmp.max_packets_per_second`."""
+        self.set_rate(settings.probes.icmp.max_packets_per_second)
+
     @property
     def receive_buffer_bytes(self) -> int:
         """What the kernel actually granted (it doubles the request and caps it without CAP_NET_ADMIN)."""
@@ -361,6 +367,22 @@ def _result(run: _Run, duration: float) -> ProbeResult:
 _UNAVAILABLE = ProbeResult(False, 0.0, "error", "ICMP unavailable: no CAP_NET_RAW and ping sockets disabled")
 
 
+@asynccontextmanager
+async def open_pinger(settings: Settings) -> AsyncIterator[Pinger]:
+    """The shared socket for the life of the context; ResourceUnavailable when ICMP is not allowed."""
+    icmp = settings.probes.icmp
+    try:
+        pinger = Pinger.open(
+            max_packets_per_second=icmp.max_packets_per_second, receive_buffer_bytes=icmp.receive_buffer_bytes
+        )
+    except PermissionError as exc:
+        raise ResourceUnavailable(str(exc), hint="run with CAP_NET_RAW (the systemd unit grants it)") from None
+    try:
+        yield pinger
+    finally:
+        pinger.close()
+
+
 async def probe(device: Device, spec: ProbeSpec, ctx: ProbeContext) -> ProbeResult:
     """Echo probe of one device over the daemon's shared socket."""
     return (await probe_many([device], ctx))[0]
@@ -368,9 +390,10 @@ async def probe(device: Device, spec: ProbeSpec, ctx: ProbeContext) -> ProbeResu
 
 async def probe_many(devices: Sequence[Device], ctx: ProbeContext) -> list[ProbeResult]:
     """Echo probes of many devices in one paced sweep; the scheduler's path for ICMP."""
-    if ctx.pinger is None:
+    pinger = ctx.resource(Pinger)
+    if pinger is None:
         return [_UNAVAILABLE] * len(devices)
     icmp = ctx.settings.probes.icmp
-    return await ctx.pinger.ping_many(
+    return await pinger.ping_many(
         [d.host for d in devices], count=icmp.packets, spacing=icmp.packet_spacing, timeout=icmp.timeout
     )

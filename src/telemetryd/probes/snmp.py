@@ -251,6 +251,10 @@ class SnmpSessions:
             self._sessions.pop(key).close()
         self._tables.pop((host, port), None)
 
+    def routers(self) -> set[tuple[str, int]]:
+        """(host, port) of every router with a session or a cached table."""
+        return {key[:2] for key in self._sessions} | set(self._tables)
+
     def close(self) -> None:
         """Close every socket; the tables are kept (they hold no resources)."""
         for session in self._sessions.values():

@@ -6,6 +6,10 @@ rescheduled only when its run has finished (so two runs of one job never overlap
 and concurrency is bounded globally and per school. Probers that offer a batch path
 (ICMP) get all their jobs due in one tick as one call: one paced sweep instead of
 thousands of tasks.
+
+Every run has a deadline (`deadline_for`): a prober that hangs is cancelled and its
+job gets a `deadline` result instead of being parked forever. Time and timers come
+from a `Clock`, so tests can drive the scheduler on a fake one.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Protocol
 
 import structlog
 
@@ -31,8 +37,128 @@ log = structlog.get_logger("telemetryd.scheduler")
 TICK = 0.005
 """Jobs due within this much of now are dispatched together."""
 
+IDLE_WAIT = 3600.0
+"""How long the run loop sleeps with no jobs at all (a `load` wakes it sooner)."""
+
+DEADLINE = "deadline"
+"""The `reason` of a run the scheduler gave up on."""
+
+RECANCEL_EVERY = 1.0
+"""A prober that swallowed the deadline's cancellation is cancelled again this often."""
+
 
 ResultSink = Callable[[Device, ProbeSpec, ProbeResult], None]
+
+
+class Timer(Protocol):
+    """A pending callback; `asyncio.TimerHandle` is one."""
+
+    def cancel(self) -> None:
+        """Drop the callback if it has not run yet."""
+
+
+class Clock(Protocol):
+    """Where the scheduler reads the time and sets its timers (run-loop wake-ups, deadlines, drain).
+
+    Seconds on a monotonic scale. Production uses `MonotonicClock`; tests pass a fake
+    one and move time forward themselves.
+    """
+
+    def now(self) -> float:
+        """The current time."""
+        ...
+
+    def call_at(self, when: float, callback: Callable[..., object], *args: object) -> Timer:
+        """Call `callback(*args)` on the running event loop once `now()` reaches `when`."""
+        ...
+
+
+class MonotonicClock:
+    """The real clock: `time.monotonic` and the running event loop's timers."""
+
+    __slots__ = ()
+
+    def now(self) -> float:
+        """`time.monotonic()`."""
+        return time.monotonic()
+
+    def call_at(self, when: float, callback: Callable[..., object], *args: object) -> Timer:
+        """One `loop.call_later`; the delay is taken from monotonic time, whatever the loop's own base."""
+        return asyncio.get_running_loop().call_later(when - time.monotonic(), callback, *args)
+
+
+def deadline_for(settings: Settings, protocol: str, devices: int = 1) -> float:
+    """Seconds one run of `protocol` (a sweep of `devices` for ICMP) may take before it is cancelled.
+
+    The prober's own worst case plus slack. ICMP sends devices × packets echo requests at
+    `max_packets_per_second`, waits `packet_spacing` between rounds and `timeout` for the
+    last replies. SNMP's timeout is per send, `retries` sends in all. Any other protocol's
+    `timeout` bounds its whole run.
+    """
+    if protocol == "icmp":
+        icmp = settings.probes.icmp
+        budget = (
+            devices * icmp.packets / icmp.max_packets_per_second + icmp.packet_spacing * icmp.packets + icmp.timeout
+        )
+    elif protocol == "snmp":
+        budget = settings.probes.snmp.timeout * settings.probes.snmp.retries
+    else:
+        budget = settings.timeout_for(protocol)
+    # Slack: a prober's own timer starts late when the event loop is busy, and ICMP sweeps in
+    # flight share the pinger's pacing; both grow with the work in flight, hence half the
+    # budget, with 1 s for jitter under short timeouts. A working prober thus always ends with
+    # its own, more precise reason (`timeout`, `unreachable`); only a hung one gets here.
+    return budget + max(1.0, 0.5 * budget)
+
+
+class _Overstayed(Exception):
+    """Raised by `_Deadline` on leaving a block that outlived its deadline."""
+
+
+class _Deadline:
+    """`asyncio.timeout_at` on the scheduler's clock: one timer, which cancels the task when it fires.
+
+    Leaving the block after it fired raises `_Overstayed` in place of the CancelledError it
+    caused (or of a result that came too late), unless someone else has also cancelled the
+    task: their CancelledError then propagates. Like asyncio.timeout it undoes its own
+    cancel requests (`Task.uncancel`). A prober that swallows CancelledError is cancelled
+    again every `RECANCEL_EVERY`, so it cannot hold its job and slots forever.
+    """
+
+    __slots__ = ("_baseline", "_cancels", "_clock", "_task", "_timer")
+
+    def __init__(self, clock: Clock, when: float) -> None:
+        task = asyncio.current_task()
+        assert task is not None, "a deadline needs a task"
+        self._clock = clock
+        self._task = task
+        self._baseline = task.cancelling()
+        self._cancels = 0
+        self._timer = clock.call_at(when, self._expire)
+
+    def _expire(self) -> None:
+        if self._task.done():
+            return
+        self._cancels += 1
+        self._task.cancel()
+        self._timer = self._clock.call_at(self._clock.now() + RECANCEL_EVERY, self._expire)
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._timer.cancel()
+        if not self._cancels:
+            return
+        left = self._task.cancelling()
+        for _ in range(self._cancels):
+            left = self._task.uncancel()
+        if left > self._baseline:
+            return  # cancelled from outside as well (stop, drain): that cancellation wins
+        if exc_type is None or issubclass(exc_type, (Exception, asyncio.CancelledError)):
+            raise _Overstayed from exc
 
 
 @dataclass(slots=True, eq=False)
@@ -76,6 +202,8 @@ class SchedulerStats:
     """(protocol, result) → runs; result is ok or the failure reason."""
     skipped: Counter[str] = field(default_factory=Counter)
     """protocol → slots skipped because the previous run had not finished."""
+    deadlines: Counter[str] = field(default_factory=Counter)
+    """protocol → runs cancelled at their deadline (also in `runs` as (protocol, "deadline"))."""
     lag: Histogram = field(default_factory=Histogram)
     last_lag: float = 0.0
     errors: int = 0
@@ -89,7 +217,7 @@ class Scheduler:
         ctx: ProbeContext,
         on_result: ResultSink,
         *,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock | None = None,
         probers: dict[str, Prober] | None = None,
         batch_probers: dict[str, BatchProber] | None = None,
     ) -> None:
@@ -97,7 +225,7 @@ class Scheduler:
         self.probers = PROBERS if probers is None else probers
         self.batch_probers = BATCH_PROBERS if batch_probers is None else batch_probers
         self.on_result = on_result
-        self.clock = clock
+        self.clock: Clock = MonotonicClock() if clock is None else clock
         self.stats = SchedulerStats()
         self._jobs: dict[tuple[str, str], Job] = {}
         self._heap: list[tuple[float, int, Job]] = []
@@ -108,6 +236,10 @@ class Scheduler:
         self._global: asyncio.Semaphore | None = None
         self._per_school: dict[str, asyncio.Semaphore] = {}
         self._per_school_limit = 1
+        self._limits: dict[str, float] = {}
+        """protocol → deadline of one single-device run under the current settings."""
+        self._overdue: set[tuple[str, str]] = set()
+        """Jobs whose last run hit its deadline and was logged; cleared when one ends in time."""
 
     @property
     def job_count(self) -> int:
@@ -130,7 +262,8 @@ class Scheduler:
         self._global = asyncio.Semaphore(settings.concurrency.max_probes)
         self._per_school_limit = settings.concurrency.per_school
         self._per_school = {}
-        now = self.clock()
+        self._limits = {}
+        now = self.clock.now()
         wanted: dict[tuple[str, str], tuple[Device, ProbeSpec, float]] = {}
         for school in inventory.schools:
             for device in school.devices:
@@ -163,24 +296,29 @@ class Scheduler:
             if key not in jobs:
                 old.retired = True
         self._jobs = jobs
+        if self._overdue:
+            self._overdue = {key for key in self._overdue if key in jobs}
         self._heap = [(job.due, i, job) for i, job in enumerate(jobs.values()) if not job.running]
         self._seq = len(self._heap)
         heapq.heapify(self._heap)
         self._kick()
 
     async def run(self) -> None:
-        """Dispatch due jobs until `stop()`; cancellation propagates."""
+        """Dispatch due jobs until `stop()`; cancellation propagates.
+
+        Between ticks it holds one timer, at the next due time; `load` and `stop` wake it early.
+        """
         loop = asyncio.get_running_loop()
+        clock = self.clock
         while not self._stopping:
-            now = self.clock()
+            now = clock.now()
             if not self._heap or self._heap[0][0] > now + TICK:
-                delay = self._heap[0][0] - now if self._heap else 3600.0
-                self._wake = loop.create_future()
-                handle = loop.call_later(max(delay, 0.0), _wake, self._wake)
+                wake = self._wake = loop.create_future()
+                timer = clock.call_at(self._heap[0][0] if self._heap else now + IDLE_WAIT, _wake, wake)
                 try:
-                    await self._wake
+                    await wake
                 finally:
-                    handle.cancel()
+                    timer.cancel()
                     self._wake = None
                 continue
             due_jobs = self._pop_due(now + TICK)
@@ -195,12 +333,35 @@ class Scheduler:
         """Wait up to `timeout` for runs in flight, then cancel the rest; returns how many were cancelled."""
         if not self._tasks:
             return 0
-        _done, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+        tasks = set(self._tasks)
+        await self._wait_all(tasks, timeout)
+        pending = [task for task in tasks if not task.done()]
         for task in pending:
             task.cancel()
         if pending:
-            await asyncio.wait(pending, timeout=1.0)
+            await self._wait_all(pending, 1.0)
         return len(pending)
+
+    async def _wait_all(self, tasks: Sequence[asyncio.Task[None]] | set[asyncio.Task[None]], timeout: float) -> None:
+        """Until every task is done or `timeout` has passed on the scheduler's clock."""
+        done = asyncio.get_running_loop().create_future()
+        left = len(tasks)
+
+        def one_done(_task: asyncio.Task[None]) -> None:
+            nonlocal left
+            left -= 1
+            if not left:
+                _wake(done)
+
+        for task in tasks:
+            task.add_done_callback(one_done)
+        timer = self.clock.call_at(self.clock.now() + timeout, _wake, done)
+        try:
+            await done
+        finally:
+            timer.cancel()
+            for task in tasks:
+                task.remove_done_callback(one_done)
 
     def _kick(self) -> None:
         if self._wake is not None and not self._wake.done():
@@ -249,21 +410,36 @@ class Scheduler:
             self._reschedule(job)
 
     async def _guarded(self, prober: Callable[..., Awaitable[ProbeResult]], job: Job) -> ProbeResult:
-        """Run one prober; a bug in it becomes an `error` result, never a dead scheduler."""
-        started = self.clock()
+        """Run one prober within its deadline; a bug in it becomes an `error` result, never a dead scheduler."""
+        protocol = job.spec.protocol
+        limit = self._limits.get(protocol)
+        if limit is None:
+            limit = self._limits[protocol] = deadline_for(self.ctx.settings, protocol)
+        started = self.clock.now()
         try:
-            return await prober(job.device, job.spec, self.ctx)
+            with _Deadline(self.clock, started + limit):
+                return await prober(job.device, job.spec, self.ctx)
+        except _Overstayed:
+            return self._overstayed(job, self.clock.now() - started, limit)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the task boundary: log with the device bound, keep going
             self.stats.errors += 1
             log.exception("probe_crashed", school=job.device.school_id, device=job.device.id, probe=job.spec.name)
-            return ProbeResult(False, self.clock() - started, "error", f"internal error: {type(exc).__name__}")
+            return ProbeResult(False, self.clock.now() - started, "error", f"internal error: {type(exc).__name__}")
 
     async def _run_batch(self, protocol: str, jobs: list[Job]) -> None:
+        """One sweep of many devices under one deadline, sized for the whole sweep."""
         try:
+            limit = deadline_for(self.ctx.settings, protocol, len(jobs))
+            started = self.clock.now()
+            results: Sequence[ProbeResult]
             try:
-                results: Sequence[ProbeResult] = await self.batch_probers[protocol]([j.device for j in jobs], self.ctx)
+                with _Deadline(self.clock, started + limit):
+                    results = await self.batch_probers[protocol]([j.device for j in jobs], self.ctx)
+            except _Overstayed:
+                duration = self.clock.now() - started
+                results = [self._overstayed(job, duration, limit) for job in jobs]
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -276,8 +452,26 @@ class Scheduler:
             for job in jobs:
                 self._reschedule(job)
 
+    def _overstayed(self, job: Job, duration: float, limit: float) -> ProbeResult:
+        """The result of a run cancelled at its deadline; logged once until the job ends in time again."""
+        self.stats.deadlines[job.spec.protocol] += 1
+        key = job.key
+        if key not in self._overdue:
+            self._overdue.add(key)
+            log.warning(
+                "probe_deadline",
+                school=job.device.school_id,
+                device=job.device.id,
+                probe=job.spec.name,
+                seconds=round(limit, 3),
+            )
+        return ProbeResult(False, duration, DEADLINE, f"no result within {round(limit, 2):g} s")
+
     def _deliver(self, job: Job, result: ProbeResult) -> None:
-        self.stats.runs[(job.spec.protocol, "ok" if result.ok else result.reason or "error")] += 1
+        reason = "ok" if result.ok else result.reason or "error"
+        self.stats.runs[(job.spec.protocol, reason)] += 1
+        if self._overdue and reason != DEADLINE:
+            self._overdue.discard(job.key)  # back in time: its next deadline is news again
         if job.retired:
             return
         try:
@@ -298,7 +492,7 @@ class Scheduler:
                 current.running = False
                 self._push(current)
             return
-        now = self.clock()
+        now = self.clock.now()
         next_due = job.due + job.interval
         if next_due < now:
             missed = math.ceil((now - next_due) / job.interval)
@@ -329,4 +523,16 @@ def jobs_per_second(inventory: Inventory, settings: Settings) -> float:
     )
 
 
-__all__ = ["Job", "Scheduler", "SchedulerStats", "jobs_per_second", "spread_phases", "stable_fraction"]
+__all__ = [
+    "DEADLINE",
+    "Clock",
+    "Job",
+    "MonotonicClock",
+    "Scheduler",
+    "SchedulerStats",
+    "Timer",
+    "deadline_for",
+    "jobs_per_second",
+    "spread_phases",
+    "stable_fraction",
+]

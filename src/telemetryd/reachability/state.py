@@ -8,14 +8,21 @@ consecutive failures and comes back only after `up_after` consecutive successes.
 very first result decides at once (there is nothing to debounce against), so a daemon
 start does not leave the whole city "unknown" for three intervals.
 A device is down when any of its probes is down, up when none is down and one is up.
+
+Readers on other threads (the /metrics render) take `State.roster` once: a reload swaps
+the whole roster in one assignment, so a reader never pairs one generation's inventory
+with another's devices.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import TypeVar
 
-from telemetryd.model import Device, DeviceKind, Health, Inventory, ProbeResult, School, StateChange
+from telemetryd.model import Device, DeviceKind, Finding, Health, Inventory, ProbeResult, School, StateChange
+
+F = TypeVar("F", bound=Finding)
 
 
 @dataclass(slots=True)
@@ -49,6 +56,17 @@ class DeviceState:
             if probe.health is Health.DOWN and probe.last_result is not None:
                 reasons.append(f"{name} {probe.last_result.reason}".strip())
         return ", ".join(reasons)
+
+    def finding(self, kind: type[F]) -> F | None:
+        """The finding of this kind from the device's first probe that reported one (ISAPI health, AX PRO status).
+
+        One per device: two probes of one protocol on a device must not export the same series twice.
+        """
+        for probe in self.probes.values():
+            result = probe.last_result
+            if result is not None and isinstance(result.finding, kind):
+                return result.finding
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,14 +105,62 @@ def probe_names(device: Device) -> list[str]:
     return [p.name for p in device.probes] + ([SIA_PROBE] if device.sia is not None else [])
 
 
+@dataclass(frozen=True, slots=True)
+class Roster:
+    """One generation of the inventory with the state of its devices; replaced whole on reload."""
+
+    inventory: Inventory
+    devices: dict[str, DeviceState]
+
+    def school_summaries(self) -> Iterator[SchoolSummary]:
+        """Roll-ups per school in inventory order."""
+        for school in self.inventory.schools:
+            yield self.school_summary(school)
+
+    def school_summary(self, school: School) -> SchoolSummary:
+        """Cameras, NVRs, alarm panels and routers up/down/total at one school."""
+        counts: dict[DeviceKind, list[int]] = {}
+        down: list[DeviceState] = []
+        for device in school.devices:
+            state = self.devices[device.id]
+            total_up_down = counts.setdefault(device.kind, [0, 0, 0])
+            total_up_down[0] += 1
+            if state.health is Health.UP:
+                total_up_down[1] += 1
+            elif state.health is Health.DOWN:
+                total_up_down[2] += 1
+                down.append(state)
+        return SchoolSummary(
+            school,
+            {kind: KindCount(*values) for kind, values in counts.items()},
+            tuple(down),
+        )
+
+    def count_by_health(self) -> dict[Health, int]:
+        """How many devices are up, down and unknown across the instance."""
+        out = dict.fromkeys(Health, 0)
+        for state in self.devices.values():
+            out[state.health] += 1
+        return out
+
+
 @dataclass(slots=True)
 class State:
     """Every device's state; the single source the exporter, status page and history read."""
 
     down_after: int = 3
     up_after: int = 2
-    inventory: Inventory = field(default_factory=lambda: Inventory.build([]))
-    devices: dict[str, DeviceState] = field(default_factory=dict)
+    roster: Roster = field(default_factory=lambda: Roster(Inventory.build([]), {}))
+
+    @property
+    def inventory(self) -> Inventory:
+        """The inventory of the current roster."""
+        return self.roster.inventory
+
+    @property
+    def devices(self) -> dict[str, DeviceState]:
+        """Device id → state, of the current roster."""
+        return self.roster.devices
 
     def sync(self, inventory: Inventory) -> None:
         """Follow an inventory (re)load: keep history of unchanged devices, drop removed ones.
@@ -112,8 +178,7 @@ class State:
                     kept[device.id].health = _device_health(probes.values())
                 else:
                     kept[device.id] = DeviceState(device, {name: ProbeState() for name in probe_names(device)})
-        self.devices = kept
-        self.inventory = inventory
+        self.roster = Roster(inventory, kept)
 
     def apply(self, device_id: str, probe: str, result: ProbeResult, now: float) -> list[StateChange]:
         """Record one probe result; return the transitions it caused (probe and device level)."""
@@ -178,35 +243,12 @@ class State:
         return changes
 
     def school_summaries(self) -> Iterator[SchoolSummary]:
-        """Roll-ups per school in inventory order."""
-        for school in self.inventory.schools:
-            yield self.school_summary(school)
-
-    def school_summary(self, school: School) -> SchoolSummary:
-        """Cameras, NVRs, alarm panels and routers up/down/total at one school."""
-        counts: dict[DeviceKind, list[int]] = {}
-        down: list[DeviceState] = []
-        for device in school.devices:
-            state = self.devices[device.id]
-            total_up_down = counts.setdefault(device.kind, [0, 0, 0])
-            total_up_down[0] += 1
-            if state.health is Health.UP:
-                total_up_down[1] += 1
-            elif state.health is Health.DOWN:
-                total_up_down[2] += 1
-                down.append(state)
-        return SchoolSummary(
-            school,
-            {kind: KindCount(*values) for kind, values in counts.items()},
-            tuple(down),
-        )
+        """Roll-ups per school in inventory order (of one roster, even across a reload)."""
+        return self.roster.school_summaries()
 
     def count_by_health(self) -> dict[Health, int]:
         """How many devices are up, down and unknown across the instance."""
-        out = dict.fromkeys(Health, 0)
-        for state in self.devices.values():
-            out[state.health] += 1
-        return out
+        return self.roster.count_by_health()
 
 
 def _debounce(state: ProbeState, down_after: int, up_after: int, *, ok: bool) -> Health:

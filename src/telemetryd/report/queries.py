@@ -12,9 +12,10 @@ Rows read for one month (`report` says what they mean):
   a city writes ~20 M link samples a month and only the totals need to travel;
 * the schools and devices rows.
 
-Verification covers the chain links holding the month's rows of all four history tables
-(`time`, or `started_at` for gaps, inside the period): every link from the smallest to
-the largest such `chain_seq` is re-digested by `telemetryd_chain_verify`. Link numbers
+Verification covers the chain links holding the month's rows of all five history tables
+(state changes, speed tests, link samples, gaps and alarm events; `time`, or `started_at`
+for gaps, inside the period): every link from the smallest to the largest such
+`chain_seq` is re-digested by `telemetryd_chain_verify`. Link numbers
 missing from `history_chain` and month rows outside the chain (`chain_seq IS NULL`, e.g.
 written before migration 0002) are problems too.
 """
@@ -180,6 +181,7 @@ _CHAINED_TABLES = (
     ("speedtests", "time"),
     ("link_samples", "time"),
     ("monitoring_gaps", "started_at"),
+    ("alarm_events", "time"),
 )
 
 

@@ -1,4 +1,5 @@
-"""Hikvision ISAPI: the lockout-safe digest client (`client`), XML/JSON parsing (`xml`), digest maths (`digest`)."""
+"""Hikvision ISAPI: the lockout-safe digest client (`client`), XML/JSON parsing (`xml`), digest maths (`digest`),
+and the pure judgement of parsed replies into problems (`health`)."""
 
 from telemetryd.probes.isapi.client import (
     AuthState,
@@ -7,12 +8,14 @@ from telemetryd.probes.isapi.client import (
     IsapiHealth,
     IsapiPolicy,
     IsapiProber,
-    Problem,
     credential_pair,
+    isapi_endpoints,
+    open_prober,
     policy_from,
     probe,
     probe_axpro,
 )
+from telemetryd.probes.isapi.health import Problem, Summary, summarize
 
 __all__ = [
     "AuthState",
@@ -22,8 +25,12 @@ __all__ = [
     "IsapiPolicy",
     "IsapiProber",
     "Problem",
+    "Summary",
     "credential_pair",
+    "isapi_endpoints",
+    "open_prober",
     "policy_from",
     "probe",
     "probe_axpro",
+    "summarize",
 ]

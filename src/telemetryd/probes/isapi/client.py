@@ -26,7 +26,9 @@ Lockout safety — Hikvision locks the source address after 5–7 failed logins 
 Device faults are results, never exceptions. Reasons: ``timeout``, ``refused``,
 ``unreachable``, ``error``, ``auth_failed``, ``locked``, ``too_large``, ``bad_xml``,
 ``http_<code>``, ``not_supported``, ``isapi_error``, and for health ``channel_offline``,
-``video_loss``, ``disk_fault``, ``no_disk``, ``clock_drift``, ``not_recording``.
+``video_loss``, ``disk_fault``, ``no_disk``, ``clock_drift``, ``not_recording`` (AX PRO:
+``zone_fault``, ``tamper``). This module only fetches and parses (`xml`); what counts as
+wrong is decided by the pure functions of `health`.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ import hmac
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal, NamedTuple, TypeVar
@@ -49,10 +52,11 @@ import aiohttp
 import structlog
 
 from telemetryd.config.settings import Settings
-from telemetryd.model import Device, DeviceKind, ProbeResult, ProbeSpec
+from telemetryd.model import Device, DeviceKind, Finding, Inventory, ProbeResult, ProbeSpec
 from telemetryd.probes.base import ProbeContext
-from telemetryd.probes.isapi import xml
+from telemetryd.probes.isapi import health, xml
 from telemetryd.probes.isapi.digest import DigestChallenge, authorization, choose_challenge, parse_challenges
+from telemetryd.probes.isapi.health import Problem
 from telemetryd.secrets import SecretMissing
 
 __all__ = [
@@ -64,6 +68,8 @@ __all__ = [
     "IsapiProber",
     "Problem",
     "credential_pair",
+    "isapi_endpoints",
+    "open_prober",
     "policy_from",
     "probe",
     "probe_axpro",
@@ -111,16 +117,7 @@ class AuthState(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class Problem:
-    """One thing wrong, with the ISAPI step that found it."""
-
-    step: str
-    reason: str
-    detail: str
-
-
-@dataclass(frozen=True, slots=True)
-class IsapiHealth:
+class IsapiHealth(Finding):
     """What one ISAPI check of a camera or NVR found."""
 
     ok: bool
@@ -133,6 +130,8 @@ class IsapiHealth:
     retry_login_time: int | None = None
     """Failed logins the device says we have left, when it said."""
     identity: xml.DeviceIdentity | None = None
+    replaced_identity: xml.DeviceIdentity | None = None
+    """The identity the previous check saw, when serial or firmware changed since (a swap or an upgrade)."""
     status: xml.DeviceStatus | None = None
     time: xml.DeviceTime | None = None
     clock_drift: float | None = None
@@ -150,11 +149,11 @@ class IsapiHealth:
 
     def probe_result(self) -> ProbeResult:
         """The scheduler's view: ok, duration, first reason and a detail sentence."""
-        return ProbeResult(self.ok, self.duration, self.reason, self.detail)
+        return ProbeResult(self.ok, self.duration, self.reason, self.detail, finding=self)
 
 
 @dataclass(frozen=True, slots=True)
-class AxProStatus:
+class AxProStatus(Finding):
     """What one status read of a Hikvision AX PRO alarm panel found."""
 
     ok: bool
@@ -170,7 +169,7 @@ class AxProStatus:
 
     def probe_result(self) -> ProbeResult:
         """The scheduler's view: ok, duration, first reason and a detail sentence."""
-        return ProbeResult(self.ok, self.duration, self.reason, self.detail)
+        return ProbeResult(self.ok, self.duration, self.reason, self.detail, finding=self)
 
 
 class _Failure(Exception):
@@ -265,6 +264,7 @@ class IsapiClient:
         self._challenge: DigestChallenge | None = None
         self._nonce_count = 0
         self._last_uptime: tuple[int, float] | None = None
+        self._last_identity: xml.DeviceIdentity | None = None
         self._web_session: str | None = None
         """AX PRO session cookie ("WebSession…=…"): a bearer secret, never logged."""
         self._working_status: bool | None = None
@@ -328,42 +328,21 @@ class IsapiClient:
         device_time = run.time = await step("time", "GET", "/ISAPI/System/time", xml.parse_device_time)
         if device_time is not None:
             drift = run.clock_drift = xml.clock_drift(device_time.local_time, run.wall())
-            if drift is None:
-                run.problems.append(Problem("time", "clock_drift", f"device time unreadable ({device_time.time_zone})"))
-            elif abs(drift) > self.policy.max_clock_drift:
-                run.problems.append(
-                    Problem("time", "clock_drift", f"clock {drift:+.0f}s off (timeMode {device_time.time_mode})")
-                )
+            run.problems.extend(health.clock_problems(device_time, drift, self.policy.max_clock_drift))
         if kind != "nvr":
             return
 
         channels = await step("channels", "GET", "/ISAPI/ContentMgmt/InputProxy/channels/status", xml.parse_channels)
         run.channels = channels or ()
-        offline = [c for c in channels or () if not c.online]
-        if offline:
-            listed = ", ".join(f"{c.id} ({c.detect_result or 'no reason'})" for c in offline)
-            run.problems.append(Problem("channels", "channel_offline", f"channel(s) offline: {listed}"))
+        run.problems.extend(health.channel_problems(run.channels))
 
         disks = await step("storage", "GET", "/ISAPI/ContentMgmt/Storage", xml.parse_storage)
         run.disks = disks or ()
-        if disks is not None:
-            present = [d for d in disks if d.present]
-            faulty = [d for d in present if not d.healthy]
-            if not present:
-                run.problems.append(Problem("storage", "no_disk", "no disk or NAS to record on"))
-            elif faulty:
-                listed = ", ".join(f"{d.kind} {d.id} {d.status}" for d in faulty)
-                run.problems.append(Problem("storage", "disk_fault", f"disk fault: {listed}"))
+        if disks is not None:  # a failed storage read is its own problem, not "no disk"
+            run.problems.extend(health.storage_problems(disks))
 
-        online = [c.id for c in channels or () if c.online]
-        recording = run.recording = await self._recording(run, online)
-        idle = [number for number, recorded in recording if not recorded]
-        if idle:
-            window = self.policy.recording_window
-            listed = ", ".join(map(str, idle))
-            run.problems.append(
-                Problem("recording", "not_recording", f"no recording in the last {window:g}s on {listed}")
-            )
+        recording = run.recording = await self._recording(run, health.online_channels(run.channels))
+        run.problems.extend(health.recording_problems(recording, self.policy.recording_window))
 
     async def _recording(self, run: _Run, online: list[int]) -> tuple[tuple[int, bool], ...]:
         """Per online channel: did it record in the window? The working status answers all at once."""
@@ -379,16 +358,9 @@ class IsapiClient:
                     self._working_status = False
             else:
                 self._working_status = True
-                lost = tuple(c.channel for c in working.channels if c.signal_lost)
-                run.video_loss = lost
-                if lost:
-                    run.problems.append(
-                        Problem("recording", "video_loss", "video loss on channel(s) " + ", ".join(map(str, lost)))
-                    )
-                by_channel = {c.channel: c for c in working.channels}
-                return tuple(
-                    (number, bool(by_channel[number].recording) if number in by_channel else False) for number in online
-                )
+                run.video_loss = health.video_loss_channels(working)
+                run.problems.extend(health.video_loss_problems(working))
+                return health.working_recording(working, online)
         results = []
         end = datetime.fromtimestamp(run.wall(), UTC)
         start = datetime.fromtimestamp(run.wall() - self.policy.recording_window, UTC)
@@ -406,14 +378,20 @@ class IsapiClient:
             results.append((number, search.matches > 0))
         return tuple(results)
 
-    async def axpro_status(self, username: str, password: str, *, now: float) -> AxProStatus:
-        """Areas and zones of an AX PRO panel over a cookie session (session login under the one-attempt rule)."""
+    async def axpro_status(
+        self, username: str, password: str, *, now: float, timeout: float | None = None
+    ) -> AxProStatus:
+        """Areas and zones of an AX PRO panel over a cookie session (session login under the one-attempt rule).
+
+        `timeout` bounds the whole read (`probes.axpro.timeout`); the policy's check timeout when not given.
+        """
+        timeout = self.policy.check_timeout if timeout is None else timeout
         async with self._serial:
             run = _Run(started=time.monotonic(), now=now, login=_Login(username, password))
             subsystems: tuple[xml.AxProSubsystem, ...] = ()
             zones: tuple[xml.AxProZone, ...] = ()
             try:
-                async with asyncio.timeout(self.policy.check_timeout):
+                async with asyncio.timeout(timeout):
                     self._admit(username, password, now)
                     subsystems = await self._axpro_read(
                         run, "/ISAPI/SecurityCP/status/subSystems?format=json", xml.parse_axpro_subsystems
@@ -425,20 +403,15 @@ class IsapiClient:
                 step = "login" if failure.reason in ("auth_failed", "locked") else "panel"
                 run.problems.insert(0, Problem(step, failure.reason, failure.detail))
             except TimeoutError:
-                run.problems.insert(0, Problem("panel", "timeout", f"check not done in {self.policy.check_timeout:g}s"))
-            faulty = [z for z in zones if z.faulty]
-            if faulty:
-                listed = ", ".join(f"{z.id} {z.name} ({z.status})" for z in faulty)
-                run.problems.append(Problem("zones", "zone_fault", f"zone(s) not reporting: {listed}"))
-            tampered = [z.id for z in zones if z.tamper]
-            if tampered:
-                run.problems.append(Problem("zones", "tamper", "tamper on zone(s) " + ", ".join(map(str, tampered))))
+                run.problems.insert(0, Problem("panel", "timeout", f"check not done in {timeout:g}s"))
+            run.problems.extend(health.zone_problems(zones))
             problems = tuple(run.problems)
+            summary = health.summarize(problems)
             return AxProStatus(
-                ok=not problems,
+                ok=summary.ok,
                 duration=time.monotonic() - run.started,
-                reason=problems[0].reason if problems else "",
-                detail="; ".join(p.detail for p in problems[:4]),
+                reason=summary.reason,
+                detail=summary.detail,
                 auth=self._auth,
                 locked_until=self._locked_until,
                 subsystems=subsystems,
@@ -631,18 +604,24 @@ class IsapiClient:
             raise _Failure("error", f"{path}: {type(exc).__name__}", fatal=True) from None
 
     def _health(self, run: _Run) -> IsapiHealth:
+        replaced = None
+        if run.identity is not None:
+            old = self._last_identity
+            if old is not None and (old.serial, old.firmware) != (run.identity.serial, run.identity.firmware):
+                replaced = old
+            self._last_identity = run.identity
         problems = tuple(run.problems)
-        first = problems[0] if problems else None
-        detail = "; ".join(p.detail for p in problems[:4])
+        summary = health.summarize(problems)
         return IsapiHealth(
-            ok=not problems,
+            ok=summary.ok,
             duration=time.monotonic() - run.started,
-            reason=first.reason if first else "",
-            detail=detail,
+            reason=summary.reason,
+            detail=summary.detail,
             auth=self._auth,
             locked_until=self._locked_until,
             retry_login_time=self._retry_login_time,
             identity=run.identity,
+            replaced_identity=replaced,
             status=run.status,
             time=run.time,
             clock_drift=run.clock_drift,
@@ -731,14 +710,32 @@ class IsapiProber:
         return await self.client(device_host, port).check(username, password, kind, now=now)
 
     async def axpro_status(
-        self, device_host: str, port: int, username: str, password: str, *, now: float
+        self, device_host: str, port: int, username: str, password: str, *, now: float, timeout: float | None = None
     ) -> AxProStatus:
         """Areas and zones of one AX PRO alarm panel; never raises for device faults."""
-        return await self.client(device_host, port).axpro_status(username, password, now=now)
+        return await self.client(device_host, port).axpro_status(username, password, now=now, timeout=timeout)
 
     def forget(self, device_host: str, port: int = 80) -> None:
         """Drop a removed device's state (on config reload)."""
         self._clients.pop((device_host, port), None)
+
+    def reconfigure(self, settings: Settings, inventory: Inventory) -> None:
+        """A reload: the new policy for every device, and removed devices forgotten.
+
+        A device that stays keeps its login state, so a rejected credential is still never retried.
+        """
+        self.policy = policy_from(settings)
+        kept = isapi_endpoints(inventory)
+        for key in list(self._clients):
+            if key not in kept:
+                self.forget(*key)
+            else:
+                self._clients[key].policy = self.policy
+
+    @property
+    def devices(self) -> int:
+        """Devices whose login state is held."""
+        return len(self._clients)
 
     async def close(self) -> None:
         """Close the shared session and its connections."""
@@ -759,6 +756,23 @@ def credential_pair(secret: str) -> tuple[str, str]:
     return username, password
 
 
+def isapi_endpoints(inventory: Inventory) -> set[tuple[str, int]]:
+    """(host, port) of every ISAPI and AX PRO probe in the inventory."""
+    return {
+        (device.host, spec.port or 80)
+        for device in inventory.devices_by_id.values()
+        for spec in device.probes
+        if spec.protocol in ("isapi", "axpro")
+    }
+
+
+@asynccontextmanager
+async def open_prober(settings: Settings) -> AsyncIterator[IsapiProber]:
+    """The shared ISAPI session for the life of the context (the daemon's, or one `telemetryd probe`)."""
+    async with IsapiProber(policy=policy_from(settings)) as prober:
+        yield prober
+
+
 def policy_from(settings: Settings) -> IsapiPolicy:
     """The client's policy from `probes.isapi`."""
     options = settings.probes.isapi
@@ -772,7 +786,7 @@ def policy_from(settings: Settings) -> IsapiPolicy:
 
 
 async def _login_for(device: Device, ctx: ProbeContext) -> tuple[str, str] | ProbeResult:
-    if ctx.isapi is None or ctx.secrets is None:
+    if ctx.resource(IsapiProber) is None or ctx.secrets is None:
         return ProbeResult(False, 0.0, "error", "the ISAPI client is not running")
     try:
         return credential_pair(ctx.secrets.get(device.credentials or ""))
@@ -783,18 +797,17 @@ async def _login_for(device: Device, ctx: ProbeContext) -> tuple[str, str] | Pro
 
 
 async def probe(device: Device, spec: ProbeSpec, ctx: ProbeContext) -> ProbeResult:
-    """ISAPI health of a camera or NVR (``isapi:80``); the full finding is kept in `ctx.details`."""
+    """ISAPI health of a camera or NVR (``isapi:80``); the full finding rides on the result into State."""
     login = await _login_for(device, ctx)
     if isinstance(login, ProbeResult):
         return login
-    assert ctx.isapi is not None
+    prober = ctx.resource(IsapiProber)
+    assert prober is not None
     kind: Literal["camera", "nvr"] = "nvr" if device.kind is DeviceKind.NVR else "camera"
-    health = await ctx.isapi.check(device.host, spec.port or 80, *login, kind, now=time.time())
-    previous = ctx.details.get((device.id, spec.name))
-    if isinstance(previous, IsapiHealth) and previous.identity is not None and health.identity is not None:
-        _log_identity_change(ctx, device, previous.identity, health.identity)
-    ctx.details[(device.id, spec.name)] = health
-    return health.probe_result()
+    found = await prober.check(device.host, spec.port or 80, *login, kind, now=time.time())
+    if found.replaced_identity is not None and found.identity is not None:
+        _log_identity_change(ctx, device, found.replaced_identity, found.identity)
+    return found.probe_result()
 
 
 def _log_identity_change(ctx: ProbeContext, device: Device, old: xml.DeviceIdentity, new: xml.DeviceIdentity) -> None:
@@ -811,7 +824,9 @@ async def probe_axpro(device: Device, spec: ProbeSpec, ctx: ProbeContext) -> Pro
     login = await _login_for(device, ctx)
     if isinstance(login, ProbeResult):
         return login
-    assert ctx.isapi is not None
-    status = await ctx.isapi.axpro_status(device.host, spec.port or 80, *login, now=time.time())
-    ctx.details[(device.id, spec.name)] = status
+    prober = ctx.resource(IsapiProber)
+    assert prober is not None
+    status = await prober.axpro_status(
+        device.host, spec.port or 80, *login, now=time.time(), timeout=ctx.settings.probes.axpro.timeout
+    )
     return status.probe_result()

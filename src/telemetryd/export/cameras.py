@@ -1,0 +1,109 @@
+"""Cameras and NVRs beyond up/down: what their ISAPI checks found, and each camera's verdict."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client.metrics_core import GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from telemetryd.cameras.channels import camera_verdicts
+from telemetryd.cameras.verdict import Verdict
+from telemetryd.export.families import DEVICE_LABELS, flag
+from telemetryd.probes.isapi import AuthState, IsapiHealth
+from telemetryd.reachability.state import State
+
+MIB = 1024 * 1024
+
+
+class CameraCollector(Collector):
+    """Hardware identity, login state, clock, uptime, NVR channels and disks, and the camera verdict.
+
+    Everything comes from the typed ISAPI findings State holds per device: a device or
+    probe removed by a reload takes its series with it.
+    """
+
+    def __init__(self, state: State) -> None:
+        self.state = state
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield the ISAPI and verdict families from one roster."""
+        roster = self.state.roster
+        labels = DEVICE_LABELS
+        hardware = InfoMetricFamily(
+            "telemetryd_device_hardware",
+            "Model, firmware and serial the device reports over ISAPI (a new serial = the device was swapped).",
+            labels=[*labels, "model", "firmware", "serial"],
+        )
+        auth = GaugeMetricFamily(
+            "telemetryd_isapi_auth_ok",
+            "0 when the device rejected our credential or is locked: fix the password before operators are locked out.",
+            labels=labels,
+        )
+        locked = GaugeMetricFamily(
+            "telemetryd_isapi_locked_until_timestamp_seconds",
+            "The device locked logins from us until then; no request is sent before.",
+            labels=labels,
+        )
+        drift = GaugeMetricFamily(
+            "telemetryd_device_clock_drift_seconds",
+            "Device clock minus this server's (positive: ahead).",
+            labels=labels,
+        )
+        ntp = GaugeMetricFamily("telemetryd_device_time_ntp", "1 when the device sets its clock by NTP.", labels=labels)
+        uptime = GaugeMetricFamily("telemetryd_device_uptime_seconds", "Uptime the device reports.", labels=labels)
+        channel_labels = ["school", "device", "channel"]
+        channel_up = GaugeMetricFamily(
+            "telemetryd_nvr_channel_up", "1 when the NVR sees the channel's camera online.", labels=channel_labels
+        )
+        recording = GaugeMetricFamily(
+            "telemetryd_nvr_channel_recording",
+            "1 when the channel has footage within probes.isapi.recording_window.",
+            labels=channel_labels,
+        )
+        disk_labels = ["school", "device", "disk"]
+        disk_ok = GaugeMetricFamily("telemetryd_nvr_disk_healthy", "1 when the disk reports ok.", labels=disk_labels)
+        disk_size = GaugeMetricFamily("telemetryd_nvr_disk_capacity_bytes", "Disk capacity.", labels=disk_labels)
+        disk_free = GaugeMetricFamily("telemetryd_nvr_disk_free_bytes", "Free space on the disk.", labels=disk_labels)
+        for device_state in roster.devices.values():
+            found = device_state.finding(IsapiHealth)
+            if found is None:
+                continue
+            device = device_state.device
+            base = [device.school_id, device.id, device.kind.value]
+            auth.add_metric(base, flag(found.auth not in (AuthState.AUTH_FAILED, AuthState.LOCKED)))
+            if found.locked_until is not None:
+                locked.add_metric(base, found.locked_until)
+            if found.identity is not None:
+                identity = found.identity
+                hardware.add_metric([*base, identity.model, identity.firmware, identity.serial], {})
+            if found.clock_drift is not None:
+                drift.add_metric(base, found.clock_drift)
+            if found.time is not None:
+                ntp.add_metric(base, flag(found.time.ntp))
+            if found.status is not None and found.status.uptime is not None:
+                uptime.add_metric(base, found.status.uptime)
+            for channel in found.channels:
+                channel_up.add_metric([device.school_id, device.id, str(channel.id)], flag(channel.online))
+            for channel_id, recorded in found.recording:
+                recording.add_metric([device.school_id, device.id, str(channel_id)], flag(recorded))
+            for disk in found.disks:
+                if not disk.present:
+                    continue
+                disk_values = [device.school_id, device.id, str(disk.id)]
+                disk_ok.add_metric(disk_values, flag(disk.healthy))
+                if disk.capacity_mb is not None:
+                    disk_size.add_metric(disk_values, disk.capacity_mb * MIB)
+                if disk.free_mb is not None:
+                    disk_free.add_metric(disk_values, disk.free_mb * MIB)
+        yield from (hardware, auth, locked, drift, ntp, uptime, channel_up, recording, disk_ok, disk_size, disk_free)
+
+        verdicts = GaugeMetricFamily(
+            "telemetryd_camera_verdict",
+            "1 for the camera's current verdict: ok, camera_down, not_recorded, lan_fault, nvr_down or unknown.",
+            labels=["school", "device", "verdict"],
+        )
+        for camera, verdict in camera_verdicts(roster):
+            for option in Verdict:
+                verdicts.add_metric([camera.school_id, camera.id, option.value], flag(option is verdict))
+        yield verdicts

@@ -1,0 +1,171 @@
+"""Devices, schools and the scheduler: up/down, flaps, probe timings, roll-ups, probe runs and lag."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from telemetryd.export.families import DEVICE_LABELS, MBIT_BYTES, flag, histogram_family
+from telemetryd.model import DeviceKind, Health
+from telemetryd.reachability.scheduler import Scheduler
+from telemetryd.reachability.state import State
+
+
+class DeviceCollector(Collector):
+    """Per device and probe: inventory facts, debounced health, flaps, last run's timings."""
+
+    def __init__(self, state: State) -> None:
+        self.state = state
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield the device families from one roster."""
+        roster = self.state.roster
+        info = InfoMetricFamily("telemetryd_device", "Device inventory facts.", labels=[*DEVICE_LABELS, "host"])
+        up = GaugeMetricFamily(
+            "telemetryd_device_up", "1 when every probe of the device is up, 0 when one is down.", labels=DEVICE_LABELS
+        )
+        flaps = CounterMetricFamily(
+            "telemetryd_device_flaps",
+            "Up/down transitions of the device since the daemon started.",
+            labels=DEVICE_LABELS,
+        )
+        changed = GaugeMetricFamily(
+            "telemetryd_device_last_change_timestamp_seconds",
+            "When the device last changed state (Unix time).",
+            labels=DEVICE_LABELS,
+        )
+        probe_labels = [*DEVICE_LABELS, "probe"]
+        probe_up = GaugeMetricFamily(
+            "telemetryd_probe_up", "1 when the probe's debounced state is up, 0 when down.", labels=probe_labels
+        )
+        duration = GaugeMetricFamily(
+            "telemetryd_probe_duration_seconds", "Duration of the probe's last run.", labels=probe_labels
+        )
+        rtt = GaugeMetricFamily(
+            "telemetryd_probe_rtt_seconds",
+            "Round-trip time of the last successful run: mean ICMP echo RTT, or TCP connect time.",
+            labels=probe_labels,
+        )
+        loss = GaugeMetricFamily(
+            "telemetryd_probe_loss_ratio",
+            "Share of echo requests unanswered in the last ICMP run (0-1).",
+            labels=probe_labels,
+        )
+        for device_state in roster.devices.values():
+            device = device_state.device
+            labels = [device.school_id, device.id, device.kind.value]
+            info.add_metric([*labels, device.host], {})
+            if device_state.health is not Health.UNKNOWN:
+                up.add_metric(labels, flag(device_state.health is Health.UP))
+            flaps.add_metric(labels, device_state.flaps)
+            if device_state.last_change is not None:
+                changed.add_metric(labels, device_state.last_change)
+            for name, probe in device_state.probes.items():
+                result = probe.last_result
+                if result is None:
+                    continue
+                plabels = [*labels, name]
+                if probe.health is not Health.UNKNOWN:
+                    probe_up.add_metric(plabels, flag(probe.health is Health.UP))
+                duration.add_metric(plabels, result.duration)
+                if result.ok and result.rtt is not None:
+                    rtt.add_metric(plabels, result.rtt)
+                if result.loss is not None:
+                    loss.add_metric(plabels, result.loss)
+        yield from (info, up, flaps, changed, probe_up, duration, rtt, loss)
+
+
+class SchoolCollector(Collector):
+    """Per school: inventory facts, location, contract, devices up/down by kind."""
+
+    def __init__(self, state: State) -> None:
+        self.state = state
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield the school families from one roster."""
+        roster = self.state.roster
+        info = InfoMetricFamily("telemetryd_school", "School inventory facts.", labels=["school", "name", "district"])
+        latitude = GaugeMetricFamily("telemetryd_school_latitude_degrees", "School latitude.", labels=["school"])
+        longitude = GaugeMetricFamily("telemetryd_school_longitude_degrees", "School longitude.", labels=["school"])
+        contract = GaugeMetricFamily(
+            "telemetryd_school_contract_bytes_per_second",
+            "Contracted link speed of the school (Mbit/s x 125000).",
+            labels=["school"],
+        )
+        segment_contract = GaugeMetricFamily(
+            "telemetryd_segment_contract_bytes_per_second",
+            "Contracted allocation of one segment of the school's link (alarm, video, education).",
+            labels=["school", "segment"],
+        )
+        kind_labels = ["school", "kind"]
+        total = GaugeMetricFamily("telemetryd_school_devices", "Devices of a kind at the school.", labels=kind_labels)
+        up = GaugeMetricFamily("telemetryd_school_devices_up", "Devices of a kind that are up.", labels=kind_labels)
+        down = GaugeMetricFamily(
+            "telemetryd_school_devices_down", "Devices of a kind that are down.", labels=kind_labels
+        )
+        for summary in roster.school_summaries():
+            school = summary.school
+            info.add_metric([school.id, school.name, school.district], {})
+            if school.latitude is not None and school.longitude is not None:
+                latitude.add_metric([school.id], school.latitude)
+                longitude.add_metric([school.id], school.longitude)
+            contract.add_metric([school.id], school.contract.total_mbps * MBIT_BYTES)
+            for segment, mbps in school.contract.segments_mbps:
+                segment_contract.add_metric([school.id, segment.value], mbps * MBIT_BYTES)
+            for kind in DeviceKind:
+                count = summary.count(kind)
+                if count.total:
+                    total.add_metric([school.id, kind.value], count.total)
+                    up.add_metric([school.id, kind.value], count.up)
+                    down.add_metric([school.id, kind.value], count.down)
+        yield from (info, latitude, longitude, contract, segment_contract, total, up, down)
+
+
+class SchedulerCollector(Collector):
+    """The scheduler's own health: runs by result, skipped slots, deadlines, crashes, lag, jobs in flight."""
+
+    def __init__(self, scheduler: Scheduler, state: State) -> None:
+        self.scheduler = scheduler
+        self.state = state
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield the scheduler families."""
+        scheduler = self.scheduler
+        stats = scheduler.stats
+        runs = CounterMetricFamily(
+            "telemetryd_probes",
+            "Probe runs by protocol and result (ok or the failure reason).",
+            labels=["probe", "result"],
+        )
+        for (protocol, result), count in sorted(dict(stats.runs).items()):
+            runs.add_metric([protocol, result], count)
+        yield runs
+        skipped = CounterMetricFamily(
+            "telemetryd_probe_slots_skipped",
+            "Scheduled runs skipped because the previous run was still going.",
+            labels=["probe"],
+        )
+        # Every protocol in use gets a series from the start, so rate() and panels show 0, not "no data".
+        inventory = self.state.roster.inventory
+        protocols = {p.protocol for d in inventory.devices_by_id.values() for p in d.probes}
+        skipped_now = dict(stats.skipped)
+        for protocol in sorted(protocols | set(skipped_now)):
+            skipped.add_metric([protocol], skipped_now.get(protocol, 0))
+        yield skipped
+        yield CounterMetricFamily(
+            "telemetryd_probe_errors",
+            "Prober or handler crashes (bugs), caught at the task boundary.",
+            value=stats.errors,
+        )
+        yield histogram_family(
+            "telemetryd_schedule_lag_seconds", "How late probes started against their scheduled time.", stats.lag
+        )
+        yield GaugeMetricFamily(
+            "telemetryd_schedule_last_lag_seconds", "Lag of the most recently dispatched probe.", value=stats.last_lag
+        )
+        yield GaugeMetricFamily("telemetryd_probes_in_flight", "Probe tasks running now.", value=scheduler.in_flight)
+        yield GaugeMetricFamily(
+            "telemetryd_scheduled_probes", "(device, probe) pairs on a schedule.", value=scheduler.job_count
+        )
