@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -56,3 +58,39 @@ def pg_dsn(pg_server: PgServer) -> str:
     if pg_server.pid() is None:
         pg_server.start()  # a previous test stopped it and failed before restarting
     return pg_server.create_database()
+
+
+@pytest.fixture
+def listener() -> Iterator[int]:
+    """One TCP port accepting on 127.0.0.1-127.0.0.5 (stand-in cameras' RTSP ports)."""
+    first = socket.socket()
+    first.bind(("127.0.0.1", 0))
+    port = first.getsockname()[1]
+    sockets = [first]
+    for last_octet in range(2, 6):
+        sock = socket.socket()
+        sock.bind((f"127.0.0.{last_octet}", port))
+        sockets.append(sock)
+    for sock in sockets:
+        sock.listen(128)
+        sock.settimeout(0.1)
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            for sock in sockets:
+                try:
+                    conn, _ = sock.accept()
+                    conn.close()
+                except OSError:
+                    continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield port
+    finally:
+        stop.set()
+        thread.join()
+        for sock in sockets:
+            sock.close()

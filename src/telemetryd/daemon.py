@@ -245,7 +245,7 @@ class Daemon:
             history.start(self.config.inventory)
         except (SpoolDirectoryBusy, OSError) as exc:
             log.error("history_spool_unusable", directory=settings.history.spool_directory, error=str(exc))
-            history.heartbeat.unlock()
+            history.liveness.unlock()
             raise StartupFailed from None
         stack.push_async_callback(self._close_history, history)
         self.history = history

@@ -8,19 +8,19 @@ from pathlib import Path
 
 import pytest
 
-from telemetryd.history.liveness import Heartbeat, LastRun, SpoolDirectoryBusy, gap_since
+from telemetryd.history.liveness import Liveness, LastRun, SpoolDirectoryBusy, gap_since
 
 
 def test_first_run_has_no_gap(tmp_path: Path) -> None:
     """An empty spool directory has no last run, and no last run means no monitoring gap."""
-    beat = Heartbeat(tmp_path, "0/1")
+    beat = Liveness(tmp_path, "0/1")
     assert beat.last_run() is None
     assert gap_since(None, 1000.0) is None
 
 
 def test_clean_stop_and_crash_give_gaps_from_the_last_sign_of_life(tmp_path: Path) -> None:
     """A gap spans last heartbeat to new start with the shard; the reason is a crash unless the beat was clean."""
-    beat = Heartbeat(tmp_path, "1/4")
+    beat = Liveness(tmp_path, "1/4")
     beat.beat(1000.0)
     last = beat.last_run()
     assert last == LastRun(1000.0, False, "1/4")
@@ -41,12 +41,12 @@ def test_a_restart_within_a_second_is_no_gap(tmp_path: Path) -> None:
 def test_unreadable_heartbeat_is_treated_as_a_first_run(tmp_path: Path) -> None:
     """A heartbeat.json that is not valid JSON reads as no last run rather than raising."""
     (tmp_path / "heartbeat.json").write_text("{not json")
-    assert Heartbeat(tmp_path, "0/1").last_run() is None
+    assert Liveness(tmp_path, "0/1").last_run() is None
 
 
 def test_a_second_process_cannot_take_the_spool_directory(tmp_path: Path) -> None:
     """While one process holds the spool lock another gets SpoolDirectoryBusy; after unlock it is free again."""
-    first = Heartbeat(tmp_path / "spool", "0/1")
+    first = Liveness(tmp_path / "spool", "0/1")
     first.lock()
     try:
         # flock is per open file: another process (not just another fd) must be refused.
@@ -55,7 +55,7 @@ def test_a_second_process_cannot_take_the_spool_directory(tmp_path: Path) -> Non
                 sys.executable,
                 "-c",
                 "import sys; from pathlib import Path; from telemetryd.history.liveness import *\n"
-                "try:\n    Heartbeat(Path(sys.argv[1]), '0/1').lock()\nexcept SpoolDirectoryBusy as e:\n"
+                "try:\n    Liveness(Path(sys.argv[1]), '0/1').lock()\nexcept SpoolDirectoryBusy as e:\n"
                 "    print(e); sys.exit(3)",
                 str(tmp_path / "spool"),
             ],
@@ -67,15 +67,15 @@ def test_a_second_process_cannot_take_the_spool_directory(tmp_path: Path) -> Non
         assert "another telemetryd" in child.stdout
     finally:
         first.unlock()
-    second = Heartbeat(tmp_path / "spool", "0/1")
+    second = Liveness(tmp_path / "spool", "0/1")
     second.lock()  # released: free again
     second.unlock()
 
 
 def test_lock_in_same_process_is_refused_too(tmp_path: Path) -> None:
-    """A second Heartbeat locking the same directory in the same process raises SpoolDirectoryBusy."""
-    first = Heartbeat(tmp_path, "0/1")
+    """A second Liveness locking the same directory in the same process raises SpoolDirectoryBusy."""
+    first = Liveness(tmp_path, "0/1")
     first.lock()
     with pytest.raises(SpoolDirectoryBusy):
-        Heartbeat(tmp_path, "0/1").lock()
+        Liveness(tmp_path, "0/1").lock()
     first.unlock()

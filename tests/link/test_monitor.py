@@ -168,3 +168,24 @@ async def test_snmp_polls_every_router_without_overlap(tmp_path: Path) -> None:
     assert state.schools["s0"].snmp_ok is True
     # Every poll that finished was counted (at most one per router was still running at cancel).
     assert len(seen) - 3 <= monitor.stats.snmp_polls <= len(seen)
+
+
+async def test_reload_forgets_removed_routers_and_keeps_the_rest(tmp_path: Path) -> None:
+    """On reconfigure a removed router's SNMP session and ifName table go; a kept router keeps both (no re-walk)."""
+    monitor = LinkMonitor(LinkState())
+    options = settings(tmp_path)
+    monitor.configure(options, city(2))
+    sessions = monitor._sessions
+    kept = sessions.session("10.0.0.1", 161, "community-x", 1.0, 1)
+    sessions.tables("10.0.0.1", 161).names["wan0"] = 3
+    sessions.session("10.0.1.1", 161, "community-x", 1.0, 1)
+    sessions.tables("10.0.1.1", 161).names["wan0"] = 7
+    assert sessions.routers() == {("10.0.0.1", 161), ("10.0.1.1", 161)}
+
+    monitor.configure(options, city(1))
+
+    assert monitor._sessions is sessions
+    assert sessions.routers() == {("10.0.0.1", 161)}
+    assert sessions.session("10.0.0.1", 161, "community-x", 1.0, 1) is kept
+    assert sessions.tables("10.0.0.1", 161).names == {"wan0": 3}
+    sessions.close()

@@ -6,29 +6,37 @@ import time
 from collections.abc import Iterator
 
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 from telemetryd.alarm.receiver import SiaReceiver
 from telemetryd.alarm.supervision import Supervision, account_key
-from telemetryd.export.families import flag
+from telemetryd.export.families import RosterCollector, flag
 from telemetryd.probes.isapi import AxProStatus
-from telemetryd.reachability.state import State
+from telemetryd.reachability.state import Roster, State
 
 
-class AlarmCollector(Collector):
+class AlarmCollector(RosterCollector):
     """Heartbeat age per supervised panel, frames/drops/events of the receiver, AX PRO areas and zones."""
 
     def __init__(self, state: State, supervision: Supervision, receiver: SiaReceiver | None) -> None:
-        self.state = state
+        super().__init__(state)
         self.supervision = supervision
         self.receiver = receiver
 
-    def collect(self) -> Iterator[Metric]:
+    def families(self, roster: Roster) -> Iterator[Metric]:
         """Yield the alarm-panel families."""
-        roster = self.state.roster
         heartbeat = GaugeMetricFamily(
             "telemetryd_alarm_panel_heartbeat_age_seconds",
             "Seconds since the panel's last DC-09 frame (heartbeat or event) reached the receiver.",
+            labels=["school", "device"],
+        )
+        panel_frames = CounterMetricFamily(
+            "telemetryd_alarm_panel_frames",
+            "DC-09 frames (heartbeats and events) accepted from the panel since the daemon started.",
+            labels=["school", "device"],
+        )
+        panel_events = CounterMetricFamily(
+            "telemetryd_alarm_panel_events",
+            "Events (not heartbeats) the panel reported since the daemon started.",
             labels=["school", "device"],
         )
         now = time.monotonic()
@@ -39,10 +47,13 @@ class AlarmCollector(Collector):
                 status = self.supervision.status_of(account_key(device.sia), now)
             except KeyError:
                 continue  # a reload between the roster and the supervision table
-            heartbeat.add_metric([device.school_id, device.id], status.silent_for)
-        yield heartbeat
+            labels = [device.school_id, device.id]
+            heartbeat.add_metric(labels, status.silent_for)
+            panel_frames.add_metric(labels, status.frames)
+            panel_events.add_metric(labels, status.events)
+        yield from (heartbeat, panel_frames, panel_events)
         yield from self._receiver()
-        yield from self._axpro()
+        yield from self._axpro(roster)
 
     def _receiver(self) -> Iterator[Metric]:
         frames = CounterMetricFamily(
@@ -60,6 +71,11 @@ class AlarmCollector(Collector):
             "Events received from alarm panels over DC-09, by class (alarm, trouble, restoral, test, other).",
             labels=["class"],
         )
+        repeats = CounterMetricFamily(
+            "telemetryd_alarm_event_repeats",
+            "Event frames a panel sent again (it missed our ACK): ACKed, not counted or stored twice, by class.",
+            labels=["class"],
+        )
         receiver = self.receiver
         if receiver is not None:
             for (transport, verdict, reason), count in dict(receiver.counts.frames).items():
@@ -68,9 +84,11 @@ class AlarmCollector(Collector):
                 dropped.add_metric([transport, why], count)
             for event_class, count in dict(receiver.counts.events).items():
                 events.add_metric([event_class], count)
-        yield from (frames, dropped, events)
+            for event_class, count in dict(receiver.counts.repeats).items():
+                repeats.add_metric([event_class], count)
+        yield from (frames, dropped, events, repeats)
 
-    def _axpro(self) -> Iterator[Metric]:
+    def _axpro(self, roster: Roster) -> Iterator[Metric]:
         panel = ["school", "device"]
         area_armed = GaugeMetricFamily(
             "telemetryd_axpro_area_armed",
@@ -91,7 +109,7 @@ class AlarmCollector(Collector):
         zone_alarm = GaugeMetricFamily(
             "telemetryd_axpro_zone_alarm", "1 when the AX PRO zone is in alarm.", labels=[*panel, "zone"]
         )
-        for device_state in self.state.roster.devices.values():
+        for device_state in roster.devices.values():
             found = device_state.finding(AxProStatus)
             if found is None:
                 continue

@@ -9,17 +9,20 @@ names, segments; never an error string or a timestamp.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from telemetryd.alarm.receiver import SiaReceiver
 from telemetryd.alarm.supervision import Supervision
 from telemetryd.export.alarm import AlarmCollector
 from telemetryd.export.cameras import CameraCollector
+from telemetryd.export.families import RosterCollector
 from telemetryd.export.history import HistoryCollector
 from telemetryd.export.instance import InstanceCollector, InstanceStatus
 from telemetryd.export.link import LinkCollector
@@ -53,20 +56,37 @@ class ExportSources:
         return StatusSources(self.state, self.links, self.instance)
 
 
+class ScrapeCollector(Collector):
+    """Every domain collector in one scrape, the roster of State read once for all of them."""
+
+    def __init__(self, state: State, over_roster: list[RosterCollector], others: list[Collector]) -> None:
+        self.state = state
+        self.over_roster = over_roster
+        self.others = others
+
+    def collect(self) -> Iterator[Metric]:
+        """One roster for every family: a reload during the scrape shows in the next one."""
+        roster = self.state.roster
+        for collector in self.over_roster:
+            yield from collector.families(roster)
+        for other in self.others:
+            yield from other.collect()
+
+
 def build_registry(sources: ExportSources) -> CollectorRegistry:
-    """A registry of one collector per domain, plus process metrics (CPU, memory, fds)."""
+    """A registry of one collector per domain (read together, over one roster), plus process metrics."""
+    state = sources.state
+    over_roster: list[RosterCollector] = [
+        DeviceCollector(state),
+        SchoolCollector(state),
+        CameraCollector(state),
+        AlarmCollector(state, sources.supervision, sources.receiver),
+        SchedulerCollector(sources.scheduler, state),
+        InstanceCollector(sources.instance, state, sources.pinger),
+    ]
+    others: list[Collector] = [LinkCollector(sources.links, sources.link_monitor), HistoryCollector(sources.history)]
     registry = CollectorRegistry(auto_describe=False)
-    for collector in (
-        DeviceCollector(sources.state),
-        SchoolCollector(sources.state),
-        LinkCollector(sources.links, sources.link_monitor),
-        CameraCollector(sources.state),
-        AlarmCollector(sources.state, sources.supervision, sources.receiver),
-        SchedulerCollector(sources.scheduler, sources.state),
-        InstanceCollector(sources.instance, sources.state, sources.pinger),
-        HistoryCollector(sources.history),
-    ):
-        registry.register(collector)
+    registry.register(ScrapeCollector(state, over_roster, others))
     ProcessCollector(registry=registry)
     return registry
 

@@ -5,30 +5,25 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from prometheus_client.metrics_core import GaugeMetricFamily, InfoMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 from telemetryd.cameras.channels import camera_verdicts
 from telemetryd.cameras.verdict import Verdict
-from telemetryd.export.families import DEVICE_LABELS, flag
+from telemetryd.export.families import DEVICE_LABELS, RosterCollector, flag
 from telemetryd.probes.isapi import AuthState, IsapiHealth
-from telemetryd.reachability.state import State
+from telemetryd.reachability.state import Roster
 
 MIB = 1024 * 1024
 
 
-class CameraCollector(Collector):
+class CameraCollector(RosterCollector):
     """Hardware identity, login state, clock, uptime, NVR channels and disks, and the camera verdict.
 
     Everything comes from the typed ISAPI findings State holds per device: a device or
     probe removed by a reload takes its series with it.
     """
 
-    def __init__(self, state: State) -> None:
-        self.state = state
-
-    def collect(self) -> Iterator[Metric]:
+    def families(self, roster: Roster) -> Iterator[Metric]:
         """Yield the ISAPI and verdict families from one roster."""
-        roster = self.state.roster
         labels = DEVICE_LABELS
         hardware = InfoMetricFamily(
             "telemetryd_device_hardware",

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from prometheus_client.metrics_core import HistogramMetricFamily
+from collections.abc import Iterator
+
+from prometheus_client.metrics_core import HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from telemetryd.histogram import Histogram
+from telemetryd.reachability.state import Roster, State
 
 MBIT_BYTES = 1_000_000 / 8
 """Contracts are written in Mbit/s; metrics use bytes per second (base units)."""
@@ -20,3 +24,23 @@ def histogram_family(name: str, doc: str, histogram: Histogram) -> HistogramMetr
 def flag(value: bool) -> float:
     """1.0 for true, 0.0 for false: the value of a 0/1 gauge."""
     return 1.0 if value else 0.0
+
+
+class RosterCollector(Collector):
+    """A collector over one roster of State.
+
+    Alone, `collect` reads the current roster; in the daemon's registry a `ScrapeCollector`
+    reads it once per scrape and hands the same roster to every one of these, so a reload
+    between two families cannot make one body list two inventories.
+    """
+
+    def __init__(self, state: State) -> None:
+        self.state = state
+
+    def collect(self) -> Iterator[Metric]:
+        """The families of the current roster."""
+        return self.families(self.state.roster)
+
+    def families(self, roster: Roster) -> Iterator[Metric]:
+        """The families of this roster."""
+        raise NotImplementedError

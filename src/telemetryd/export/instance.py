@@ -7,15 +7,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 from telemetryd import __version__
 from telemetryd.config.settings import Shard
-from telemetryd.export.families import flag, histogram_family
+from telemetryd.export.families import RosterCollector, flag, histogram_family
 from telemetryd.histogram import Histogram
 from telemetryd.model import DeviceKind
 from telemetryd.probes.icmp import Pinger
-from telemetryd.reachability.state import State
+from telemetryd.reachability.state import Roster, State
 
 
 @dataclass(slots=True)
@@ -30,16 +29,16 @@ class InstanceStatus:
     loop_lag: Histogram = field(default_factory=Histogram)
 
 
-class InstanceCollector(Collector):
+class InstanceCollector(RosterCollector):
     """telemetryd_build, _shard, _icmp_socket, reload gauges, loop lag and inventory counts."""
 
     def __init__(self, instance: InstanceStatus, state: State, pinger: Pinger | None) -> None:
+        super().__init__(state)
         self.instance = instance
-        self.state = state
         self.pinger = pinger
 
-    def collect(self) -> Iterator[Metric]:
-        """Yield the instance's families."""
+    def families(self, roster: Roster) -> Iterator[Metric]:
+        """Yield the instance's families (inventory counts from `roster`)."""
         instance = self.instance
         build = InfoMetricFamily("telemetryd_build", "Version of the running daemon.")
         build.add_metric([], {"version": __version__, "python": platform.python_version()})
@@ -61,7 +60,7 @@ class InstanceCollector(Collector):
             "How late a 0.5 s timer fires: event-loop saturation.",
             instance.loop_lag,
         )
-        inventory = self.state.roster.inventory
+        inventory = roster.inventory
         yield GaugeMetricFamily(
             "telemetryd_inventory_schools", "Schools this instance watches (its shard).", value=len(inventory.schools)
         )

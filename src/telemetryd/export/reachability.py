@@ -5,23 +5,18 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
-from prometheus_client.registry import Collector
 
-from telemetryd.export.families import DEVICE_LABELS, MBIT_BYTES, flag, histogram_family
+from telemetryd.export.families import DEVICE_LABELS, MBIT_BYTES, RosterCollector, flag, histogram_family
 from telemetryd.model import DeviceKind, Health
 from telemetryd.reachability.scheduler import Scheduler
-from telemetryd.reachability.state import State
+from telemetryd.reachability.state import Roster, State
 
 
-class DeviceCollector(Collector):
+class DeviceCollector(RosterCollector):
     """Per device and probe: inventory facts, debounced health, flaps, last run's timings."""
 
-    def __init__(self, state: State) -> None:
-        self.state = state
-
-    def collect(self) -> Iterator[Metric]:
+    def families(self, roster: Roster) -> Iterator[Metric]:
         """Yield the device families from one roster."""
-        roster = self.state.roster
         info = InfoMetricFamily("telemetryd_device", "Device inventory facts.", labels=[*DEVICE_LABELS, "host"])
         up = GaugeMetricFamily(
             "telemetryd_device_up", "1 when every probe of the device is up, 0 when one is down.", labels=DEVICE_LABELS
@@ -77,15 +72,11 @@ class DeviceCollector(Collector):
         yield from (info, up, flaps, changed, probe_up, duration, rtt, loss)
 
 
-class SchoolCollector(Collector):
+class SchoolCollector(RosterCollector):
     """Per school: inventory facts, location, contract, devices up/down by kind."""
 
-    def __init__(self, state: State) -> None:
-        self.state = state
-
-    def collect(self) -> Iterator[Metric]:
+    def families(self, roster: Roster) -> Iterator[Metric]:
         """Yield the school families from one roster."""
-        roster = self.state.roster
         info = InfoMetricFamily("telemetryd_school", "School inventory facts.", labels=["school", "name", "district"])
         latitude = GaugeMetricFamily("telemetryd_school_latitude_degrees", "School latitude.", labels=["school"])
         longitude = GaugeMetricFamily("telemetryd_school_longitude_degrees", "School longitude.", labels=["school"])
@@ -123,15 +114,15 @@ class SchoolCollector(Collector):
         yield from (info, latitude, longitude, contract, segment_contract, total, up, down)
 
 
-class SchedulerCollector(Collector):
+class SchedulerCollector(RosterCollector):
     """The scheduler's own health: runs by result, skipped slots, deadlines, crashes, lag, jobs in flight."""
 
     def __init__(self, scheduler: Scheduler, state: State) -> None:
+        super().__init__(state)
         self.scheduler = scheduler
-        self.state = state
 
-    def collect(self) -> Iterator[Metric]:
-        """Yield the scheduler families."""
+    def families(self, roster: Roster) -> Iterator[Metric]:
+        """Yield the scheduler families (protocols in use from `roster`)."""
         scheduler = self.scheduler
         stats = scheduler.stats
         runs = CounterMetricFamily(
@@ -148,12 +139,21 @@ class SchedulerCollector(Collector):
             labels=["probe"],
         )
         # Every protocol in use gets a series from the start, so rate() and panels show 0, not "no data".
-        inventory = self.state.roster.inventory
+        inventory = roster.inventory
         protocols = {p.protocol for d in inventory.devices_by_id.values() for p in d.probes}
         skipped_now = dict(stats.skipped)
         for protocol in sorted(protocols | set(skipped_now)):
             skipped.add_metric([protocol], skipped_now.get(protocol, 0))
         yield skipped
+        deadlines = CounterMetricFamily(
+            "telemetryd_probe_deadlines",
+            "Runs cancelled because they overstayed their timeout plus slack (a hung prober), by protocol.",
+            labels=["probe"],
+        )
+        deadlines_now = dict(stats.deadlines)
+        for protocol in sorted(protocols | set(deadlines_now)):
+            deadlines.add_metric([protocol], deadlines_now.get(protocol, 0))
+        yield deadlines
         yield CounterMetricFamily(
             "telemetryd_probe_errors",
             "Prober or handler crashes (bugs), caught at the task boundary.",

@@ -47,7 +47,7 @@ def gap_since(last: LastRun | None, started: float) -> MonitoringGap | None:
     return MonitoringGap(last.alive, started, last.shard, reason)
 
 
-class Heartbeat:
+class Liveness:
     """The heartbeat file and the directory lock of one spool directory."""
 
     def __init__(self, directory: Path, shard: str) -> None:

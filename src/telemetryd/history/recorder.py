@@ -25,7 +25,7 @@ import structlog
 
 from telemetryd.config.settings import Settings, Shard
 from telemetryd.history.inventory_sync import sync_inventory
-from telemetryd.history.liveness import Heartbeat, gap_since
+from telemetryd.history.liveness import Liveness, gap_since
 from telemetryd.history.records import HistoryEvent, SpeedTestRecord, alarm_records
 from telemetryd.history.sampler import LinkSampler
 from telemetryd.history.spool import Spool
@@ -50,7 +50,7 @@ class History:
         self.settings = settings
         self.directory = Path(options.spool_directory)
         self.shard = str(settings.shard)
-        self.heartbeat = Heartbeat(self.directory, self.shard)
+        self.liveness = Liveness(self.directory, self.shard)
         self.sampler = LinkSampler(options.sample_interval)
         self._dsn = options.dsn
         self._password = password
@@ -68,10 +68,10 @@ class History:
         Raises SpoolDirectoryBusy or OSError when the directory cannot be used.
         """
         options = self.settings.history
-        self.heartbeat.lock()
+        self.liveness.lock()
         started = self._wall()
-        last = self.heartbeat.last_run()
-        self.heartbeat.beat(started)
+        last = self.liveness.last_run()
+        self.liveness.beat(started)
         spool = Spool(self.directory / SPOOL_FILE, max_bytes=options.spool_max_bytes)
         if spool.torn_bytes:
             log.warning("history_spool_torn_tail", bytes=spool.torn_bytes, note="a crash cut the last write short")
@@ -146,9 +146,9 @@ class History:
             await asyncio.sleep(interval)
             now = self._wall()
             try:
-                await asyncio.to_thread(self.heartbeat.beat, now)
+                await asyncio.to_thread(self.liveness.beat, now)
             except OSError as exc:
-                log.error("history_heartbeat_failed", path=str(self.heartbeat.path), error=exc.strerror)
+                log.error("history_heartbeat_failed", path=str(self.liveness.path), error=exc.strerror)
             self._submit(self.sampler.due(now))
 
     async def _sync_inventory(self) -> None:
@@ -189,5 +189,5 @@ class History:
         if self.writer is not None:
             await self.writer.close(deadline=deadline)
         with contextlib.suppress(OSError):
-            self.heartbeat.beat(self._wall(), clean=True)
-        self.heartbeat.unlock()
+            self.liveness.beat(self._wall(), clean=True)
+        self.liveness.unlock()

@@ -68,7 +68,6 @@ class LinkStats:
 
     snmp_polls: int = 0
     snmp_failures: int = 0
-    speedtests: int = 0
     speedtests_deferred_quiet: int = 0
     speedtests_waiting_budget: int = 0
 
@@ -289,7 +288,6 @@ class LinkMonitor:
             finally:
                 self.budget.give_back(mbps)
                 self._budget_freed.set()
-            self.stats.speedtests += 1
             log.info(
                 "speedtest_done",
                 school=school.id,

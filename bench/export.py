@@ -1,0 +1,178 @@
+"""Cost of one /metrics render at city scale, and of one probe result through the scheduler.
+
+Both are hot paths a refactor can slow down without any test noticing, so this bench
+prints figures to compare before and after a change (run it on both checkouts):
+
+* render: a simulated city (300 schools × 35 = 10,500 devices, every device with
+  results), `generate_latest` of the daemon's registry, CPU ms per render and per
+  1,000 devices, series in the body;
+* scheduler: 10,000 TCP jobs on a 1 s interval with a prober that answers at once,
+  CPU per 1,000 runs, against the same runs made as bare asyncio tasks in the same
+  process (the least any asyncio scheduler pays): the ratio is the scheduler's overhead.
+
+    .venv/bin/python bench/export.py [--schools 300] [--renders 5] [--seconds 5]
+
+No network traffic: nothing is probed, results are applied by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import uvloop
+from prometheus_client import generate_latest
+
+from telemetryd.config import load_config
+from telemetryd.daemon import Daemon
+from telemetryd.model import ProbeResult, ProbeSpec
+from telemetryd.sim.city import generate_city
+
+
+def _cpu() -> float:
+    return time.process_time()
+
+
+def _registry(daemon: Daemon) -> Any:
+    try:
+        from telemetryd.export.app import build_registry
+    except ImportError:  # the layout before issue 10
+        from telemetryd.exporter import build_registry  # type: ignore[import-not-found,no-redef]
+
+        return build_registry(daemon)
+    return build_registry(daemon.export_sources())
+
+
+def _city_daemon(schools: int, workdir: Path) -> Daemon:
+    city = generate_city(schools)
+    city.write_inventory(workdir / "inventory")
+    (workdir / "telemetryd.yaml").write_text("listen: 127.0.0.1:0\ninventory: inventory\n")
+    daemon = Daemon(load_config(workdir / "telemetryd.yaml"))
+    now = time.time()
+    for index, device in enumerate(daemon.config.inventory.devices_by_id.values()):
+        for spec in device.probes:
+            ok = index % 29 != 0
+            result = ProbeResult(ok, 0.01, "" if ok else "timeout", rtt=0.002 if ok else None, loss=0.0, sent=3)
+            daemon.state.apply(device.id, spec.name, result, now)
+    return daemon
+
+
+def bench_render(schools: int, renders: int) -> dict[str, float]:
+    """CPU ms per render of the whole registry, median of `renders`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        daemon = _city_daemon(schools, Path(tmp))
+        registry = _registry(daemon)
+        body = generate_latest(registry)
+        costs = []
+        for _ in range(renders):
+            start = _cpu()
+            generate_latest(registry)
+            costs.append(_cpu() - start)
+        devices = daemon.config.inventory.device_count
+    series = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
+    ms = statistics.median(costs) * 1000
+    return {"devices": devices, "series": series, "bytes": len(body), "ms": ms, "ms_per_1000": ms / devices * 1000}
+
+
+async def _bare(jobs: int, seconds: float) -> tuple[int, float]:
+    """The same number of runs as asyncio tasks calling the prober, no scheduling at all."""
+    runs = 0
+
+    async def prober() -> ProbeResult:
+        return ProbeResult(True, 0.0)
+
+    async def one() -> None:
+        nonlocal runs
+        await prober()
+        runs += 1
+
+    start = _cpu()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        await asyncio.gather(*(one() for _ in range(jobs)))
+        await asyncio.sleep(1.0 - (time.monotonic() % 1.0))
+    return runs, _cpu() - start
+
+
+async def _scheduled(jobs: int, seconds: float) -> tuple[int, float]:
+    from telemetryd.config.settings import Settings
+
+    try:
+        from telemetryd.reachability.scheduler import Scheduler
+    except ImportError:  # the layout before issue 10
+        from telemetryd.scheduler import Scheduler  # type: ignore[import-not-found,no-redef]
+    from telemetryd.model import Contract, Device, DeviceKind, Inventory, School
+    from telemetryd.probes import ProbeContext
+
+    devices = tuple(
+        Device(
+            id=f"d{i}",
+            school_id=f"s{i // 35}",
+            kind=DeviceKind.CAMERA,
+            host=f"10.0.{i // 250}.{i % 250}",
+            probes=(ProbeSpec("tcp", 554),),
+        )
+        for i in range(jobs)
+    )
+    schools = [
+        School(f"s{n}", f"s{n}", "d", Contract(), tuple(d for d in devices if d.school_id == f"s{n}"))
+        for n in range((jobs + 34) // 35)
+    ]
+    settings = Settings.model_validate({"probes": {"tcp": {"interval": "1s"}}, "concurrency": {"max_probes": 4096}})
+    runs = 0
+
+    def sink(*_: object) -> None:
+        nonlocal runs
+        runs += 1
+
+    async def prober(*_: object) -> ProbeResult:
+        return ProbeResult(True, 0.0)
+
+    scheduler = Scheduler(ProbeContext(settings), sink, probers={"tcp": prober})
+    scheduler.load(Inventory.build(schools), settings)
+    task = asyncio.create_task(scheduler.run())
+    await asyncio.sleep(1.0)  # one interval to settle the phases
+    runs, start = 0, _cpu()
+    await asyncio.sleep(seconds)
+    cpu = _cpu() - start
+    scheduler.stop()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    return runs, cpu
+
+
+def bench_scheduler(jobs: int, seconds: float) -> dict[str, float]:
+    """CPU per 1,000 runs through the scheduler and as bare tasks."""
+    runs, cpu = uvloop.run(_scheduled(jobs, seconds))
+    bare_runs, bare_cpu = uvloop.run(_bare(jobs, seconds))
+    ours = cpu / runs * 1000 * 1000
+    peer = bare_cpu / bare_runs * 1000 * 1000
+    return {"runs": runs, "ms_per_1000": ours, "bare_ms_per_1000": peer, "ratio": ours / peer}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--schools", type=int, default=300)
+    parser.add_argument("--renders", type=int, default=5)
+    parser.add_argument("--jobs", type=int, default=10_000)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    args = parser.parse_args()
+    render = bench_render(args.schools, args.renders)
+    print(
+        f"render: {render['devices']:.0f} devices, {render['series']:.0f} series, {render['bytes'] / 1e6:.1f} MB: "
+        f"{render['ms']:.0f} ms CPU per render, {render['ms_per_1000']:.1f} ms per 1,000 devices"
+    )
+    sched = bench_scheduler(args.jobs, args.seconds)
+    print(
+        f"scheduler: {sched['runs']:.0f} runs, {sched['ms_per_1000']:.1f} ms CPU per 1,000 runs; "
+        f"bare tasks {sched['bare_ms_per_1000']:.1f} ms; ratio {sched['ratio']:.2f}x"
+    )
+
+
+if __name__ == "__main__":
+    main()
