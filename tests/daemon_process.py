@@ -67,6 +67,7 @@ class DaemonProcess:
         self._cursor = 0
         """How far into `seen` `wait_event` has looked."""
         self.started_record: dict[str, Any] | None = None
+        self._raw: list[str] = []
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "telemetryd", "run", "--config", str(config)],
             stdin=subprocess.DEVNULL,
@@ -94,6 +95,7 @@ class DaemonProcess:
         assert self.proc.stdout is not None
         try:
             for line in self.proc.stdout:
+                self._raw.append(line)
                 if self._tee is not None:
                     self._tee.write(line)
                     self._tee.flush()
@@ -119,6 +121,10 @@ class DaemonProcess:
         """Every record read so far (what `wait_event` took and what is still queued), in order."""
         self._take()
         return self.seen
+
+    def text(self) -> str:
+        """Everything the child wrote so far, exactly as written (to look for secrets that must not be there)."""
+        return "".join(self._raw)
 
     def output(self, last: int = 40) -> str:
         """The last `last` records as text, for an assertion message (tracebacks show as `unparsed` lines)."""

@@ -3,7 +3,10 @@ start-up failures closing what was opened (port taken, spool busy), and a second
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -16,6 +19,9 @@ from typing import Any
 
 import pytest
 import yaml
+
+from telemetryd.config import load_config
+from telemetryd.daemon import Daemon
 
 from .daemon_process import DaemonProcess, metric
 from .helpers import school, write_config
@@ -176,6 +182,33 @@ def test_listen_port_taken_exits_1_and_releases_spool_and_sia_port(tmp_path: Pat
         assert second.started()["listen"] == f"127.0.0.1:{port}"
         assert "history_spool_unusable" not in _events(second)
         assert second.terminate(timeout=25) == 0
+
+
+def test_failed_start_up_in_process_leaves_no_descriptor_thread_or_lock(tmp_path: Path) -> None:
+    """Run in this process, a start-up failing at the HTTP port returns 1 with every descriptor opened before it
+    (ICMP socket, spool lock, DC-09 sockets, event loop) closed and no thread left behind."""
+    with socket.create_server(("127.0.0.1", 0)) as holder:
+        port = holder.getsockname()[1]
+        config = load_config(
+            write_config(
+                tmp_path,
+                _icmp_router(),
+                listen=f"127.0.0.1:{port}",
+                history=_history(tmp_path / "spool"),
+                sia={"listen": "127.0.0.1:0"},
+            )
+        )
+        fds_before = set(os.listdir("/proc/self/fd"))
+        threads_before = set(threading.enumerate())
+        assert asyncio.run(Daemon(config).run()) == 1
+        assert set(os.listdir("/proc/self/fd")) == fds_before
+        assert set(threading.enumerate()) <= threads_before
+    # flock is per open file: a descriptor still open in this process would make this fail.
+    fd = os.open(tmp_path / "spool" / "lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        os.close(fd)
 
 
 def test_busy_spool_directory_exits_1_and_the_first_daemon_keeps_running(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from telemetryd.history.liveness import Liveness, LastRun, SpoolDirectoryBusy, gap_since
+from telemetryd.history.liveness import LastRun, Liveness, SpoolDirectoryBusy, gap_since
 
 
 def test_first_run_has_no_gap(tmp_path: Path) -> None:

@@ -14,7 +14,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.parse
@@ -33,6 +32,7 @@ from telemetryd.sim.healthlab import HealthLab
 from telemetryd.sim.linklab import LinkLab
 
 from ..conftest import require_binary, require_root
+from ..daemon_process import DaemonProcess
 
 pytestmark = pytest.mark.integration
 
@@ -209,6 +209,7 @@ async def test_alerts_reach_the_webhook_with_inhibition_and_resolution(tmp_path:
     prom_port, am_port = _free_port(), _free_port()
     processes: list[subprocess.Popen[Any]] = []
     camera_listener: socket.socket | None = None
+    daemon: DaemonProcess | None = None
     with lab:
         (inventory / "loopback.yaml").write_text(yaml.safe_dump({"schools": schools}, sort_keys=False))
         daemon_port = _free_port()
@@ -253,9 +254,9 @@ async def test_alerts_reach_the_webhook_with_inhibition_and_resolution(tmp_path:
         am_config = _local_alertmanager(tmp_path, f"http://127.0.0.1:{hook_port}/alerts")
         try:
             health.start(sia_port)
-            processes.append(
-                _start([sys.executable, "-m", "telemetryd", "run", "--config", str(config)], tmp_path / "daemon.log")
-            )
+            daemon = DaemonProcess(config, tee=tmp_path / "daemon.log")
+            processes.append(daemon.proc)  # stopped with SIGTERM like the others, in reverse order
+            await asyncio.to_thread(daemon.started)  # a daemon that cannot start fails here, with its output
             processes.append(
                 _start(
                     [
@@ -351,6 +352,8 @@ async def test_alerts_reach_the_webhook_with_inhibition_and_resolution(tmp_path:
         finally:
             for process in reversed(processes):
                 _stop(process)
+            if daemon is not None:
+                daemon.stop()  # the child has exited: join the log reader, close the pipe
             health.stop()
             for listener in [*alive, camera_listener]:
                 if listener is not None:

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +14,7 @@ from telemetryd.sim.fleet import Fleet
 from telemetryd.sim.truth import compare, exported_up
 
 from ..conftest import require_root
+from ..daemon_process import DaemonProcess
 
 pytestmark = pytest.mark.integration
 
@@ -36,11 +32,6 @@ def city_and_fleet() -> Iterator[tuple[City, Fleet]]:
         yield city, fleet
     finally:
         fleet.stop()
-
-
-def _scrape(address: str) -> str:
-    with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as response:
-        return str(response.read().decode())
 
 
 def test_metrics_agree_with_truth_within_three_intervals(tmp_path: Path, city_and_fleet: tuple[City, Fleet]) -> None:
@@ -62,27 +53,13 @@ def test_metrics_agree_with_truth_within_three_intervals(tmp_path: Path, city_an
             }
         )
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "telemetryd", "run", "--config", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        address = None
-        for line in proc.stdout:
-            record = json.loads(line)
-            if record.get("event") == "started":
-                address = record["listen"]
-                assert record["icmp"] == "raw"
-                break
-        assert address is not None
+    with DaemonProcess(config) as daemon:
+        assert daemon.started()["icmp"] == "raw"
         started = time.time()
         time.sleep(3 * INTERVAL)
         at = time.time()
         # The exported state is as old as the last probe: up to one interval plus its timeout.
-        agreement = compare(city, exported_up(_scrape(address)), at, margin=INTERVAL + 1.5)
+        agreement = compare(city, exported_up(daemon.scrape(timeout=10)), at, margin=INTERVAL + 1.5)
         total = sum(len(d.probes) + 1 for d in city.inventory.devices_by_id.values())
         assert agreement.compared >= 0.95 * total
         assert agreement.wrong == [], (
@@ -90,10 +67,4 @@ def test_metrics_agree_with_truth_within_three_intervals(tmp_path: Path, city_an
         )
         dead = [d for d in city.inventory.devices_by_id.values() if city.expected(d.id, "icmp", at) is False]
         assert dead, "the fleet must include dead devices for this test to mean anything"
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        daemon.terminate(timeout=15)

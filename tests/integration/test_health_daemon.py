@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -16,17 +13,16 @@ import yaml
 from telemetryd.sim.hikvision import HikvisionSim, SimDevice
 from telemetryd.sim.panels import PanelSpec, ReceiverPath, SimPanel
 
+from ..daemon_process import DaemonProcess
+
 pytestmark = pytest.mark.integration
 
 PASSWORD = "Sch00l-cam-Pa55"
 
 
-async def _get(address: str, path: str) -> str:
-    def fetch() -> str:
-        with urllib.request.urlopen(f"http://{address}{path}", timeout=10) as response:
-            return str(response.read().decode())
-
-    return await asyncio.to_thread(fetch)
+async def _get(daemon: DaemonProcess, path: str) -> str:
+    """GET from the daemon without blocking the loop the simulated devices answer on."""
+    return await asyncio.to_thread(daemon.scrape, path, 10)
 
 
 async def _until(what: str, check: object, timeout: float = 40.0) -> None:
@@ -93,83 +89,54 @@ async def test_isapi_health_lockout_safety_and_panel_supervision(tmp_path: Path)
                 }
             )
         )
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "telemetryd",
-            "run",
-            "--config",
-            str(config),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        log: list[dict[str, object]] = []
-        address = sia_port = None
-        assert proc.stdout is not None
-        while address is None:
-            line = await asyncio.wait_for(proc.stdout.readline(), 20)
-            assert line, "daemon exited: " + json.dumps(log)
-            record = json.loads(line)
-            log.append(record)
-            if record["event"] == "sia_receiver_listening":
-                sia_port = int(str(record["port"]))
-            if record["event"] == "started":
-                address = str(record["listen"])
-        assert sia_port is not None
+        with DaemonProcess(config) as daemon:
+            # Waited for in a thread: the simulated devices answer on this loop meanwhile.
+            sia_port = int((await asyncio.to_thread(daemon.wait_event, "sia_receiver_listening", 20))["port"])
+            await asyncio.to_thread(daemon.started)
+            panel = SimPanel(PanelSpec("1234AB", (ReceiverPath("127.0.0.1", sia_port, "tcp"),), interval=0.5))
+            panel.start()
+            try:
 
-        async def drain() -> None:
-            assert proc.stdout is not None
-            async for line in proc.stdout:
-                try:
-                    log.append(json.loads(line))
-                except ValueError:
-                    log.append({"event": "not_json", "line": line.decode(errors="replace")})
+                async def healthy() -> bool:
+                    metrics = await _get(daemon, "/metrics")
+                    return (
+                        'telemetryd_nvr_channel_up{channel="2",device="s1-nvr",school="s1"} 0.0' in metrics
+                        and 'telemetryd_probe_up{device="s1-alarm",kind="alarm_panel",probe="sia",school="s1"} 1.0'
+                        in metrics
+                    )
 
-        reader = asyncio.create_task(drain())
-        panel = SimPanel(PanelSpec("1234AB", (ReceiverPath("127.0.0.1", sia_port, "tcp"),), interval=0.5))
-        panel.start()
-        try:
+                await _until("NVR faults and panel supervision in /metrics", healthy)
+                await asyncio.sleep(4)  # several more ISAPI intervals: the wrong password must not be retried
+                metrics = await _get(daemon, "/metrics")
+                assert 'serial="DS-2CD2386G2-IU20260101AAWR000001"' in metrics
+                assert 'telemetryd_isapi_auth_ok{device="s1-cam-wrong",kind="camera",school="s1"} 0.0' in metrics
+                assert 'telemetryd_isapi_auth_ok{device="s1-cam-good",kind="camera",school="s1"} 1.0' in metrics
+                assert 'telemetryd_nvr_disk_healthy{device="s1-nvr",disk="1",school="s1"} 0.0' in metrics
+                assert 'telemetryd_nvr_channel_up{channel="1",device="s1-nvr",school="s1"} 1.0' in metrics
+                assert wrong.failed_logins == 1
+                # cam-good is recorded on the NVR's channel 2, which the NVR sees offline.
+                verdict = 'telemetryd_camera_verdict{device="s1-cam-good",school="s1",verdict="not_recorded"} 1.0'
+                assert verdict in metrics
+                assert good.failed_logins == 0 and good.authenticated >= 3
+                status = json.loads(await _get(daemon, "/api/v1/status?school=s1"))
+                probes = {d["device"]: d["probes"] for d in status["schools"][0]["all_devices"]}
+                assert probes["s1-cam-wrong"][f"isapi:{hosts['cam-wrong'][1]}"]["reason"] == "auth_failed"
 
-            async def healthy() -> bool:
-                metrics = await _get(address, "/metrics")
-                return (
-                    'telemetryd_nvr_channel_up{channel="2",device="s1-nvr",school="s1"} 0.0' in metrics
-                    and 'telemetryd_probe_up{device="s1-alarm",kind="alarm_panel",probe="sia",school="s1"} 1.0'
-                    in metrics
-                )
+                panel.go_silent()
 
-            await _until("NVR faults and panel supervision in /metrics", healthy)
-            await asyncio.sleep(4)  # several more ISAPI intervals: the wrong password must not be retried
-            metrics = await _get(address, "/metrics")
-            assert 'serial="DS-2CD2386G2-IU20260101AAWR000001"' in metrics
-            assert 'telemetryd_isapi_auth_ok{device="s1-cam-wrong",kind="camera",school="s1"} 0.0' in metrics
-            assert 'telemetryd_isapi_auth_ok{device="s1-cam-good",kind="camera",school="s1"} 1.0' in metrics
-            assert 'telemetryd_nvr_disk_healthy{device="s1-nvr",disk="1",school="s1"} 0.0' in metrics
-            assert 'telemetryd_nvr_channel_up{channel="1",device="s1-nvr",school="s1"} 1.0' in metrics
-            assert wrong.failed_logins == 1
-            # cam-good is recorded on the NVR's channel 2, which the NVR sees offline.
-            assert 'telemetryd_camera_verdict{device="s1-cam-good",school="s1",verdict="not_recorded"} 1.0' in metrics
-            assert good.failed_logins == 0 and good.authenticated >= 3
-            status = json.loads(await _get(address, "/api/v1/status?school=s1"))
-            probes = {d["device"]: d["probes"] for d in status["schools"][0]["all_devices"]}
-            assert probes["s1-cam-wrong"][f"isapi:{hosts['cam-wrong'][1]}"]["reason"] == "auth_failed"
+                async def lost() -> bool:
+                    metrics = await _get(daemon, "/metrics")
+                    return 'telemetryd_device_up{device="s1-alarm",kind="alarm_panel",school="s1"} 0.0' in metrics
 
-            panel.go_silent()
-
-            async def lost() -> bool:
-                metrics = await _get(address, "/metrics")
-                return 'telemetryd_device_up{device="s1-alarm",kind="alarm_panel",school="s1"} 0.0' in metrics
-
-            await _until("the silent panel to go down", lost, timeout=20)
-            status = json.loads(await _get(address, "/api/v1/status"))
-            down = {d["device"]: d["reason"] for d in status["schools"][0]["down"]}
-            assert down["s1-alarm"] == "sia supervision_lost"
-        finally:
-            await panel.stop()
-            proc.send_signal(signal.SIGTERM)
-            await asyncio.wait_for(proc.wait(), 20)
-            await asyncio.wait_for(reader, 5)
-    text = json.dumps(log)
-    assert not [r for r in log if r["event"] == "not_json"], text
+                await _until("the silent panel to go down", lost, timeout=20)
+                status = json.loads(await _get(daemon, "/api/v1/status"))
+                down = {d["device"]: d["reason"] for d in status["schools"][0]["down"]}
+                assert down["s1-alarm"] == "sia supervision_lost"
+            finally:
+                await panel.stop()
+                await asyncio.to_thread(daemon.terminate, 20)
+    log = daemon.records()
+    text = daemon.text()
+    assert not [r for r in log if r["event"] == "unparsed"], text
     assert PASSWORD not in text and "changed-on-the-device" not in text
     assert any(r["event"] == "device_down" and r.get("device") == "s1-alarm" for r in log)

@@ -21,9 +21,9 @@ import asyncpg
 import pytest
 
 from telemetryd.history import migrate
+from tests.daemon_process import DaemonProcess, metric
 from tests.helpers import school, write_config
 from tests.pg import PgServer
-from tests.test_daemon import DaemonProcess, _metric, _scrape, listener  # noqa: F401 - listener is a fixture
 
 pytestmark = pytest.mark.integration
 
@@ -85,49 +85,44 @@ def _device_changes(dsn: str) -> dict[str, list[str]]:
     return out
 
 
-def test_history_survives_an_outage_and_a_kill(
-    tmp_path: Path,
-    pg_server: PgServer,
-    pg_dsn: str,
-    listener: int,  # noqa: F811 - the fixture imported above
-) -> None:
+def test_history_survives_an_outage_and_a_kill(tmp_path: Path, pg_server: PgServer, pg_dsn: str, listener: int) -> None:
+    """History written live, spooled through an outage and a kill -9, replayed exactly once with the crash's gap."""
     asyncio.run(migrate(pg_dsn))
     config = _config(tmp_path, pg_dsn, listener, range(1, 4))
     spool = tmp_path / "spool" / "spool"
-    daemon = DaemonProcess(config, tmp_path)
+    daemon = DaemonProcess(config)
     restarted: DaemonProcess | None = None
     try:
-        address = daemon.wait_event("started")["listen"]
+        daemon.started()
         # 1. Live: each camera's first result is a device-level unknown -> up, written within a batch.
         _until(lambda: len(_device_changes(pg_dsn)) == 3, "three cameras' first changes in PostgreSQL")
         assert _device_changes(pg_dsn) == {f"s1-cam-{n}": ["unknown>up"] for n in range(1, 4)}
         _until(lambda: len(_query(pg_dsn, "SELECT id FROM devices")) == 3, "the devices table synced")
-        metrics = _scrape(address)
-        assert _metric(metrics, "telemetryd_history_db_up") == 1.0
-        assert (_metric(metrics, "telemetryd_history_rows_written_total") or 0) >= 6  # probe + device level
-        assert _metric(metrics, "telemetryd_history_rows_dropped_total") == 0.0
+        metrics = daemon.scrape()
+        assert metric(metrics, "telemetryd_history_db_up") == 1.0
+        assert (metric(metrics, "telemetryd_history_rows_written_total") or 0) >= 6  # probe + device level
+        assert metric(metrics, "telemetryd_history_rows_dropped_total") == 0.0
 
         # 2. PostgreSQL down; a reload removes cam-1 and adds cam-4 and cam-5.
         pg_server.stop()
-        _until(lambda: _metric(_scrape(address), "telemetryd_history_db_up") == 0.0, "the writer to notice")
+        _until(lambda: metric(daemon.scrape(), "telemetryd_history_db_up") == 0.0, "the writer to notice")
         config = _config(tmp_path, pg_dsn, listener, range(2, 6))
-        daemon.proc.send_signal(signal.SIGHUP)
+        daemon.send_signal(signal.SIGHUP)
         daemon.wait_event("reloaded")
         # 3 device-level changes (cam-1 forgotten, cam-4 and cam-5 up) and 2 probe-level ones.
-        _until(lambda: (_metric(_scrape(address), "telemetryd_history_rows_spooled_total") or 0) >= 5, "spooling")
+        _until(lambda: (metric(daemon.scrape(), "telemetryd_history_rows_spooled_total") or 0) >= 5, "spooling")
         assert spool.stat().st_size > 0
 
         # 3. kill -9 with the spool holding them.
-        daemon.proc.kill()
-        daemon.proc.wait()
+        daemon.stop()
         killed_at = time.time()
+        assert daemon.proc.returncode == -signal.SIGKILL
         assert spool.stat().st_size > 0
 
         # 4. PostgreSQL back, daemon restarted: replay, then live again.
         pg_server.start()
-        (tmp_path / "second").mkdir()
-        restarted = DaemonProcess(config, tmp_path / "second")
-        restarted.wait_event("started")
+        restarted = DaemonProcess(config)
+        restarted.started()
         _until(lambda: "s1-cam-5" in _device_changes(pg_dsn), "the spooled changes replayed")
         _until(lambda: bool(_query(pg_dsn, "SELECT 1 FROM monitoring_gaps")), "the crash's monitoring gap")
         _until(
@@ -163,5 +158,5 @@ def test_history_survives_an_outage_and_a_kill(
     last = _query(pg_dsn, "SELECT max(seq) AS seq FROM history_chain")[0]["seq"]
     assert _query(pg_dsn, "SELECT * FROM telemetryd_chain_verify(1, $1)", last) == []
     assert not spool.exists() or spool.stat().st_size == 0
-    for record in daemon.seen + (restarted.seen if restarted else []):
+    for record in daemon.records() + (restarted.records() if restarted else []):
         assert PASSWORD not in str(record)

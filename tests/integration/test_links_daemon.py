@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
-import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -17,13 +12,9 @@ import yaml
 from telemetryd.sim.linklab import LinkLab
 
 from ..conftest import require_binary, require_root
+from ..daemon_process import DaemonProcess
 
 pytestmark = pytest.mark.integration
-
-
-def _get(address: str, path: str) -> str:
-    with urllib.request.urlopen(f"http://{address}{path}", timeout=10) as response:
-        return str(response.read().decode())
 
 
 def test_daemon_flags_under_delivered_school_and_reads_segments(tmp_path: Path) -> None:
@@ -48,35 +39,18 @@ def test_daemon_flags_under_delivered_school_and_reads_segments(tmp_path: Path) 
             }
         )
     )
-    output: list[str] = []
-    with lab:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "telemetryd", "run", "--config", str(config)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+    with lab, DaemonProcess(config) as daemon:
+        daemon.started()
         try:
-            assert proc.stdout is not None
-            address = None
-            for line in proc.stdout:
-                output.append(line)
-                if json.loads(line).get("event") == "started":
-                    address = json.loads(line)["listen"]
-                    break
-            assert address is not None, "".join(output)
-            reader = threading.Thread(target=lambda: output.extend(proc.stdout or []), daemon=True)
-            reader.start()
-
             deadline = time.monotonic() + 120
             verdicts: dict[str, str] = {}
             while time.monotonic() < deadline:
-                status = json.loads(_get(address, "/api/v1/status"))
+                status = json.loads(daemon.scrape("/api/v1/status", timeout=10))
                 verdicts = {s["id"]: s["link"]["compliance"] for s in status["schools"]}
                 if verdicts == {"slow-020": "below_contract", "fast-150": "compliant"}:
                     break
                 time.sleep(1)
-            assert verdicts == {"slow-020": "below_contract", "fast-150": "compliant"}, "".join(output[-20:])
+            assert verdicts == {"slow-020": "below_contract", "fast-150": "compliant"}, daemon.output(20)
 
             links = {s["id"]: s["link"] for s in status["schools"]}
             slow = links["slow-020"]["speedtest"]
@@ -91,18 +65,17 @@ def test_daemon_flags_under_delivered_school_and_reads_segments(tmp_path: Path) 
             for role, load in (("alarm", 10.0), ("video", 15.0), ("education", 50.0)):
                 assert segments[role]["in_mbps"] == pytest.approx(load, rel=0.1), segments
 
-            metrics = _get(address, "/metrics")
+            metrics = daemon.scrape(timeout=10)
             assert 'telemetryd_school_below_contract{school="slow-020"} 1.0' in metrics
             assert 'telemetryd_school_below_contract{school="fast-150"} 0.0' in metrics
             assert 'telemetryd_snmp_up{device="slow-020-router",school="slow-020"} 1.0' in metrics
             assert "telemetryd_speedtests_deferred_total" in metrics
-            page = _get(address, "/")
+            page = daemon.scrape("/", timeout=10)
             secrets = [lab.community, *(s.token for s in lab.links.schools)]
             for text in (metrics, page, json.dumps(status)):
                 assert not any(secret in text for secret in secrets)
         finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=30)
-    log = "".join(output)
-    assert '"event": "school_below_contract"' in log and '"school": "slow-020"' in log
+            daemon.terminate(timeout=30)
+    log = daemon.text()
+    assert any(r.get("event") == "school_below_contract" and r.get("school") == "slow-020" for r in daemon.records())
     assert not any(secret in log for secret in secrets)

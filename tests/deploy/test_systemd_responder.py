@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .helpers import systemd_verify
+from tests.helpers import systemd_verify
 
-UNIT = Path(__file__).parent.parent / "systemd" / "telemetryd-responder.service"
+UNIT = Path(__file__).resolve().parents[2] / "systemd" / "telemetryd-responder.service"
 
 
 def _service() -> dict[str, list[str]]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import configparser
 from pathlib import Path
 
-from .helpers import systemd_verify
+from tests.helpers import systemd_verify
 
-UNIT = Path(__file__).parent.parent / "systemd" / "telemetryd.service"
+UNIT = Path(__file__).resolve().parents[2] / "systemd" / "telemetryd.service"
 
 
 def _unit() -> configparser.ConfigParser:

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import yaml
 
-from .conftest import require_binary
+from tests.conftest import require_binary
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "config" / "prometheus" / "prometheus.yml"
 RULES = sorted((ROOT / "config" / "prometheus" / "rules").glob("*.yml"))
 TESTS = sorted((ROOT / "tests" / "prometheus").glob("*.test.yml"))

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import yaml
 
-from .conftest import require_binary
+from tests.conftest import require_binary
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "grafana"
 DASHBOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))
 DATASOURCES = GRAFANA / "provisioning" / "datasources" / "telemetryd.yml"

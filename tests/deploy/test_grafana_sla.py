@@ -17,7 +17,7 @@ from telemetryd.history import migrate
 
 pytestmark = pytest.mark.integration
 
-SLA = Path(__file__).resolve().parents[1] / "grafana" / "dashboards" / "sla.json"
+SLA = Path(__file__).resolve().parents[2] / "grafana" / "dashboards" / "sla.json"
 
 # Test values: February 2026 in the city's local time (UTC+05:00) is 2026-01-31T19:00Z .. 2026-02-28T19:00Z.
 MONTH = "2026-02"
