@@ -85,6 +85,18 @@ class FakeClock:
         self.time = target
         await settle()
 
+    async def stall(self, seconds: float) -> None:
+        """Move time forward by `seconds` at once and fire every timer due, without the loop running between
+        them: what a loop that was blocked (a long render) does when it comes back."""
+        self.time += seconds
+        due = []
+        while self._timers and self._timers[0][0] <= self.time:
+            due.append(heapq.heappop(self._timers)[2])
+        for timer in due:
+            if not timer.cancelled:
+                timer.callback(*timer.args)
+        await settle()
+
 
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():

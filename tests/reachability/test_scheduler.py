@@ -19,7 +19,14 @@ from structlog.testing import capture_logs
 from telemetryd.config.settings import Settings
 from telemetryd.model import Contract, Device, DeviceKind, Inventory, ProbeResult, ProbeSpec, School
 from telemetryd.probes import ProbeContext
-from telemetryd.reachability.scheduler import RECANCEL_EVERY, MonotonicClock, Scheduler, deadline_for, spread_phases
+from telemetryd.reachability.scheduler import (
+    RECANCEL_EVERY,
+    STALL_GRACE,
+    MonotonicClock,
+    Scheduler,
+    deadline_for,
+    spread_phases,
+)
 
 from .fakeclock import FakeClock, settle
 
@@ -130,7 +137,7 @@ def test_spread_phases_even_and_stable() -> None:
 
 
 def test_deadline_formula() -> None:
-    """A run's deadline is its timeout plus max(1 s, half of it); ICMP's covers the whole paced sweep."""
+    """A run's deadline is its timeout plus max(5 s, the timeout again); ICMP's covers the whole paced sweep."""
     settings = Settings.model_validate(
         {
             "probes": {
@@ -139,12 +146,12 @@ def test_deadline_formula() -> None:
             }
         }
     )
-    assert deadline_for(settings, "tcp") == pytest.approx(3.0)  # slack floor of 1 s
-    assert deadline_for(settings, "isapi") == pytest.approx(45.0)  # 30 s + 15 s
-    assert deadline_for(settings, "snmp") == pytest.approx(6.0)  # 2 sends of 2 s + 2 s
-    # 10,000 devices × 3 packets at 5000/s = 6 s, + 3 × 0.25 s spacing + 2 s timeout = 8.75 s, + half.
-    assert deadline_for(settings, "icmp", 10_000) == pytest.approx(8.75 * 1.5)
-    assert deadline_for(settings, "icmp", 1) == pytest.approx(3 / 5000 + 0.75 + 2.0 + 1.375, abs=1e-3)
+    assert deadline_for(settings, "tcp") == pytest.approx(7.0)  # slack floor of 5 s
+    assert deadline_for(settings, "isapi") == pytest.approx(60.0)  # 30 s + 30 s
+    assert deadline_for(settings, "snmp") == pytest.approx(9.0)  # 2 sends of 2 s + 5 s
+    # 10,000 devices × 3 packets at 5000/s = 6 s, + 3 × 0.25 s spacing + 2 s timeout = 8.75 s, twice.
+    assert deadline_for(settings, "icmp", 10_000) == pytest.approx(8.75 * 2)
+    assert deadline_for(settings, "icmp", 1) == pytest.approx(3 / 5000 + 0.75 + 2.0 + 5.0, abs=1e-3)
 
 
 async def test_production_clock_fires_and_cancels_timers() -> None:
@@ -182,8 +189,8 @@ async def test_idle_scheduler_holds_one_timer() -> None:
     scheduler = _scheduler(clock, _settings(interval=10.0, timeout=2.0), probers={"tcp": recorder.probe})
     scheduler.load(_inventory(1, 2), scheduler.ctx.settings)
     task = await _start(scheduler)
-    # The first job runs: its deadline (T0 + 3 s), the prober's own sleep, the wake-up for the second job.
-    assert clock.pending == pytest.approx([T0 + 1.0, T0 + 3.0, T0 + 5.0])
+    # The first job runs: the prober's own sleep, the wake-up for the second job, its deadline (T0 + 7 s).
+    assert clock.pending == pytest.approx([T0 + 1.0, T0 + 5.0, T0 + 7.0])
     await clock.advance(1.5)
     assert clock.pending == pytest.approx([T0 + 5.0])
     await _finish(scheduler, clock, task)
@@ -313,19 +320,20 @@ async def test_hung_probe_gets_deadline_result_logged_once_until_recovery() -> N
     results: dict[str, list[ProbeResult]] = defaultdict(list)
     recorder = Recorder(clock)
     recorder.hang["s0-d0"] = [True, True, False, True]
-    settings = _settings(interval=10.0, timeout=2.0)  # deadline: 2 s + 1 s slack
+    settings = _settings(interval=10.0, timeout=2.0)  # deadline: 2 s + 5 s slack
     scheduler = _scheduler(clock, settings, lambda d, s, r: results[d.id].append(r), probers={"tcp": recorder.probe})
     scheduler.load(_inventory(1, 2), settings)
     with capture_logs() as logs:
         task = await _start(scheduler)
-        await clock.advance(39.0)
-    assert [r.reason or "ok" for r in results["s0-d0"]] == ["deadline", "deadline", "ok", "deadline"]
+        await clock.advance(45.0)
+    # s0-d0's phase is 5 s (s0-d1's 0 s): runs at 5, 15, 25, 35, 45 s.
+    assert [r.reason or "ok" for r in results["s0-d0"]] == ["deadline", "deadline", "ok", "deadline", "ok"]
     hung = results["s0-d0"][0]
-    assert hung == ProbeResult(False, pytest.approx(3.0), "deadline", "no result within 3 s")
+    assert hung == ProbeResult(False, pytest.approx(7.0), "deadline", "no result within 7 s")
     assert recorder.cancelled["s0-d0"] == 3
-    assert [r.ok for r in results["s0-d1"]] == [True] * 4
+    assert [r.ok for r in results["s0-d1"]] == [True] * 5
     assert scheduler.stats.deadlines == {"tcp": 3}
-    assert scheduler.stats.runs == {("tcp", "deadline"): 3, ("tcp", "ok"): 5}
+    assert scheduler.stats.runs == {("tcp", "deadline"): 3, ("tcp", "ok"): 7}
     assert scheduler.stats.skipped["tcp"] == 0  # the job kept its slots
     deadline_logs = [e for e in logs if e["event"] == "probe_deadline"]
     assert (
@@ -337,7 +345,7 @@ async def test_hung_probe_gets_deadline_result_logged_once_until_recovery() -> N
                 "school": "s0",
                 "device": "s0-d0",
                 "probe": "tcp:80",
-                "seconds": 3.0,
+                "seconds": 7.0,
             }
         ]
         * 2
@@ -349,7 +357,7 @@ async def test_batch_deadline_covers_the_whole_sweep() -> None:
     """A batch's deadline is sized for its sweep: a slow but working sweep ends normally, a hung one is cut."""
     clock = FakeClock(T0)
     sweep = 20 * 3 / 10 + 3 * 0.25 + 2.0  # 20 devices × 3 packets at 10/s, spacing, timeout: 8.75 s
-    limit = sweep * 1.5
+    limit = sweep * 2  # the slack is the budget again (it is over the 5 s floor)
     batches: list[int] = []
     results: list[ProbeResult] = []
 
@@ -366,11 +374,11 @@ async def test_batch_deadline_covers_the_whole_sweep() -> None:
     with capture_logs() as logs:
         task = await _start(scheduler)
         await clock.advance(sweep)
-        # Far past a single echo probe's deadline (about 4.1 s), yet a normal end: the batch has its own.
+        # Past a single echo probe's deadline (about 8.05 s), yet a normal end: the batch has its own.
         assert results == [ProbeResult(True, sweep)] * 20
         assert batches == [20, 20]  # the next sweep started straight away (its slots were overrun)
         await clock.advance(limit)
-        assert results[20:] == [ProbeResult(False, pytest.approx(limit), "deadline", "no result within 13.12 s")] * 20
+        assert results[20:] == [ProbeResult(False, pytest.approx(limit), "deadline", "no result within 17.5 s")] * 20
         assert batches == [20, 20, 20]
         await clock.advance(limit)  # a second hung sweep: counted, not logged again
     assert scheduler.stats.deadlines == {"icmp": 40}
@@ -404,8 +412,8 @@ async def test_prober_swallowing_cancellation_still_ends_at_deadline() -> None:
     scheduler.load(_inventory(1, 2), settings)
     task = await _start(scheduler)
     await clock.advance(19.0)
-    assert [(r.reason, r.duration) for r in results["s0-d0"][:1]] == [("deadline", pytest.approx(3.0))]
-    assert [(r.reason, r.duration) for r in results["s0-d1"][:1]] == [("deadline", pytest.approx(3.0 + RECANCEL_EVERY))]
+    assert [(r.reason, r.duration) for r in results["s0-d0"][:1]] == [("deadline", pytest.approx(7.0))]
+    assert [(r.reason, r.duration) for r in results["s0-d1"][:1]] == [("deadline", pytest.approx(7.0 + RECANCEL_EVERY))]
     assert [r.ok for r in results["s0-d0"][1:]] == [True]
     assert [r.ok for r in results["s0-d1"][1:]] == [True]
     assert scheduler.in_flight == 0
@@ -449,14 +457,40 @@ async def test_cancellation_from_outside_wins_over_a_fired_deadline() -> None:
             raise
         return ProbeResult(True, 0.0)
 
-    settings = _settings(interval=10.0, timeout=2.0)  # deadline at 3 s, cancelled again at 4 s
+    settings = _settings(interval=10.0, timeout=2.0)  # deadline at 7 s, cancelled again at 8 s
     scheduler = _scheduler(clock, settings, lambda d, s, r: results.append(r), probers={"tcp": swallows_once})
     scheduler.load(_inventory(1, 1), settings)
     task = await _start(scheduler)
-    await clock.advance(3.5)
+    await clock.advance(7.5)
     assert outcome == ["swallowed"]
-    cancelled = await _finish(scheduler, clock, task, wait=0.2)  # drain cancels at 3.7 s
+    cancelled = await _finish(scheduler, clock, task, wait=0.2)  # drain cancels at 7.7 s
     assert cancelled == 1
     assert outcome == ["swallowed", "cancelled"]
     assert results == []
     assert scheduler.in_flight == 0
+
+
+@pytest.mark.parametrize(
+    ("hung", "right_after", "later"), [(False, ["timeout"], ["timeout"]), (True, [], ["deadline"])]
+)
+async def test_a_stalled_loop_lets_the_probers_own_timeout_answer(
+    hung: bool, right_after: list[str], later: list[str]
+) -> None:
+    """After a loop stall past the deadline the prober's own timeout (due first) answers; a hung one is cut later."""
+    clock = FakeClock(T0)
+    results: list[ProbeResult] = []
+
+    async def own_timeout(device: Device, spec: ProbeSpec, ctx: ProbeContext) -> ProbeResult:
+        await clock.sleep(1e9 if hung else 2.0)  # its own 2 s timeout, or none at all
+        return ProbeResult(False, 2.0, "timeout", "no answer")
+
+    settings = _settings(interval=100.0, timeout=2.0)  # deadline at 7 s
+    scheduler = _scheduler(clock, settings, lambda d, s, r: results.append(r), probers={"tcp": own_timeout})
+    scheduler.load(_inventory(1, 1), settings)
+    task = await _start(scheduler)
+    await clock.stall(30.0)  # both timers fire in one loop turn, as after a long render
+    assert [r.reason for r in results] == right_after
+    await clock.advance(STALL_GRACE)
+    assert [r.reason for r in results] == later
+    assert scheduler.stats.deadlines == ({"tcp": 1} if hung else {})
+    await _finish(scheduler, clock, task)

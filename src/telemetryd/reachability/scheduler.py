@@ -46,6 +46,14 @@ DEADLINE = "deadline"
 RECANCEL_EVERY = 1.0
 """A prober that swallowed the deadline's cancellation is cancelled again this often."""
 
+DEADLINE_SLACK = 5.0
+"""At least this much past a run's own worst case before the deadline: it is for hung probers, not slow loops."""
+
+STALL_GRACE = 0.5
+"""A deadline timer that fires late (the event loop was stalled: a big render, a reload) waits this much
+more loop time before it cancels: the prober's own timeout fired in the same stall, its result is a loop
+turn away, and it is the more precise answer."""
+
 
 ResultSink = Callable[[Device, ProbeSpec, ProbeResult], None]
 
@@ -104,11 +112,12 @@ def deadline_for(settings: Settings, protocol: str, devices: int = 1) -> float:
         budget = settings.probes.snmp.timeout * settings.probes.snmp.retries
     else:
         budget = settings.timeout_for(protocol)
-    # Slack: a prober's own timer starts late when the event loop is busy, and ICMP sweeps in
-    # flight share the pinger's pacing; both grow with the work in flight, hence half the
-    # budget, with 1 s for jitter under short timeouts. A working prober thus always ends with
-    # its own, more precise reason (`timeout`, `unreachable`); only a hung one gets here.
-    return budget + max(1.0, 0.5 * budget)
+    # Slack: ICMP sweeps share the pinger's pacing, so a sweep dispatched after a stall queues
+    # behind the others' packets (at city scale a 5 s stall is ~2 s of queue), and a prober's own
+    # timers start late when the loop is busy. The deadline is for a prober that hangs, so the
+    # slack is generous: the budget again, at least DEADLINE_SLACK. A working prober thus ends
+    # with its own, more precise reason (`timeout`, `unreachable`); only a hung one gets here.
+    return budget + max(DEADLINE_SLACK, budget)
 
 
 class _Overstayed(Exception):
@@ -125,7 +134,7 @@ class _Deadline:
     again every `RECANCEL_EVERY`, so it cannot hold its job and slots forever.
     """
 
-    __slots__ = ("_baseline", "_cancels", "_clock", "_task", "_timer")
+    __slots__ = ("_baseline", "_cancels", "_clock", "_graced", "_task", "_timer", "_when")
 
     def __init__(self, clock: Clock, when: float) -> None:
         task = asyncio.current_task()
@@ -134,10 +143,17 @@ class _Deadline:
         self._task = task
         self._baseline = task.cancelling()
         self._cancels = 0
+        self._when = when
+        self._graced = False
         self._timer = clock.call_at(when, self._expire)
 
     def _expire(self) -> None:
         if self._task.done():
+            return
+        now = self._clock.now()
+        if not self._cancels and not self._graced and now - self._when > STALL_GRACE:
+            self._graced = True  # the loop was stalled: the prober's own answer may be one turn away
+            self._timer = self._clock.call_at(now + STALL_GRACE, self._expire)
             return
         self._cancels += 1
         self._task.cancel()
@@ -525,6 +541,8 @@ def jobs_per_second(inventory: Inventory, settings: Settings) -> float:
 
 __all__ = [
     "DEADLINE",
+    "DEADLINE_SLACK",
+    "STALL_GRACE",
     "Clock",
     "Job",
     "MonotonicClock",

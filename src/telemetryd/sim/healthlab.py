@@ -27,6 +27,10 @@ PASSWORD = "Demo-Hik-2026"
 DEAD_CAMERA = "127.77.0.99"
 SILENT_AFTER = 60.0
 """Seconds after start when one panel stops its heartbeats (a cut line)."""
+ALARM_AT, RESTORAL_AT = 30.0, 45.0
+"""Seconds after start when panel 1 reports a burglary alarm on zone 3, and its restoral."""
+TEST_REPORT_EVERY = 300.0
+"""Panel 1's automatic test report (SIA RP), as real panels send one a day."""
 
 FAULTS: dict[str, str] = {
     f"{SCHOOL}-cam-ok": "healthy, recorded on NVR channel 1",
@@ -37,7 +41,10 @@ FAULTS: dict[str, str] = {
     f"{SCHOOL}-cam-dead": "nothing answers (RTSP and ISAPI refused): verdict camera_down",
     f"{SCHOOL}-nvr": "disk error, channel 2 offline, channel 3 not recording",
     f"{SCHOOL}-axpro": "AX PRO with zone 2 offline",
-    f"{SCHOOL}-panel-1": "DC-09 heartbeats every 10 s",
+    f"{SCHOOL}-panel-1": (
+        f"DC-09 heartbeats every 10 s; burglary alarm on zone 3 at {ALARM_AT:.0f} s, restored at {RESTORAL_AT:.0f} s,"
+        f" a test report every {TEST_REPORT_EVERY:.0f} s: rows in alarm_events"
+    ),
     f"{SCHOOL}-panel-2": f"DC-09 heartbeats, silent after {SILENT_AFTER:.0f} s: supervision_lost",
 }
 
@@ -153,9 +160,12 @@ class HealthLab:
             self._ready.set()
             loop = asyncio.get_running_loop()
             loop.call_later(SILENT_AFTER, panels[1].go_silent)
+            events = asyncio.create_task(_panel_events(panels[0]), name="health-lab-panel-events")
             try:
                 await self._stop.wait()
             finally:
+                events.cancel()
+                await asyncio.gather(events, return_exceptions=True)
                 for panel in panels:
                     await panel.stop()
 
@@ -174,6 +184,17 @@ class HealthLab:
         text = "# Written by telemetryd.sim.healthlab: simulated cameras, NVR and panels, one fault each.\n"
         text += yaml.safe_dump({"schools": [school]}, sort_keys=False)
         (self.inventory_dir / "health-lab.yaml").write_text(text, encoding="utf-8")
+
+
+async def _panel_events(panel: SimPanel) -> None:
+    """What a school's panel reports besides heartbeats: one alarm and its restoral, then periodic tests."""
+    await asyncio.sleep(ALARM_AT)
+    await panel.send_event("BA", zone="03", text="Corridor motion")
+    await asyncio.sleep(RESTORAL_AT - ALARM_AT)
+    await panel.send_event("BR", zone="03")
+    while True:
+        await panel.send_event("RP")
+        await asyncio.sleep(TEST_REPORT_EVERY)
 
 
 def _unused_port(host: str) -> int:
