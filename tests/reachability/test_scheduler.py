@@ -19,9 +19,9 @@ from structlog.testing import capture_logs
 from telemetryd.config.settings import Settings
 from telemetryd.model import Contract, Device, DeviceKind, Inventory, ProbeResult, ProbeSpec, School
 from telemetryd.probes import ProbeContext
+from telemetryd.probes.icmp import sweep_budget as icmp_sweep_budget
 from telemetryd.reachability.scheduler import (
     RECANCEL_EVERY,
-    STALL_GRACE,
     MonotonicClock,
     Scheduler,
     deadline_for,
@@ -146,12 +146,16 @@ def test_deadline_formula() -> None:
             }
         }
     )
-    assert deadline_for(settings, "tcp") == pytest.approx(7.0)  # slack floor of 5 s
-    assert deadline_for(settings, "isapi") == pytest.approx(60.0)  # 30 s + 30 s
-    assert deadline_for(settings, "snmp") == pytest.approx(9.0)  # 2 sends of 2 s + 5 s
+    ctx = ProbeContext(settings)
+    assert deadline_for(ctx, "tcp") == pytest.approx(7.0)  # slack floor of 5 s
+    assert deadline_for(ctx, "isapi") == pytest.approx(60.0)  # 30 s + 30 s
     # 10,000 devices × 3 packets at 5000/s = 6 s, + 3 × 0.25 s spacing + 2 s timeout = 8.75 s, twice.
-    assert deadline_for(settings, "icmp", 10_000) == pytest.approx(8.75 * 2)
-    assert deadline_for(settings, "icmp", 1) == pytest.approx(3 / 5000 + 0.75 + 2.0 + 5.0, abs=1e-3)
+    assert deadline_for(ctx, "icmp", 10_000) == pytest.approx(8.75 * 2)
+    assert deadline_for(ctx, "icmp", 1) == pytest.approx(3 / 5000 + 0.75 + 2.0 + 5.0, abs=1e-3)
+    # A sweep queued behind 4 s of other sweeps' packets gets those 4 s on top (the budget twice).
+    assert deadline_for(ctx, "icmp", 1, {"icmp": lambda c, n: 4.0 + icmp_sweep_budget(c, n)}) == pytest.approx(
+        2 * (4.0 + 3 / 5000 + 0.75 + 2.0), abs=1e-3
+    )
 
 
 async def test_production_clock_fires_and_cancels_timers() -> None:
@@ -476,7 +480,7 @@ async def test_cancellation_from_outside_wins_over_a_fired_deadline() -> None:
 async def test_a_stalled_loop_lets_the_probers_own_timeout_answer(
     hung: bool, right_after: list[str], later: list[str]
 ) -> None:
-    """After a loop stall past the deadline the prober's own timeout (due first) answers; a hung one is cut later."""
+    """After a loop stall past the deadline the prober's own timeout answers; a hung one is cut a stall later."""
     clock = FakeClock(T0)
     results: list[ProbeResult] = []
 
@@ -490,7 +494,31 @@ async def test_a_stalled_loop_lets_the_probers_own_timeout_answer(
     task = await _start(scheduler)
     await clock.stall(30.0)  # both timers fire in one loop turn, as after a long render
     assert [r.reason for r in results] == right_after
-    await clock.advance(STALL_GRACE)
+    await clock.advance(22.9)  # the deadline fired 23 s late: the stall is counted out of the prober's time
+    assert [r.reason for r in results] == right_after
+    await clock.advance(0.2)
     assert [r.reason for r in results] == later
     assert scheduler.stats.deadlines == ({"tcp": 1} if hung else {})
+    await _finish(scheduler, clock, task)
+
+
+async def test_a_sweep_may_run_one_interval_past_its_budget() -> None:
+    """A batch sweep gets its budget plus one interval before the deadline: slow sends under a busy loop are no hang."""
+    clock = FakeClock(T0)
+    budget = 1 * 3 / 10 + 3 * 0.25 + 2.0  # 1 device × 3 packets at 10/s, spacing, timeout: 3.05 s
+    results: list[ProbeResult] = []
+
+    async def slow_sweep(devices: Sequence[Device], ctx: ProbeContext) -> list[ProbeResult]:
+        await clock.sleep(budget + 20.0)  # far slower than planned, yet it answers
+        return [ProbeResult(True, budget + 20.0)] * len(devices)
+
+    settings = _settings(interval=30.0, timeout=2.0, packets=3, packet_spacing=0.25, max_packets_per_second=10)
+    scheduler = _scheduler(
+        clock, settings, lambda d, s, r: results.append(r), probers={}, batch_probers={"icmp": slow_sweep}
+    )
+    scheduler.load(_inventory(1, 1, (ICMP,)), settings)
+    task = await _start(scheduler)
+    await clock.advance(budget + 20.0)
+    assert results == [ProbeResult(True, pytest.approx(budget + 20.0))]
+    assert not scheduler.stats.deadlines
     await _finish(scheduler, clock, task)

@@ -1,0 +1,1 @@
+"""One-off commands: `telemetryd probe` and `speedtest` (probe.py), `telemetryd demo` (demo.py)."""

@@ -5,7 +5,8 @@ many devices in one sweep (ICMP over its shared socket) also registers in
 `BATCH_PROBERS`; the scheduler then hands it every job due in the same tick. A prober
 that holds something for its life (a socket, an HTTP session) registers its opener in
 `RESOURCES`: the daemon and `telemetryd probe` open them the same way, through
-`open_resources`.
+`open_resources`. A protocol whose worst case is more than its `timeout` says how much
+in `BUDGETS`, which the scheduler's deadline rests on.
 """
 
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -13,7 +14,7 @@ from contextlib import AsyncExitStack
 
 from telemetryd.model import Device, ProbeResult
 from telemetryd.probes import icmp, isapi, rtsp, tcp
-from telemetryd.probes.base import ProbeContext, Prober, Reconfigurable, ResourceOpener, ResourceUnavailable
+from telemetryd.probes.base import Budget, ProbeContext, Prober, Reconfigurable, ResourceOpener, ResourceUnavailable
 
 BatchProber = Callable[[Sequence[Device], ProbeContext], Awaitable[list[ProbeResult]]]
 
@@ -28,6 +29,11 @@ PROBERS: dict[str, Prober] = {
 BATCH_PROBERS: dict[str, BatchProber] = {
     "icmp": icmp.probe_many,
 }
+
+BUDGETS: dict[str, Budget] = {
+    "icmp": icmp.sweep_budget,
+}
+"""protocol → its worst case when it is more than `timeout` (the scheduler's deadline rests on it)."""
 
 RESOURCES: dict[str, ResourceOpener] = {
     "icmp": icmp.open_pinger,
@@ -64,9 +70,11 @@ async def open_resources(
 
 __all__ = [
     "BATCH_PROBERS",
+    "BUDGETS",
     "PROBERS",
     "RESOURCES",
     "BatchProber",
+    "Budget",
     "ProbeContext",
     "Prober",
     "Reconfigurable",

@@ -66,5 +66,8 @@ class ProbeContext:
 Prober = Callable[[Device, ProbeSpec, ProbeContext], Awaitable[ProbeResult]]
 """`async def probe(device, spec, ctx) -> ProbeResult`; raises only on programmer error."""
 
+Budget = Callable[[ProbeContext, int], float]
+"""Seconds one run of a protocol (a sweep of that many devices) takes at worst when nothing hangs."""
+
 ResourceOpener = Callable[[Settings], AbstractAsyncContextManager[object]]
 """Opens what a prober module holds for its life (a socket, a session); closing is the context's exit."""

@@ -205,6 +205,10 @@ class Pinger:
         """What the kernel actually granted (it doubles the request and caps it without CAP_NET_ADMIN)."""
         return int(self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
 
+    def backlog(self) -> float:
+        """Seconds until the pacer has a free slot: packets other sweeps queued ahead of a new one."""
+        return max(0.0, self._next_slot - time.monotonic())
+
     @property
     def in_flight(self) -> int:
         """Echo requests sent and not yet answered or expired."""
@@ -381,6 +385,20 @@ async def open_pinger(settings: Settings) -> AsyncIterator[Pinger]:
         yield pinger
     finally:
         pinger.close()
+
+
+def sweep_budget(ctx: ProbeContext, devices: int) -> float:
+    """How long a sweep of `devices` takes at worst: the queue ahead in the shared pacer, its own
+    packets at `max_packets_per_second`, the spacing between rounds and the wait for the last replies."""
+    icmp = ctx.settings.probes.icmp
+    pinger = ctx.resource(Pinger)
+    queued = pinger.backlog() if pinger is not None else 0.0
+    return (
+        queued
+        + devices * icmp.packets / icmp.max_packets_per_second
+        + icmp.packet_spacing * icmp.packets
+        + icmp.timeout
+    )
 
 
 async def probe(device: Device, spec: ProbeSpec, ctx: ProbeContext) -> ProbeResult:

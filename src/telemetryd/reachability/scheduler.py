@@ -30,7 +30,7 @@ import structlog
 from telemetryd.config.settings import Settings
 from telemetryd.histogram import Histogram
 from telemetryd.model import Device, Inventory, ProbeResult, ProbeSpec
-from telemetryd.probes import BATCH_PROBERS, PROBERS, BatchProber, ProbeContext, Prober
+from telemetryd.probes import BATCH_PROBERS, BUDGETS, PROBERS, BatchProber, Budget, ProbeContext, Prober
 
 log = structlog.get_logger("telemetryd.scheduler")
 
@@ -50,9 +50,9 @@ DEADLINE_SLACK = 5.0
 """At least this much past a run's own worst case before the deadline: it is for hung probers, not slow loops."""
 
 STALL_GRACE = 0.5
-"""A deadline timer that fires late (the event loop was stalled: a big render, a reload) waits this much
-more loop time before it cancels: the prober's own timeout fired in the same stall, its result is a loop
-turn away, and it is the more precise answer."""
+"""A deadline timer that fires late (the event loop was stalled: a big render, a reload) waits as long
+again as it was late, at least this: the prober's own timers fired in the same stall, its result is a
+loop turn or a few paced sends away, and it is the more precise answer."""
 
 
 ResultSink = Callable[[Device, ProbeSpec, ProbeResult], None]
@@ -95,29 +95,25 @@ class MonotonicClock:
         return asyncio.get_running_loop().call_later(when - time.monotonic(), callback, *args)
 
 
-def deadline_for(settings: Settings, protocol: str, devices: int = 1) -> float:
-    """Seconds one run of `protocol` (a sweep of `devices` for ICMP) may take before it is cancelled.
+def deadline_for(
+    ctx: ProbeContext,
+    protocol: str,
+    devices: int = 1,
+    budgets: dict[str, Budget] = BUDGETS,
+    *,
+    slack: float = DEADLINE_SLACK,
+) -> float:
+    """Seconds one run of `protocol` (a sweep of `devices` for a batch prober) may take before it is cancelled.
 
-    The prober's own worst case plus slack. ICMP sends devices × packets echo requests at
-    `max_packets_per_second`, waits `packet_spacing` between rounds and `timeout` for the
-    last replies. SNMP's timeout is per send, `retries` sends in all. Any other protocol's
-    `timeout` bounds its whole run.
+    The prober's own worst case — its module's entry in `probes.BUDGETS` (ICMP: the whole paced
+    sweep, behind what other sweeps queued), else its `timeout` — plus the budget again, at least `slack`.
     """
-    if protocol == "icmp":
-        icmp = settings.probes.icmp
-        budget = (
-            devices * icmp.packets / icmp.max_packets_per_second + icmp.packet_spacing * icmp.packets + icmp.timeout
-        )
-    elif protocol == "snmp":
-        budget = settings.probes.snmp.timeout * settings.probes.snmp.retries
-    else:
-        budget = settings.timeout_for(protocol)
-    # Slack: ICMP sweeps share the pinger's pacing, so a sweep dispatched after a stall queues
-    # behind the others' packets (at city scale a 5 s stall is ~2 s of queue), and a prober's own
-    # timers start late when the loop is busy. The deadline is for a prober that hangs, so the
-    # slack is generous: the budget again, at least DEADLINE_SLACK. A working prober thus ends
-    # with its own, more precise reason (`timeout`, `unreachable`); only a hung one gets here.
-    return budget + max(DEADLINE_SLACK, budget)
+    budget_of = budgets.get(protocol)
+    budget = budget_of(ctx, devices) if budget_of is not None else ctx.settings.timeout_for(protocol)
+    # The deadline is for a prober that hangs, not for a busy loop (a prober's own timers start
+    # late then), so the slack is generous. A working prober thus ends with its own, more precise
+    # reason (`timeout`, `unreachable`); only a hung one gets here.
+    return budget + max(slack, budget)
 
 
 class _Overstayed(Exception):
@@ -151,9 +147,10 @@ class _Deadline:
         if self._task.done():
             return
         now = self._clock.now()
-        if not self._cancels and not self._graced and now - self._when > STALL_GRACE:
-            self._graced = True  # the loop was stalled: the prober's own answer may be one turn away
-            self._timer = self._clock.call_at(now + STALL_GRACE, self._expire)
+        late = now - self._when
+        if not self._cancels and not self._graced and late > STALL_GRACE:
+            self._graced = True  # the loop was stalled: count the stall out of the prober's time
+            self._timer = self._clock.call_at(now + late, self._expire)
             return
         self._cancels += 1
         self._task.cancel()
@@ -236,10 +233,12 @@ class Scheduler:
         clock: Clock | None = None,
         probers: dict[str, Prober] | None = None,
         batch_probers: dict[str, BatchProber] | None = None,
+        budgets: dict[str, Budget] | None = None,
     ) -> None:
         self.ctx = ctx
         self.probers = PROBERS if probers is None else probers
         self.batch_probers = BATCH_PROBERS if batch_probers is None else batch_probers
+        self.budgets = BUDGETS if budgets is None else budgets
         self.on_result = on_result
         self.clock: Clock = MonotonicClock() if clock is None else clock
         self.stats = SchedulerStats()
@@ -430,7 +429,7 @@ class Scheduler:
         protocol = job.spec.protocol
         limit = self._limits.get(protocol)
         if limit is None:
-            limit = self._limits[protocol] = deadline_for(self.ctx.settings, protocol)
+            limit = self._limits[protocol] = deadline_for(self.ctx, protocol, budgets=self.budgets)
         started = self.clock.now()
         try:
             with _Deadline(self.clock, started + limit):
@@ -447,7 +446,12 @@ class Scheduler:
     async def _run_batch(self, protocol: str, jobs: list[Job]) -> None:
         """One sweep of many devices under one deadline, sized for the whole sweep."""
         try:
-            limit = deadline_for(self.ctx.settings, protocol, len(jobs))
+            # A sweep shares the pacer and the loop with every other sweep: while a render holds the
+            # GIL its sends slow many-fold (8.5 s for a 2.75 s sweep in the demo under scrapes). It
+            # cannot hang while the loop runs (its own timer ends it after the last send), so its
+            # deadline only has to catch a bug: one interval more is soon enough.
+            interval = max(job.interval for job in jobs)
+            limit = deadline_for(self.ctx, protocol, len(jobs), self.budgets, slack=max(DEADLINE_SLACK, 4 * interval))
             started = self.clock.now()
             results: Sequence[ProbeResult]
             try:

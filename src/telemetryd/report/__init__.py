@@ -1,0 +1,1 @@
+"""The monthly SLA report: figures (pure), queries (PostgreSQL, chain), rendering, its command."""
