@@ -8,11 +8,10 @@ from pathlib import Path
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from telemetryd.daemon import Daemon
-from telemetryd.export.app import build_registry, create_app
+from telemetryd.export.app import Exposition, create_app
 from telemetryd.model import (
     DeviceKind,
     Direction,
@@ -90,7 +89,7 @@ def _app(daemon: Daemon) -> web.Application:
 
 def test_link_metrics_follow_link_state(tmp_path: Path) -> None:
     """Speed, ratio to contract, the below-contract flag, raw counters and segment rates are exported."""
-    samples = _samples(generate_latest(build_registry(_daemon(tmp_path).export_sources())).decode())
+    samples = _samples(Exposition(_daemon(tmp_path).export_sources()).render().decode())
     assert _get(samples, "telemetryd_speedtest_bytes_per_second", school="s1", direction="download") == 19e6 / 8
     assert (
         abs(_get(samples, "telemetryd_speedtest_contract_ratio", school="s1", direction="upload") - 18.5 / 150) < 1e-9
@@ -127,7 +126,7 @@ def _get(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], metric: s
 
 def test_device_metrics_follow_state(tmp_path: Path) -> None:
     """Device and probe up, RTT and loss reflect State; unknown devices export no up sample."""
-    samples = _samples(generate_latest(build_registry(_daemon(tmp_path).export_sources())).decode())
+    samples = _samples(Exposition(_daemon(tmp_path).export_sources()).render().decode())
     cam = {"school": "s1", "device": "s1-cam-1", "kind": "camera"}
     assert _get(samples, "telemetryd_device_up", **cam) == 0.0
     assert _get(samples, "telemetryd_probe_up", **cam, probe="icmp") == 1.0
@@ -143,7 +142,7 @@ def test_device_metrics_follow_state(tmp_path: Path) -> None:
 
 def test_school_and_contract_metrics(tmp_path: Path) -> None:
     """Schools export info, location, contract in bytes/s per segment, and roll-ups by kind."""
-    samples = _samples(generate_latest(build_registry(_daemon(tmp_path).export_sources())).decode())
+    samples = _samples(Exposition(_daemon(tmp_path).export_sources()).render().decode())
     assert _get(samples, "telemetryd_school_info", school="s1", name="School s1", district="Abay") == 1.0
     assert _get(samples, "telemetryd_school_contract_bytes_per_second", school="s1") == 150e6 / 8
     assert _get(samples, "telemetryd_segment_contract_bytes_per_second", school="s1", segment="alarm") == 20e6 / 8
@@ -156,7 +155,7 @@ def test_school_and_contract_metrics(tmp_path: Path) -> None:
 
 def test_daemon_health_metrics(tmp_path: Path) -> None:
     """The daemon's own health: probes by result, lag histogram, inventory size, reload status."""
-    samples = _samples(generate_latest(build_registry(_daemon(tmp_path).export_sources())).decode())
+    samples = _samples(Exposition(_daemon(tmp_path).export_sources()).render().decode())
     assert _get(samples, "telemetryd_probes_total", probe="icmp", result="timeout") == 1.0
     assert _get(samples, "telemetryd_schedule_lag_seconds_count") == 1.0
     assert _get(samples, "telemetryd_inventory_devices", kind="camera") == 1.0
@@ -167,8 +166,8 @@ def test_daemon_health_metrics(tmp_path: Path) -> None:
 def test_removed_device_vanishes_without_stale_series(tmp_path: Path) -> None:
     """After a reload drops a device, the next scrape has no series for it."""
     daemon = _daemon(tmp_path)
-    registry = build_registry(daemon.export_sources())
-    assert "s1-alarm" in generate_latest(registry).decode()
+    registry = Exposition(daemon.export_sources())
+    assert "s1-alarm" in registry.render().decode()
     inventory = daemon.config.inventory
     smaller = type(inventory).build(
         [
@@ -177,13 +176,13 @@ def test_removed_device_vanishes_without_stale_series(tmp_path: Path) -> None:
         ]
     )
     daemon.state.sync(smaller)
-    assert "s1-alarm" not in generate_latest(registry).decode()
+    assert "s1-alarm" not in registry.render().decode()
 
 
 def test_promtool_check_metrics_is_clean(tmp_path: Path) -> None:
     """`promtool check metrics` reports nothing on the exporter's output."""
     promtool = require_binary("promtool", "prometheus")
-    text = generate_latest(build_registry(_daemon(tmp_path).export_sources()))
+    text = Exposition(_daemon(tmp_path).export_sources()).render()
     proc = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, check=False)
     assert proc.returncode == 0, proc.stdout.decode() + proc.stderr.decode()
     assert proc.stdout.strip() == b"" and proc.stderr.strip() == b""

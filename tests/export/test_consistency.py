@@ -6,21 +6,18 @@ import collections
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client import generate_latest
-from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
 
 from telemetryd.alarm.receiver import SiaReceiver
 from telemetryd.config import load_config
 from telemetryd.daemon import Daemon
-from telemetryd.export.app import build_registry
+from telemetryd.export.app import Exposition
 from telemetryd.model import Direction, ProbeResult, SpeedResult
 from telemetryd.probes.isapi import AuthState, AxProStatus, IsapiHealth
 from telemetryd.probes.isapi import xml as isapi_xml
@@ -145,15 +142,15 @@ def storm(tmp_path_factory: pytest.TempPathFactory) -> Storm:
     """Render both encodings in a thread for ~2 s, with a tiny switch interval, while reloading A <-> B."""
     tmp_path = tmp_path_factory.mktemp("storm")
     daemon = _daemon(tmp_path)
-    registry = build_registry(daemon.export_sources())
+    registry = Exposition(daemon.export_sources())
     seen = Storm()
     stop = threading.Event()
 
     def render() -> None:
         while not stop.is_set():
             try:
-                seen.text.append(generate_latest(registry).decode())
-                seen.openmetrics.append(generate_openmetrics(registry).decode())
+                seen.text.append(registry.render().decode())
+                seen.openmetrics.append(registry.render(openmetrics=True).decode())
             except Exception as exc:  # the test reports whatever a scrape raised
                 seen.errors.append(f"{type(exc).__name__}: {exc}")
 
@@ -248,20 +245,26 @@ def test_every_scrape_counts_the_devices_it_lists(storm: Storm) -> None:
     assert not mixed, f"{len(mixed)} of {len(storm.text)} scrapes mixed two rosters, e.g. {mixed[0]}"
 
 
-def _families_with_reload_inside(daemon: Daemon, tmp_path: Path) -> Iterator[Any]:
-    """A scrape's families, with a reload (to generation B) right after the first family is rendered."""
-    families = build_registry(daemon.export_sources()).collect()
-    yield next(families)
-    write_config(tmp_path, small())
-    assert daemon.reload()
-    yield from families
+def _body_with_reload_inside(daemon: Daemon, tmp_path: Path) -> str:
+    """One scrape's body, with a reload (to generation B) right after the device families are rendered."""
+    exposition = Exposition(daemon.export_sources())
+    render_devices = exposition.devices.render
+
+    def devices_then_reload(roster: Any, *, openmetrics: bool = False) -> bytes:
+        body = render_devices(roster, openmetrics=openmetrics)
+        write_config(tmp_path, small())
+        assert daemon.reload()
+        return body
+
+    exposition.devices.render = devices_then_reload  # type: ignore[method-assign]
+    return exposition.render().decode()
 
 
 def test_a_scrape_straddling_a_reload_reads_one_roster(tmp_path: Path) -> None:
     """A reload landing between two collectors of one scrape does not show up as two inventories in one body."""
     daemon = _daemon(tmp_path)
-    families = list(_families_with_reload_inside(daemon, tmp_path))
-    samples = [(s.name, s.labels, s.value) for family in families for s in family.samples]
+    samples = _samples(_body_with_reload_inside(daemon, tmp_path))
+    assert daemon.state.inventory.device_count != _schools(samples, "telemetryd_device_info").total()
     assert _schools(samples, "telemetryd_device_info") == _schools(samples, "telemetryd_school_devices")
     schools_listed = sum(1 for name, _, _ in samples if name == "telemetryd_school_info")
     (inventory_schools,) = (value for name, _, value in samples if name == "telemetryd_inventory_schools")

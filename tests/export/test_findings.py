@@ -10,14 +10,13 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from telemetryd.alarm import dc09
 from telemetryd.alarm.receiver import SiaReceiver
 from telemetryd.config import load_config
 from telemetryd.daemon import Daemon
-from telemetryd.export.app import build_registry
+from telemetryd.export.app import Exposition
 from telemetryd.history.recorder import History
 from telemetryd.history.spool import Spool
 from telemetryd.history.writer import HistoryWriter
@@ -139,7 +138,7 @@ def samples(text: str) -> list[tuple[str, Labels, float]]:
 
 def scrape(registry: Any) -> dict[tuple[str, Labels], float]:
     """One scrape as {(name, labels): value}; fails on a duplicate sample."""
-    found = samples(generate_latest(registry).decode())
+    found = samples(registry.render().decode())
     keys = [(name, labels) for name, labels, _ in found]
     dupes = [key for key, n in collections.Counter(keys).items() if n > 1]
     assert not dupes, f"duplicate samples: {dupes}"
@@ -162,7 +161,7 @@ def names_for(scraped: dict[tuple[str, Labels], float], device: str) -> set[str]
 def test_isapi_findings_follow_the_probe_and_the_device_across_reloads(tmp_path: Path) -> None:
     """Hardware/disk/channel series go when a reload drops the NVR's isapi probe; all its series go with the NVR."""
     daemon = _daemon(tmp_path, [_nvr("icmp", "isapi"), *_cameras(2)])
-    registry = build_registry(daemon.export_sources())
+    registry = Exposition(daemon.export_sources())
     daemon.state.apply("s1-nvr", "icmp", OK, NOW)
     daemon.state.apply("s1-nvr", "isapi:80", nvr_health().probe_result(), NOW)
     before = scrape(registry)
@@ -208,7 +207,7 @@ def test_isapi_findings_follow_the_probe_and_the_device_across_reloads(tmp_path:
 def test_two_isapi_probes_on_one_device_export_one_set_of_series(tmp_path: Path) -> None:
     """An NVR checked over isapi:80 and isapi:8080, both with findings, exports each ISAPI series once."""
     daemon = _daemon(tmp_path, [_nvr("icmp", "isapi", "isapi:8080"), *_cameras(2)])
-    registry = build_registry(daemon.export_sources())
+    registry = Exposition(daemon.export_sources())
     daemon.state.apply("s1-nvr", "isapi:80", nvr_health().probe_result(), NOW)
     daemon.state.apply("s1-nvr", "isapi:8080", nvr_health("SN-0002", channel_2_online=True).probe_result(), NOW + 1)
     scraped = scrape(registry)  # asserts no duplicate (name, labels)
@@ -231,7 +230,7 @@ def test_two_isapi_probes_on_one_device_export_one_set_of_series(tmp_path: Path)
 def test_axpro_areas_and_zones_are_exported(tmp_path: Path) -> None:
     """Each AX PRO area exports armed/alarm and each zone reporting/tamper/alarm, with the panel's 0/1 values."""
     daemon = _daemon(tmp_path, [_panel()])
-    registry = build_registry(daemon.export_sources())
+    registry = Exposition(daemon.export_sources())
     daemon.state.apply("s1-alarm", "axpro:80", axpro_status().probe_result(), NOW)
     scraped = scrape(registry)
     panel = {"school": "s1", "device": "s1-alarm"}
@@ -276,10 +275,10 @@ async def test_icmp_unmatched_replies_are_exported(tmp_path: Path) -> None:
         raise
     try:
         daemon = _daemon(tmp_path, [])
-        registry = build_registry(daemon.export_sources())
+        registry = Exposition(daemon.export_sources())
         assert ("telemetryd_icmp_replies_unmatched_total", frozenset()) not in scrape(registry)
         daemon.ctx.provide(pinger)
-        registry = build_registry(daemon.export_sources())
+        registry = Exposition(daemon.export_sources())
         pinger.replies_unmatched += 3
         assert get(scrape(registry), "telemetryd_icmp_replies_unmatched_total") == 3.0
         pinger.replies_unmatched += 1
@@ -310,7 +309,7 @@ def test_receiver_counters_are_exported(tmp_path: Path) -> None:
     receiver = _receiver(daemon)
     receiver.counts.dropped[("tcp", "idle")] += 2
     receiver.counts.dropped[("udp", "oversize")] += 1
-    registry = build_registry(daemon.export_sources())
+    registry = Exposition(daemon.export_sources())
     scraped = scrape(registry)
     assert get(scraped, "telemetryd_sia_connections_dropped_total", transport="tcp", why="idle") == 2.0
     assert get(scraped, "telemetryd_sia_connections_dropped_total", transport="udp", why="oversize") == 1.0
@@ -347,14 +346,12 @@ def test_history_writer_counters_are_exported(tmp_path: Path) -> None:
     daemon = _daemon(
         tmp_path, [], history={"dsn": "postgresql://telemetryd@127.0.0.1:1/telemetryd", "spool_directory": "spool"}
     )
-    assert not any(
-        name.startswith("telemetryd_history_") for name, _ in scrape(build_registry(daemon.export_sources()))
-    )
+    assert not any(name.startswith("telemetryd_history_") for name, _ in scrape(Exposition(daemon.export_sources())))
     history = _history(daemon, tmp_path)
     assert history.writer is not None
     stats = history.writer.stats
     stats.batches_written, stats.rows_written, stats.db_up = 4, 250, True
-    scraped = scrape(build_registry(daemon.export_sources()))
+    scraped = scrape(Exposition(daemon.export_sources()))
     assert get(scraped, "telemetryd_history_batches_written_total") == 4.0
     assert get(scraped, "telemetryd_history_rows_written_total") == 250.0
     assert get(scraped, "telemetryd_history_db_up") == 1.0
@@ -383,7 +380,7 @@ def test_promtool_accepts_the_whole_exposition(tmp_path: Path) -> None:
     _history(daemon, tmp_path).writer.stats.batches_written = 1  # type: ignore[union-attr]
     # A stand-in for the ICMP socket: the collector reads only its counter.
     sources = dataclasses.replace(daemon.export_sources(), pinger=SimpleNamespace(replies_unmatched=2, mode="raw"))
-    text = generate_latest(build_registry(sources))
+    text = Exposition(sources).render()
     found = {name for name, _, _ in samples(text.decode())}
     assert {*HARDWARE, "telemetryd_axpro_zone_alarm", "telemetryd_alarm_events_total"} <= found
     assert {"telemetryd_icmp_replies_unmatched_total", "telemetryd_history_batches_written_total"} <= found

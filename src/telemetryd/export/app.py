@@ -9,31 +9,35 @@ names, segments; never an error string or a timestamp.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import cast
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client import ProcessCollector, generate_latest
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import Metric
+from prometheus_client.openmetrics import exposition as openmetrics_exposition
 from prometheus_client.registry import Collector
 
 from telemetryd.alarm.receiver import SiaReceiver
 from telemetryd.alarm.supervision import Supervision
 from telemetryd.export.alarm import AlarmCollector
-from telemetryd.export.cameras import CameraCollector
+from telemetryd.export.cameras import CameraCollector, render_verdicts
+from telemetryd.export.devices import DeviceExposition
 from telemetryd.export.families import RosterCollector
 from telemetryd.export.history import HistoryCollector
 from telemetryd.export.instance import InstanceCollector, InstanceStatus
 from telemetryd.export.link import LinkCollector
-from telemetryd.export.reachability import DeviceCollector, SchedulerCollector, SchoolCollector
+from telemetryd.export.reachability import SchedulerCollector, SchoolCollector
 from telemetryd.export.status import StatusSources, render_status_page, status_document
 from telemetryd.history.recorder import History
 from telemetryd.link.compliance import LinkState
 from telemetryd.link.monitor import LinkMonitor
 from telemetryd.probes.icmp import Pinger
 from telemetryd.reachability.scheduler import Scheduler
-from telemetryd.reachability.state import State
+from telemetryd.reachability.state import Roster, State
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,39 +60,57 @@ class ExportSources:
         return StatusSources(self.state, self.links, self.instance)
 
 
-class ScrapeCollector(Collector):
-    """Every domain collector in one scrape, the roster of State read once for all of them."""
+generate_openmetrics = cast(Callable[[Collector], bytes], openmetrics_exposition.generate_latest)
 
-    def __init__(self, state: State, over_roster: list[RosterCollector], others: list[Collector]) -> None:
-        self.state = state
-        self.over_roster = over_roster
-        self.others = others
+
+class Exposition:
+    """Everything /metrics serves, over one roster of State per scrape.
+
+    The device families and the camera verdict (most of the body) are encoded by hand; the
+    rest comes from one prometheus-client collector per domain. Each scrape reads the
+    roster once and hands it to all of them, so a reload during a render shows in the
+    next scrape, never as two inventories in one body.
+    """
+
+    def __init__(self, sources: ExportSources) -> None:
+        state = self.state = sources.state
+        self.devices = DeviceExposition()
+        self.over_roster: list[RosterCollector] = [
+            SchoolCollector(state),
+            CameraCollector(state),
+            AlarmCollector(state, sources.supervision, sources.receiver),
+            SchedulerCollector(sources.scheduler, state),
+            InstanceCollector(sources.instance, state, sources.pinger),
+        ]
+        self.others: list[Collector] = [
+            LinkCollector(sources.links, sources.link_monitor),
+            HistoryCollector(sources.history),
+            ProcessCollector(registry=None),
+        ]
+
+    def render(self, *, openmetrics: bool = False) -> bytes:
+        """One scrape's body in the Prometheus text format, or in OpenMetrics."""
+        roster = self.state.roster
+        families = _Families(self, roster)
+        by_hand = self.devices.render(roster, openmetrics=openmetrics) + render_verdicts(
+            roster, openmetrics=openmetrics
+        )
+        return by_hand + (generate_openmetrics(families) if openmetrics else generate_latest(families))
+
+
+class _Families(Collector):
+    """The prometheus-client families of one scrape, all over the same roster."""
+
+    def __init__(self, exposition: Exposition, roster: Roster) -> None:
+        self.exposition = exposition
+        self.roster = roster
 
     def collect(self) -> Iterator[Metric]:
-        """One roster for every family: a reload during the scrape shows in the next one."""
-        roster = self.state.roster
-        for collector in self.over_roster:
-            yield from collector.families(roster)
-        for other in self.others:
+        """Domain collectors over the roster, then the others (link, history, process)."""
+        for collector in self.exposition.over_roster:
+            yield from collector.families(self.roster)
+        for other in self.exposition.others:
             yield from other.collect()
-
-
-def build_registry(sources: ExportSources) -> CollectorRegistry:
-    """A registry of one collector per domain (read together, over one roster), plus process metrics."""
-    state = sources.state
-    over_roster: list[RosterCollector] = [
-        DeviceCollector(state),
-        SchoolCollector(state),
-        CameraCollector(state),
-        AlarmCollector(state, sources.supervision, sources.receiver),
-        SchedulerCollector(sources.scheduler, state),
-        InstanceCollector(sources.instance, state, sources.pinger),
-    ]
-    others: list[Collector] = [LinkCollector(sources.links, sources.link_monitor), HistoryCollector(sources.history)]
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(ScrapeCollector(state, over_roster, others))
-    ProcessCollector(registry=registry)
-    return registry
 
 
 def create_app(
@@ -98,13 +120,16 @@ def create_app(
     ready: Callable[[], bool],
 ) -> web.Application:
     """The aiohttp application: /metrics, /healthz, /-/ready, /api/v1/status and /."""
-    registry = build_registry(sources)
+    exposition = Exposition(sources)
     app = web.Application()
 
     async def metrics(request: web.Request) -> web.StreamResponse:
-        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+        _encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+        openmetrics = content_type.startswith("application/openmetrics-text")
         # Rendering 10,000 devices takes a while: do it off the loop so probes keep their timing.
-        body = await asyncio.get_running_loop().run_in_executor(None, encoder, registry)
+        body = await asyncio.get_running_loop().run_in_executor(
+            None, functools.partial(exposition.render, openmetrics=openmetrics)
+        )
         response = web.Response(body=body, headers={"Content-Type": content_type})
         response.enable_compression()
         return response

@@ -8,7 +8,7 @@ from prometheus_client.metrics_core import GaugeMetricFamily, InfoMetricFamily, 
 
 from telemetryd.cameras.channels import camera_verdicts
 from telemetryd.cameras.verdict import Verdict
-from telemetryd.export.families import DEVICE_LABELS, RosterCollector, flag
+from telemetryd.export.families import DEVICE_LABELS, Family, RosterCollector, escape, flag
 from telemetryd.probes.isapi import AuthState, IsapiHealth
 from telemetryd.reachability.state import Roster
 
@@ -16,7 +16,7 @@ MIB = 1024 * 1024
 
 
 class CameraCollector(RosterCollector):
-    """Hardware identity, login state, clock, uptime, NVR channels and disks, and the camera verdict.
+    """Hardware identity, login state, clock, uptime, NVR channels and disks (the verdict: `render_verdicts`).
 
     Everything comes from the typed ISAPI findings State holds per device: a device or
     probe removed by a reload takes its series with it.
@@ -93,12 +93,25 @@ class CameraCollector(RosterCollector):
                     disk_free.add_metric(disk_values, disk.free_mb * MIB)
         yield from (hardware, auth, locked, drift, ntp, uptime, channel_up, recording, disk_ok, disk_size, disk_free)
 
-        verdicts = GaugeMetricFamily(
-            "telemetryd_camera_verdict",
-            "1 for the camera's current verdict: ok, camera_down, not_recorded, lan_fault, nvr_down or unknown.",
-            labels=["school", "device", "verdict"],
-        )
-        for camera, verdict in camera_verdicts(roster):
-            for option in Verdict:
-                verdicts.add_metric([camera.school_id, camera.id, option.value], flag(option is verdict))
-        yield verdicts
+
+VERDICT = Family(
+    "telemetryd_camera_verdict",
+    "gauge",
+    "1 for the camera's current verdict: ok, camera_down, not_recorded, lan_fault, nvr_down or unknown.",
+)
+
+
+def render_verdicts(roster: Roster, *, openmetrics: bool = False) -> bytes:
+    """`telemetryd_camera_verdict`, one series per camera and possible verdict, encoded by hand.
+
+    Six samples per camera are the largest family after the device ones; prometheus-client
+    would validate and escape every label of each on every scrape.
+    """
+    lines = [VERDICT.header(openmetrics=openmetrics)]
+    name = VERDICT.sample
+    options = [(option, option.value) for option in Verdict]
+    for camera, verdict in camera_verdicts(roster):
+        prefix = f'{name}{{device="{escape(camera.id)}",school="{escape(camera.school_id)}",verdict="'
+        for option, value in options:
+            lines.append(f'{prefix}{value}"}} {"1.0" if option is verdict else "0.0"}\n')
+    return "".join(lines).encode()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from prometheus_client.metrics_core import HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -24,6 +25,39 @@ def histogram_family(name: str, doc: str, histogram: Histogram) -> HistogramMetr
 def flag(value: bool) -> float:
     """1.0 for true, 0.0 for false: the value of a 0/1 gauge."""
     return 1.0 if value else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    """One family's name, type and help text, as both encodings print it."""
+
+    name: str
+    kind: str
+    """``gauge``, ``counter`` or ``info``."""
+    doc: str
+
+    def header(self, *, openmetrics: bool) -> str:
+        """The HELP and TYPE lines: the text format names counters `_total` and info families `_info` gauges."""
+        if openmetrics:
+            name, kind = self.name, self.kind
+        elif self.kind == "counter":
+            name, kind = self.name + "_total", "counter"
+        elif self.kind == "info":
+            name, kind = self.name + "_info", "gauge"
+        else:
+            name, kind = self.name, self.kind
+        doc = self.doc.replace("\\", r"\\").replace("\n", r"\n")
+        return f"# HELP {name} {doc}\n# TYPE {name} {kind}\n"
+
+    @property
+    def sample(self) -> str:
+        """The name samples carry in both encodings."""
+        return {"counter": self.name + "_total", "info": self.name + "_info"}.get(self.kind, self.name)
+
+
+def escape(value: str) -> str:
+    """A label value as both encodings quote it."""
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
 
 
 class RosterCollector(Collector):

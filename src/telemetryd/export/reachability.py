@@ -1,4 +1,4 @@
-"""Devices, schools and the scheduler: up/down, flaps, probe timings, roll-ups, probe runs and lag."""
+"""Schools and the scheduler: roll-ups, contracts, probe runs, skipped slots, deadlines, lag (devices: devices.py)."""
 
 from __future__ import annotations
 
@@ -6,70 +6,10 @@ from collections.abc import Iterator
 
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 
-from telemetryd.export.families import DEVICE_LABELS, MBIT_BYTES, RosterCollector, flag, histogram_family
-from telemetryd.model import DeviceKind, Health
+from telemetryd.export.families import MBIT_BYTES, RosterCollector, histogram_family
+from telemetryd.model import DeviceKind
 from telemetryd.reachability.scheduler import Scheduler
 from telemetryd.reachability.state import Roster, State
-
-
-class DeviceCollector(RosterCollector):
-    """Per device and probe: inventory facts, debounced health, flaps, last run's timings."""
-
-    def families(self, roster: Roster) -> Iterator[Metric]:
-        """Yield the device families from one roster."""
-        info = InfoMetricFamily("telemetryd_device", "Device inventory facts.", labels=[*DEVICE_LABELS, "host"])
-        up = GaugeMetricFamily(
-            "telemetryd_device_up", "1 when every probe of the device is up, 0 when one is down.", labels=DEVICE_LABELS
-        )
-        flaps = CounterMetricFamily(
-            "telemetryd_device_flaps",
-            "Up/down transitions of the device since the daemon started.",
-            labels=DEVICE_LABELS,
-        )
-        changed = GaugeMetricFamily(
-            "telemetryd_device_last_change_timestamp_seconds",
-            "When the device last changed state (Unix time).",
-            labels=DEVICE_LABELS,
-        )
-        probe_labels = [*DEVICE_LABELS, "probe"]
-        probe_up = GaugeMetricFamily(
-            "telemetryd_probe_up", "1 when the probe's debounced state is up, 0 when down.", labels=probe_labels
-        )
-        duration = GaugeMetricFamily(
-            "telemetryd_probe_duration_seconds", "Duration of the probe's last run.", labels=probe_labels
-        )
-        rtt = GaugeMetricFamily(
-            "telemetryd_probe_rtt_seconds",
-            "Round-trip time of the last successful run: mean ICMP echo RTT, or TCP connect time.",
-            labels=probe_labels,
-        )
-        loss = GaugeMetricFamily(
-            "telemetryd_probe_loss_ratio",
-            "Share of echo requests unanswered in the last ICMP run (0-1).",
-            labels=probe_labels,
-        )
-        for device_state in roster.devices.values():
-            device = device_state.device
-            labels = [device.school_id, device.id, device.kind.value]
-            info.add_metric([*labels, device.host], {})
-            if device_state.health is not Health.UNKNOWN:
-                up.add_metric(labels, flag(device_state.health is Health.UP))
-            flaps.add_metric(labels, device_state.flaps)
-            if device_state.last_change is not None:
-                changed.add_metric(labels, device_state.last_change)
-            for name, probe in device_state.probes.items():
-                result = probe.last_result
-                if result is None:
-                    continue
-                plabels = [*labels, name]
-                if probe.health is not Health.UNKNOWN:
-                    probe_up.add_metric(plabels, flag(probe.health is Health.UP))
-                duration.add_metric(plabels, result.duration)
-                if result.ok and result.rtt is not None:
-                    rtt.add_metric(plabels, result.rtt)
-                if result.loss is not None:
-                    loss.add_metric(plabels, result.loss)
-        yield from (info, up, flaps, changed, probe_up, duration, rtt, loss)
 
 
 class SchoolCollector(RosterCollector):
