@@ -63,9 +63,9 @@ def escape(value: str) -> str:
 class RosterCollector(Collector):
     """A collector over one roster of State.
 
-    Alone, `collect` reads the current roster; in the daemon's registry a `ScrapeCollector`
-    reads it once per scrape and hands the same roster to every one of these, so a reload
-    between two families cannot make one body list two inventories.
+    Alone, `collect` reads the current roster; a scrape (`export.app.Exposition`) reads it
+    once and hands the same roster to every one of these, so a reload between two families
+    cannot make one body list two inventories.
     """
 
     def __init__(self, state: State) -> None:
