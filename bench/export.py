@@ -4,13 +4,13 @@ Both are hot paths a refactor can slow down without any test noticing, so this b
 prints figures to compare before and after a change (run it on both checkouts):
 
 * render: a simulated city (300 schools × 35 = 10,500 devices, every device with
-  results), one /metrics body as the daemon renders it, CPU ms per render and per
-  1,000 devices, series in the body;
+  results, 1 % of them changing state between two renders), one /metrics body as the
+  daemon renders it, CPU ms per render and per 1,000 devices, series in the body;
 * scheduler: 10,000 TCP jobs on a 1 s interval with a prober that answers at once,
   CPU per 1,000 runs, against the same runs made as bare asyncio tasks in the same
   process (the least any asyncio scheduler pays): the ratio is the scheduler's overhead.
 
-    .venv/bin/python bench/export.py [--schools 300] [--renders 5] [--seconds 5]
+    .venv/bin/python bench/export.py [--schools 300] [--renders 5] [--churn 0.01] [--seconds 5]
 
 No network traffic: nothing is probed, results are applied by hand.
 """
@@ -71,14 +71,28 @@ def _city_daemon(schools: int, workdir: Path) -> Daemon:
     return daemon
 
 
-def bench_render(schools: int, renders: int) -> dict[str, float]:
-    """CPU ms per render of the whole registry, median of `renders`."""
+def _churn(daemon: Daemon, share: float, round_no: int) -> None:
+    """Turn `share` of the devices (a different slice each round) up or down, as happens between scrapes."""
+    devices = list(daemon.config.inventory.devices_by_id.values())
+    step = max(1, round(1 / share)) if share > 0 else 0
+    if not step:
+        return
+    ok = round_no % 2 == 1
+    result = ProbeResult(ok, 0.01, "" if ok else "timeout", rtt=0.002 if ok else None, loss=0.0, sent=3)
+    for device in devices[round_no % step :: step]:
+        for _ in range(daemon.state.down_after):  # enough in a row to pass the hysteresis
+            daemon.state.apply(device.id, device.probes[0].name, result, time.time())
+
+
+def bench_render(schools: int, renders: int, churn: float = 0.01) -> dict[str, float]:
+    """CPU ms per render of the whole registry, median of `renders`, `churn` of the devices changing between."""
     with tempfile.TemporaryDirectory() as tmp:
         daemon = _city_daemon(schools, Path(tmp))
         render = _renderer(daemon)
         body = render()
         costs = []
-        for _ in range(renders):
+        for round_no in range(renders):
+            _churn(daemon, churn, round_no)
             start = _cpu()
             render()
             costs.append(_cpu() - start)
@@ -168,10 +182,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--schools", type=int, default=300)
     parser.add_argument("--renders", type=int, default=5)
+    parser.add_argument("--churn", type=float, default=0.01, help="share of devices changing state between renders")
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--seconds", type=float, default=5.0)
     args = parser.parse_args()
-    render = bench_render(args.schools, args.renders)
+    render = bench_render(args.schools, args.renders, args.churn)
     print(
         f"render: {render['devices']:.0f} devices, {render['series']:.0f} series, {render['bytes'] / 1e6:.1f} MB: "
         f"{render['ms']:.0f} ms CPU per render, {render['ms_per_1000']:.1f} ms per 1,000 devices"

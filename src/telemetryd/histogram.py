@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from dataclasses import dataclass, field
 
 LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+PROBE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+"""Probe durations and round trips: a LAN camera answers in under a millisecond, a timeout takes seconds."""
 
 
 @dataclass(slots=True)
@@ -23,12 +26,8 @@ class Histogram:
 
     def observe(self, value: float) -> None:
         """Count one value."""
-        for i, bound in enumerate(self.buckets):
-            if value <= bound:
-                self.counts[i] += 1
-                break
-        else:
-            self.counts[-1] += 1
+        # bisect_left finds the first bound >= value (Prometheus' `le`); past the last, the +Inf slot.
+        self.counts[bisect_left(self.buckets, value)] += 1
         self.total += value
         self.observations += 1
 

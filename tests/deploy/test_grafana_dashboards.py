@@ -35,8 +35,8 @@ GRAFANA_MACROS = {"__rate_interval": "1m", "__interval": "30s", "__range": "1h"}
 
 # The exported families (README "Metrics"); histograms add _bucket/_sum/_count.
 _FAMILIES = """
-        device_up device_info device_flaps_total device_last_change_timestamp_seconds probe_up
-        probe_duration_seconds probe_rtt_seconds probe_loss_ratio school_info school_latitude_degrees
+        device_up device_info probe_up school_link_rtt_seconds school_link_loss_ratio
+        school_info school_latitude_degrees
         school_longitude_degrees school_contract_bytes_per_second segment_contract_bytes_per_second
         school_devices school_devices_up school_devices_down speedtest_bytes_per_second
         speedtest_contract_ratio speedtest_up speedtest_last_success_timestamp_seconds
@@ -60,7 +60,13 @@ KNOWN_METRICS = {
     *(f"telemetryd_{name}" for name in _FAMILIES.split()),
     *(
         f"telemetryd_{h}_{s}"
-        for h in ("schedule_lag_seconds", "event_loop_lag_seconds", "history_write_duration_seconds")
+        for h in (
+            "schedule_lag_seconds",
+            "event_loop_lag_seconds",
+            "history_write_duration_seconds",
+            "probe_duration_seconds",
+            "probe_rtt_seconds",
+        )
         for s in ("bucket", "sum", "count")
     ),
     "process_cpu_seconds_total",

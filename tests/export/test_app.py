@@ -126,18 +126,22 @@ def _get(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], metric: s
 
 
 def test_device_metrics_follow_state(tmp_path: Path) -> None:
-    """Device and probe up, RTT and loss reflect State; unknown devices export no up sample."""
+    """Device and probe up and the router's link RTT reflect State; unknown devices export no up sample."""
     samples = _samples(Exposition(_daemon(tmp_path).export_sources()).render().decode())
     cam = {"school": "s1", "device": "s1-cam-1", "kind": "camera"}
     assert _get(samples, "telemetryd_device_up", **cam) == 0.0
     assert _get(samples, "telemetryd_probe_up", **cam, probe="icmp") == 1.0
     assert _get(samples, "telemetryd_probe_up", **cam, probe="tcp:554") == 0.0
-    assert _get(samples, "telemetryd_probe_rtt_seconds", **cam, probe="icmp") == 0.0011
     alarm = {"school": "s1", "device": "s1-alarm", "kind": "alarm_panel"}
     assert _get(samples, "telemetryd_device_up", **alarm) == 0.0
-    assert _get(samples, "telemetryd_probe_loss_ratio", **alarm, probe="icmp") == 1.0
+    assert _get(samples, "telemetryd_probe_up", **alarm, probe="icmp") == 0.0
     router = {"school": "s1", "device": "s1-router", "kind": "router"}
     assert _get(samples, "telemetryd_device_up", **router) == 1.0
+    assert _get(samples, "telemetryd_school_link_rtt_seconds", school="s1", device="s1-router") == 0.0011
+    assert _get(samples, "telemetryd_school_link_loss_ratio", school="s1", device="s1-router") == 0.0
+    assert not any(
+        name.startswith("telemetryd_school_link_") and ("device", "s1-cam-1") in labels for name, labels in samples
+    )
     assert not any(name == "telemetryd_device_up" and ("device", "s2-router") in labels for name, labels in samples)
 
 

@@ -208,7 +208,7 @@ def test_scrapes_never_fail_during_reloads(storm: Storm) -> None:
             (labels["school"], labels["device"]) for name, labels, _ in samples if name == "telemetryd_device_info"
         }
         for name, labels, _ in samples:
-            if name in ("telemetryd_device_up", "telemetryd_probe_up", "telemetryd_device_flaps_total"):
+            if name in ("telemetryd_device_up", "telemetryd_probe_up", "telemetryd_camera_verdict"):
                 assert (labels["school"], labels["device"]) in listed, (name, labels)
         # SchoolCollector alone: up + down never exceed the total of a (school, kind).
         totals = {

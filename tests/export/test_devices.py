@@ -7,24 +7,13 @@ from collections.abc import Iterator
 
 import pytest
 from prometheus_client import generate_latest
-from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.metrics_core import GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.registry import Collector
 
 from telemetryd.cameras.channels import camera_verdicts
-from telemetryd.cameras.verdict import Verdict
-from telemetryd.export.cameras import VERDICT, render_verdicts
-from telemetryd.export.devices import (
-    DEVICE_CHANGED,
-    DEVICE_FLAPS,
-    DEVICE_INFO,
-    DEVICE_UP,
-    PROBE_DURATION,
-    PROBE_LOSS,
-    PROBE_RTT,
-    PROBE_UP,
-    DeviceExposition,
-)
+from telemetryd.export.cameras import VERDICT, VerdictExposition
+from telemetryd.export.devices import DEVICE_INFO, DEVICE_UP, LINK_LOSS, LINK_RTT, PROBE_UP, DeviceExposition
 from telemetryd.model import Contract, Device, DeviceKind, Health, Inventory, ProbeResult, ProbeSpec, School
 from telemetryd.reachability.state import Roster, State
 from tests.conftest import require_binary
@@ -39,38 +28,29 @@ class Reference(Collector):
         self.roster = roster
 
     def collect(self) -> Iterator[Metric]:
-        """The eight families, from the roster."""
+        """The five families, from the roster."""
         info = InfoMetricFamily(DEVICE_INFO.name, DEVICE_INFO.doc, labels=[*LABELS, "host"])
         up = GaugeMetricFamily(DEVICE_UP.name, DEVICE_UP.doc, labels=LABELS)
-        flaps = CounterMetricFamily(DEVICE_FLAPS.name, DEVICE_FLAPS.doc, labels=LABELS)
-        changed = GaugeMetricFamily(DEVICE_CHANGED.name, DEVICE_CHANGED.doc, labels=LABELS)
-        probe = [*LABELS, "probe"]
-        probe_up = GaugeMetricFamily(PROBE_UP.name, PROBE_UP.doc, labels=probe)
-        duration = GaugeMetricFamily(PROBE_DURATION.name, PROBE_DURATION.doc, labels=probe)
-        rtt = GaugeMetricFamily(PROBE_RTT.name, PROBE_RTT.doc, labels=probe)
-        loss = GaugeMetricFamily(PROBE_LOSS.name, PROBE_LOSS.doc, labels=probe)
+        probe_up = GaugeMetricFamily(PROBE_UP.name, PROBE_UP.doc, labels=[*LABELS, "probe"])
+        rtt = GaugeMetricFamily(LINK_RTT.name, LINK_RTT.doc, labels=["school", "device"])
+        loss = GaugeMetricFamily(LINK_LOSS.name, LINK_LOSS.doc, labels=["school", "device"])
         for state in self.roster.devices.values():
             device = state.device
             labels = [device.school_id, device.id, device.kind.value]
             info.add_metric([*labels, device.host], {})
             if state.health is not Health.UNKNOWN:
                 up.add_metric(labels, 1.0 if state.health is Health.UP else 0.0)
-            flaps.add_metric(labels, state.flaps)
-            if state.last_change is not None:
-                changed.add_metric(labels, state.last_change)
             for name, probe_state in state.probes.items():
-                result = probe_state.last_result
-                if result is None:
-                    continue
-                plabels = [*labels, name]
                 if probe_state.health is not Health.UNKNOWN:
-                    probe_up.add_metric(plabels, 1.0 if probe_state.health is Health.UP else 0.0)
-                duration.add_metric(plabels, result.duration)
+                    probe_up.add_metric([*labels, name], 1.0 if probe_state.health is Health.UP else 0.0)
+            icmp = state.probes.get("icmp")
+            result = icmp.last_result if icmp is not None else None
+            if device.kind is DeviceKind.ROUTER and result is not None:
                 if result.ok and result.rtt is not None:
-                    rtt.add_metric(plabels, result.rtt)
+                    rtt.add_metric([device.school_id, device.id], result.rtt)
                 if result.loss is not None:
-                    loss.add_metric(plabels, result.loss)
-        yield from (info, up, flaps, changed, probe_up, duration, rtt, loss)
+                    loss.add_metric([device.school_id, device.id], result.loss)
+        yield from (info, up, probe_up, rtt, loss)
 
 
 def _state(host_of_cam: str = "10.0.0.2") -> State:
@@ -101,7 +81,7 @@ def test_encoding_is_byte_for_byte_prometheus_clients(openmetrics: bool) -> None
         reference = reference.removesuffix(b"# EOF\n")
     assert ours == reference
     assert b'device="cam \\"east\\"\\\\gate\\n2"' in ours  # the escapes are really there
-    assert b"telemetryd_device_up" in ours and b"telemetryd_probe_rtt_seconds" in ours
+    assert b"telemetryd_device_up" in ours and b"telemetryd_school_link_rtt_seconds{" in ours
 
 
 def test_a_reload_re_encodes_changed_devices_only() -> None:
@@ -109,12 +89,12 @@ def test_a_reload_re_encodes_changed_devices_only() -> None:
     exposition = DeviceExposition()
     state = _state()
     exposition.render(state.roster)
-    cached = dict(exposition._cache[1])
+    cached = dict(exposition._cache)
     state.sync(_state(host_of_cam="10.9.9.9").inventory)
     body = exposition.render(state.roster).decode()
     assert 'host="10.9.9.9"' in body and 'host="10.0.0.2"' not in body
-    assert exposition._cache[1]["s1-router"] is cached["s1-router"]
-    assert exposition._cache[1]['cam "east"\\gate\n2'] is not cached['cam "east"\\gate\n2']
+    assert exposition._cache["s1-router"].labels is cached["s1-router"].labels
+    assert exposition._cache['cam "east"\\gate\n2'].labels is not cached['cam "east"\\gate\n2'].labels
     assert body.encode() == generate_latest(Reference(state.roster))
 
 
@@ -133,11 +113,10 @@ class VerdictReference(Collector):
         self.roster = roster
 
     def collect(self) -> Iterator[Metric]:
-        """Six series per camera, 1 for its verdict."""
+        """One series per camera, its verdict in a label."""
         family = GaugeMetricFamily(VERDICT.name, VERDICT.doc, labels=["school", "device", "verdict"])
         for camera, verdict in camera_verdicts(self.roster):
-            for option in Verdict:
-                family.add_metric([camera.school_id, camera.id, option.value], 1.0 if option is verdict else 0.0)
+            family.add_metric([camera.school_id, camera.id, verdict.value], 1.0)
         yield family
 
 
@@ -145,8 +124,26 @@ class VerdictReference(Collector):
 def test_camera_verdicts_are_byte_for_byte_prometheus_clients(openmetrics: bool) -> None:
     """The hand-encoded verdict family equals prometheus-client's, a down camera reading camera_down."""
     roster = _state().roster
-    ours = render_verdicts(roster, openmetrics=openmetrics)
+    ours = VerdictExposition().render(roster, openmetrics=openmetrics)
     reference = (generate_openmetrics if openmetrics else generate_latest)(VerdictReference(roster))
     assert ours == reference.removesuffix(b"# EOF\n")
     assert b'device="\\xd1\\x88' not in ours  # UTF-8 stays UTF-8
     assert 'device="школа-камера",school="s1",verdict="camera_down"} 1.0'.encode() in ours
+
+
+def test_only_a_state_change_re_encodes_a_device() -> None:
+    """A result that keeps the health reuses the device's cached lines; a transition re-encodes that device alone."""
+    exposition = DeviceExposition()
+    state = _state()
+    exposition.render(state.roster)
+    before = dict(exposition._cache)
+    camera = "школа-камера"
+    state.apply(camera, "tcp:80", ProbeResult(False, 3.0, "refused"), 1.7e9 + 6)  # still down
+    exposition.render(state.roster)
+    assert exposition._cache[camera] is before[camera]
+    state.apply(camera, "tcp:80", ProbeResult(True, 0.001, rtt=0.001), 1.7e9 + 7)  # up_after=1: back up
+    body = exposition.render(state.roster)
+    assert exposition._cache[camera] is not before[camera]
+    assert all(exposition._cache[d] is before[d] for d in before if d != camera)
+    assert body == generate_latest(Reference(state.roster))
+    assert 'device="школа-камера",kind="camera",probe="tcp:80",school="s1"} 1.0'.encode() in body

@@ -109,7 +109,7 @@ class AlarmCollector(RosterCollector):
         zone_alarm = GaugeMetricFamily(
             "telemetryd_axpro_zone_alarm", "1 when the AX PRO zone is in alarm.", labels=[*panel, "zone"]
         )
-        for device_state in roster.devices.values():
+        for device_state in roster.probing("axpro"):
             found = device_state.finding(AxProStatus)
             if found is None:
                 continue

@@ -25,7 +25,7 @@ from prometheus_client.registry import Collector
 from telemetryd.alarm.receiver import SiaReceiver
 from telemetryd.alarm.supervision import Supervision
 from telemetryd.export.alarm import AlarmCollector
-from telemetryd.export.cameras import CameraCollector, render_verdicts
+from telemetryd.export.cameras import CameraCollector, VerdictExposition
 from telemetryd.export.devices import DeviceExposition
 from telemetryd.export.families import RosterCollector
 from telemetryd.export.history import HistoryCollector
@@ -76,6 +76,7 @@ class Exposition:
     def __init__(self, sources: ExportSources) -> None:
         state = self.state = sources.state
         self.devices = DeviceExposition()
+        self.verdicts = VerdictExposition()
         self.over_roster: list[RosterCollector] = [
             SchoolCollector(state),
             CameraCollector(state),
@@ -93,7 +94,7 @@ class Exposition:
         """One scrape's body in the Prometheus text format, or in OpenMetrics."""
         roster = self.state.roster
         families = _Families(self, roster)
-        by_hand = self.devices.render(roster, openmetrics=openmetrics) + render_verdicts(
+        by_hand = self.devices.render(roster, openmetrics=openmetrics) + self.verdicts.render(
             roster, openmetrics=openmetrics
         )
         return by_hand + (generate_openmetrics(families) if openmetrics else generate_latest(families))

@@ -6,9 +6,10 @@ from collections.abc import Iterator
 
 from prometheus_client.metrics_core import GaugeMetricFamily, InfoMetricFamily, Metric
 
-from telemetryd.cameras.channels import camera_verdicts
+from telemetryd.cameras.channels import Reachability, camera_verdicts
 from telemetryd.cameras.verdict import Verdict
 from telemetryd.export.families import DEVICE_LABELS, Family, RosterCollector, escape, flag
+from telemetryd.model import Device
 from telemetryd.probes.isapi import AuthState, IsapiHealth
 from telemetryd.reachability.state import Roster
 
@@ -16,7 +17,7 @@ MIB = 1024 * 1024
 
 
 class CameraCollector(RosterCollector):
-    """Hardware identity, login state, clock, uptime, NVR channels and disks (the verdict: `render_verdicts`).
+    """Hardware identity, login state, clock, uptime, NVR channels and disks (the verdict: `VerdictExposition`).
 
     Everything comes from the typed ISAPI findings State holds per device: a device or
     probe removed by a reload takes its series with it.
@@ -60,7 +61,7 @@ class CameraCollector(RosterCollector):
         disk_ok = GaugeMetricFamily("telemetryd_nvr_disk_healthy", "1 when the disk reports ok.", labels=disk_labels)
         disk_size = GaugeMetricFamily("telemetryd_nvr_disk_capacity_bytes", "Disk capacity.", labels=disk_labels)
         disk_free = GaugeMetricFamily("telemetryd_nvr_disk_free_bytes", "Free space on the disk.", labels=disk_labels)
-        for device_state in roster.devices.values():
+        for device_state in roster.probing("isapi"):
             found = device_state.finding(IsapiHealth)
             if found is None:
                 continue
@@ -97,21 +98,38 @@ class CameraCollector(RosterCollector):
 VERDICT = Family(
     "telemetryd_camera_verdict",
     "gauge",
-    "1 for the camera's current verdict: ok, camera_down, not_recorded, lan_fault, nvr_down or unknown.",
+    "1, labelled with the camera's current verdict: ok, camera_down, not_recorded, lan_fault, nvr_down or unknown.",
 )
 
 
-def render_verdicts(roster: Roster, *, openmetrics: bool = False) -> bytes:
-    """`telemetryd_camera_verdict`, one series per camera and possible verdict, encoded by hand.
+class VerdictExposition:
+    """`telemetryd_camera_verdict`: one series per camera, its current verdict in a label, encoded by hand.
 
-    Six samples per camera are the largest family after the device ones; prometheus-client
-    would validate and escape every label of each on every scrape.
+    One series per camera, not one per possible verdict: ``sum by (verdict)`` counts cameras
+    and an alert on ``verdict="camera_down"`` resolves when the series moves on. A camera's
+    line is re-encoded only when its verdict (or, after a reload, the camera) changes.
     """
-    lines = [VERDICT.header(openmetrics=openmetrics)]
-    name = VERDICT.sample
-    options = [(option, option.value) for option in Verdict]
-    for camera, verdict in camera_verdicts(roster):
-        prefix = f'{name}{{device="{escape(camera.id)}",school="{escape(camera.school_id)}",verdict="'
-        for option, value in options:
-            lines.append(f'{prefix}{value}"}} {"1.0" if option is verdict else "0.0"}\n')
-    return "".join(lines).encode()
+
+    def __init__(self) -> None:
+        self._cache: dict[str, tuple[Device, Verdict, str]] = {}
+        self._memo: tuple[Roster | None, Reachability] = (None, {})
+
+    def render(self, roster: Roster, *, openmetrics: bool = False) -> bytes:
+        """The verdict family for every camera of `roster`, school by school."""
+        cached = self._cache
+        fresh: dict[str, tuple[Device, Verdict, str]] = {}
+        lines = [VERDICT.header(openmetrics=openmetrics)]
+        name = VERDICT.sample
+        memo_roster, memo = self._memo
+        if memo_roster is not roster:  # a reload: judge every device afresh, forget the removed ones
+            memo = {}
+            self._memo = (roster, memo)
+        for camera, verdict in camera_verdicts(roster, memo):
+            entry = cached.get(camera.id)
+            if entry is None or entry[1] is not verdict or entry[0] is not camera:
+                labels = f'device="{escape(camera.id)}",school="{escape(camera.school_id)}",verdict="{verdict.value}"'
+                entry = (camera, verdict, f"{name}{{{labels}}} 1.0\n")
+            fresh[camera.id] = entry
+            lines.append(entry[2])
+        self._cache = fresh
+        return "".join(lines).encode()

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
 
 from telemetryd.export.families import MBIT_BYTES, RosterCollector, histogram_family
+from telemetryd.histogram import Histogram
 from telemetryd.model import DeviceKind
 from telemetryd.reachability.scheduler import Scheduler
 from telemetryd.reachability.state import Roster, State
@@ -99,6 +106,14 @@ class SchedulerCollector(RosterCollector):
             "Prober or handler crashes (bugs), caught at the task boundary.",
             value=stats.errors,
         )
+        yield _per_protocol(
+            "telemetryd_probe_duration_seconds", "Seconds per probe run, failed runs too, by protocol.", stats.durations
+        )
+        yield _per_protocol(
+            "telemetryd_probe_rtt_seconds",
+            "Round trip of answered runs by protocol: mean ICMP echo RTT, or TCP connect time.",
+            stats.round_trips,
+        )
         yield histogram_family(
             "telemetryd_schedule_lag_seconds", "How late probes started against their scheduled time.", stats.lag
         )
@@ -109,3 +124,11 @@ class SchedulerCollector(RosterCollector):
         yield GaugeMetricFamily(
             "telemetryd_scheduled_probes", "(device, probe) pairs on a schedule.", value=scheduler.job_count
         )
+
+
+def _per_protocol(name: str, doc: str, histograms: dict[str, Histogram]) -> HistogramMetricFamily:
+    """One histogram per protocol, labelled ``probe`` as `telemetryd_probes_total` is."""
+    family = HistogramMetricFamily(name, doc, labels=["probe"])
+    for protocol, histogram in sorted(dict(histograms).items()):
+        family.add_metric([protocol], histogram.cumulative(), histogram.total)
+    return family

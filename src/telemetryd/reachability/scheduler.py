@@ -28,7 +28,7 @@ from typing import Protocol
 import structlog
 
 from telemetryd.config.settings import Settings
-from telemetryd.histogram import Histogram
+from telemetryd.histogram import PROBE_BUCKETS, Histogram
 from telemetryd.model import Device, Inventory, ProbeResult, ProbeSpec
 from telemetryd.probes import BATCH_PROBERS, BUDGETS, PROBERS, BatchProber, Budget, ProbeContext, Prober
 
@@ -220,6 +220,21 @@ class SchedulerStats:
     lag: Histogram = field(default_factory=Histogram)
     last_lag: float = 0.0
     errors: int = 0
+    durations: dict[str, Histogram] = field(default_factory=dict)
+    """protocol → seconds per run, failed runs too (one histogram per protocol, not a series per device)."""
+    round_trips: dict[str, Histogram] = field(default_factory=dict)
+    """protocol → round-trip time of good runs (mean ICMP echo RTT, TCP connect time)."""
+
+    def observe(self, protocol: str, result: ProbeResult) -> None:
+        """Count one run by result, with its duration and, when it answered, its round trip."""
+        self.runs[(protocol, "ok" if result.ok else result.reason or "error")] += 1
+        durations = self.durations.get(protocol)
+        if durations is None:
+            durations = self.durations[protocol] = Histogram(PROBE_BUCKETS)
+            self.round_trips[protocol] = Histogram(PROBE_BUCKETS)
+        durations.observe(result.duration)
+        if result.ok and result.rtt is not None:
+            self.round_trips[protocol].observe(result.rtt)
 
 
 class Scheduler:
@@ -488,9 +503,8 @@ class Scheduler:
         return ProbeResult(False, duration, DEADLINE, f"no result within {round(limit, 2):g} s")
 
     def _deliver(self, job: Job, result: ProbeResult) -> None:
-        reason = "ok" if result.ok else result.reason or "error"
-        self.stats.runs[(job.spec.protocol, reason)] += 1
-        if self._overdue and reason != DEADLINE:
+        self.stats.observe(job.spec.protocol, result)
+        if self._overdue and result.reason != DEADLINE:
             self._overdue.discard(job.key)  # back in time: its next deadline is news again
         if job.retired:
             return

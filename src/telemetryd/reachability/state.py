@@ -48,6 +48,8 @@ class DeviceState:
     health: Health = Health.UNKNOWN
     last_change: float | None = None
     flaps: int = 0
+    version: int = 0
+    """Bumped whenever the device's or one of its probes' health changes: the exporter's cache key."""
 
     def down_reason(self) -> str:
         """Why the device is down, e.g. ``tcp:554 refused`` (empty when it is not down)."""
@@ -111,6 +113,20 @@ class Roster:
 
     inventory: Inventory
     devices: dict[str, DeviceState]
+    _probing: dict[str, tuple[DeviceState, ...]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Built once per generation, so a scrape reads ISAPI/AX PRO findings of the few devices
+        # that have those probes instead of looking at every device of the city.
+        index: dict[str, list[DeviceState]] = {}
+        for state in self.devices.values():
+            for protocol in dict.fromkeys(spec.protocol for spec in state.device.probes):
+                index.setdefault(protocol, []).append(state)
+        object.__setattr__(self, "_probing", {protocol: tuple(states) for protocol, states in index.items()})
+
+    def probing(self, protocol: str) -> tuple[DeviceState, ...]:
+        """The devices with at least one probe of `protocol`, in inventory order."""
+        return self._probing.get(protocol, ())
 
     def school_summaries(self) -> Iterator[SchoolSummary]:
         """Roll-ups per school in inventory order."""
@@ -219,6 +235,7 @@ class State:
             probe_state.flaps += 1
         probe_state.health = new
         probe_state.last_change = now
+        device_state.version += 1
 
         device_new = _device_health(device_state.probes.values())
         if device_new is not device_state.health:
