@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import statistics
 import tempfile
 import time
@@ -57,9 +58,23 @@ def _renderer(daemon: Daemon) -> Callable[[], bytes]:
     return lambda: bytes(generate_latest(registry))
 
 
+CITY_SCHOOLS = 1000
+"""Schools one generated city holds (one /16); larger benches join several, ids renamed apart."""
+
+
+def _write_city(schools: int, inventory: Path) -> None:
+    """`schools` generated schools in `inventory`: one city per 1,000, the n-th with ids ``simN-…``."""
+    inventory.mkdir(parents=True)
+    for n, first in enumerate(range(0, schools, CITY_SCHOOLS)):
+        part = inventory.parent / f"city-{n}"
+        generate_city(min(CITY_SCHOOLS, schools - first), seed=n + 1, base=f"10.{200 + n}.0.0/16").write_inventory(part)
+        for path in part.glob("*.yaml"):
+            text = path.read_text()
+            (inventory / f"{n}-{path.name}").write_text(re.sub(r"\bsim-", f"sim{n}-", text) if n else text)
+
+
 def _city_daemon(schools: int, workdir: Path) -> Daemon:
-    city = generate_city(schools)
-    city.write_inventory(workdir / "inventory")
+    _write_city(schools, workdir / "inventory")
     (workdir / "telemetryd.yaml").write_text("listen: 127.0.0.1:0\ninventory: inventory\n")
     daemon = Daemon(load_config(workdir / "telemetryd.yaml"))
     now = time.time()

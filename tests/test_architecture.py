@@ -14,6 +14,7 @@ LAYERS: dict[str, int] = {
     "config": 1,
     "secrets": 2,
     "histogram": 2,
+    "heap": 2,
     "logs": 2,
     "sdnotify": 2,
     "probes": 3,

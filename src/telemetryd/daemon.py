@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from telemetryd import __version__, logs
+from telemetryd import __version__, heap, logs
 from telemetryd.alarm.receiver import Reception, SiaReceiver
 from telemetryd.alarm.supervision import Supervision, panel_devices, supervised_panels, supervision_results
 from telemetryd.config import Config, ConfigError, load_config
@@ -316,13 +316,25 @@ class Daemon:
         while True:
             await self._reload_requested.wait()
             self._reload_requested.clear()
-            self.reload()
+            # Parsing 100,000 devices takes seconds: in a thread, so probes keep their slots meanwhile.
+            new = await asyncio.to_thread(self._load_for_reload)
+            if new is not None:
+                self._swap(new)
 
     def reload(self) -> bool:
         """Load the config again; swap it in whole, or keep the old one and say why."""
+        new = self._load_for_reload()
+        if new is None:
+            return False
+        self._swap(new)
+        return True
+
+    def _load_for_reload(self) -> Config | None:
+        """The new configuration, or None (logged, the running one kept) when it is invalid."""
         path = self.config.path
         try:
-            new = load_config(path)
+            with heap.building():
+                return load_config(path)
         except ConfigError as exc:
             self.instance.last_reload_ok = False
             log.error(
@@ -332,7 +344,14 @@ class Daemon:
                 action="kept the running configuration",
             )
             self.notifier.notify(status="reload failed; running the previous configuration")
-            return False
+            return None
+
+    def _swap(self, new: Config) -> None:
+        """Put a loaded configuration in place: state, schedule, links and supervision follow it."""
+        with heap.building():
+            self._follow(new)
+
+    def _follow(self, new: Config) -> None:
         old = self.config
         if new.settings.listen != old.settings.listen:
             log.warning("listen_change_needs_restart", running=old.settings.listen, configured=new.settings.listen)
@@ -367,7 +386,6 @@ class Daemon:
             was_devices=old.inventory.device_count,
         )
         self.notifier.notify(status=self._status_line())
-        return True
 
     async def _measure_loop_lag(self) -> None:
         loop = asyncio.get_running_loop()
@@ -439,12 +457,15 @@ def forgotten(before: dict[str, Health], state: State, old: Inventory, at: float
 def run(config_path: Path) -> int:
     """Load the config, set up logging and run the daemon under uvloop."""
     try:
-        config = load_config(config_path)
+        with heap.building():
+            config = load_config(config_path)
+            daemon = Daemon(config)
     except ConfigError as exc:
         logs.configure("auto", "info")
         log.error("config_invalid", path=str(config_path), problems=[str(p) for p in exc.problems])
         return 2
     logs.configure(config.settings.logging.format, config.settings.logging.level)
+    daemon.instance.collector = heap.tune()
     import uvloop  # noqa: PLC0415 - only the daemon needs it; CLI helpers start faster without
 
-    return uvloop.run(Daemon(config).run())
+    return uvloop.run(daemon.run())

@@ -54,7 +54,8 @@ _FAMILIES = """
         icmp_socket_info history_db_up history_schema_pending_migrations history_queue_rows
         history_spool_bytes history_spool_max_bytes history_rows_written_total history_rows_replayed_total
         history_rows_spooled_total history_rows_dropped_total history_rows_rejected_total
-        history_write_failures_total history_chain_links_total
+        history_write_failures_total history_chain_links_total gc_seconds_total gc_passes_total
+        gc_longest_pause_seconds gc_frozen_objects
         """
 KNOWN_METRICS = {
     *(f"telemetryd_{name}" for name in _FAMILIES.split()),

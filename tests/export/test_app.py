@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from telemetryd.daemon import Daemon
 from telemetryd.export.app import Exposition, create_app
+from telemetryd.heap import CollectorClock
 from telemetryd.model import (
     DeviceKind,
     Direction,
@@ -265,3 +266,14 @@ async def test_metrics_gzip_and_openmetrics_negotiation(tmp_path: Path) -> None:
         body = await om.read()
         assert body.endswith(b"# EOF\n") and body.count(b"# EOF") == 1
         assert b"# TYPE telemetryd_device info\n" in body
+
+
+def test_collector_timing_is_exported(tmp_path: Path) -> None:
+    """The collector's seconds and passes per generation, its longest pause and frozen objects reach /metrics."""
+    daemon = _daemon(tmp_path)
+    daemon.instance.collector = CollectorClock(seconds=[0.5, 0.25, 1.5], passes=[100, 10, 2], longest=0.75)
+    samples = _samples(Exposition(daemon.export_sources()).render().decode())
+    assert _get(samples, "telemetryd_gc_seconds_total", generation="2") == 1.5
+    assert _get(samples, "telemetryd_gc_passes_total", generation="0") == 100.0
+    assert _get(samples, "telemetryd_gc_longest_pause_seconds") == 0.75
+    assert _get(samples, "telemetryd_gc_frozen_objects") >= 0

@@ -210,7 +210,7 @@ def test_scrapes_never_fail_during_reloads(storm: Storm) -> None:
         for name, labels, _ in samples:
             if name in ("telemetryd_device_up", "telemetryd_probe_up", "telemetryd_camera_verdict"):
                 assert (labels["school"], labels["device"]) in listed, (name, labels)
-        # SchoolCollector alone: up + down never exceed the total of a (school, kind).
+        # SchoolExposition alone: up + down never exceed the total of a (school, kind).
         totals = {
             (labels["school"], labels["kind"]): value
             for name, labels, value in samples

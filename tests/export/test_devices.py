@@ -17,6 +17,7 @@ from telemetryd.export.devices import DEVICE_INFO, DEVICE_UP, LINK_LOSS, LINK_RT
 from telemetryd.model import Contract, Device, DeviceKind, Health, Inventory, ProbeResult, ProbeSpec, School
 from telemetryd.reachability.state import Roster, State
 from tests.conftest import require_binary
+from tests.export.test_findings import nvr_health
 
 LABELS = ["school", "device", "kind"]
 
@@ -89,12 +90,13 @@ def test_a_reload_re_encodes_changed_devices_only() -> None:
     exposition = DeviceExposition()
     state = _state()
     exposition.render(state.roster)
-    cached = dict(exposition._cache)
+    assert exposition._generation is not None
+    cached = exposition._generation.labels
     state.sync(_state(host_of_cam="10.9.9.9").inventory)
     body = exposition.render(state.roster).decode()
     assert 'host="10.9.9.9"' in body and 'host="10.0.0.2"' not in body
-    assert exposition._cache["s1-router"].labels is cached["s1-router"].labels
-    assert exposition._cache['cam "east"\\gate\n2'].labels is not cached['cam "east"\\gate\n2'].labels
+    assert exposition._generation.labels["s1-router"] is cached["s1-router"]
+    assert exposition._generation.labels['cam "east"\\gate\n2'] is not cached['cam "east"\\gate\n2']
     assert body.encode() == generate_latest(Reference(state.roster))
 
 
@@ -131,19 +133,65 @@ def test_camera_verdicts_are_byte_for_byte_prometheus_clients(openmetrics: bool)
     assert 'device="школа-камера",school="s1",verdict="camera_down"} 1.0'.encode() in ours
 
 
-def test_only_a_state_change_re_encodes_a_device() -> None:
-    """A result that keeps the health reuses the device's cached lines; a transition re-encodes that device alone."""
+def test_only_a_state_change_re_encodes_a_school() -> None:
+    """A result that keeps the health reuses the school's cached lines; a transition re-encodes that school alone."""
+    devices = [
+        Device(f"{school}-cam", school, DeviceKind.CAMERA, f"10.0.{n}.2", (ProbeSpec("tcp", 80),))
+        for n, school in enumerate(("s1", "s2"))
+    ]
+    state = State(down_after=1, up_after=1)
+    state.sync(Inventory.build([School(d.school_id, "School", "Abay", Contract(), (d,)) for d in devices]))
+    for device in devices:
+        state.apply(device.id, "tcp:80", ProbeResult(False, 3.0, "refused"), 1.7e9)
     exposition = DeviceExposition()
-    state = _state()
     exposition.render(state.roster)
-    before = dict(exposition._cache)
-    camera = "школа-камера"
-    state.apply(camera, "tcp:80", ProbeResult(False, 3.0, "refused"), 1.7e9 + 6)  # still down
+    assert exposition._generation is not None
+    before = dict(exposition._generation.blocks)
+    state.apply("s1-cam", "tcp:80", ProbeResult(False, 3.0, "refused"), 1.7e9 + 6)  # still down
     exposition.render(state.roster)
-    assert exposition._cache[camera] is before[camera]
-    state.apply(camera, "tcp:80", ProbeResult(True, 0.001, rtt=0.001), 1.7e9 + 7)  # up_after=1: back up
+    assert exposition._generation.blocks["s1"] is before["s1"]
+    state.apply("s1-cam", "tcp:80", ProbeResult(True, 0.001, rtt=0.001), 1.7e9 + 7)  # up_after=1: back up
     body = exposition.render(state.roster)
-    assert exposition._cache[camera] is not before[camera]
-    assert all(exposition._cache[d] is before[d] for d in before if d != camera)
+    assert exposition._generation.blocks["s1"] is not before["s1"]
+    assert exposition._generation.blocks["s2"] is before["s2"]
     assert body == generate_latest(Reference(state.roster))
-    assert 'device="школа-камера",kind="camera",probe="tcp:80",school="s1"} 1.0'.encode() in body
+    assert b'telemetryd_probe_up{device="s1-cam",kind="camera",probe="tcp:80",school="s1"} 1.0' in body
+    assert b'telemetryd_probe_up{device="s2-cam",kind="camera",probe="tcp:80",school="s2"} 0.0' in body
+
+
+def test_verdicts_are_re_judged_when_their_inputs_move() -> None:
+    """Cached per school: an NVR's new channel view and a camera's fall re-judge their school; others are kept."""
+    devices = (
+        Device("s1-nvr", "s1", DeviceKind.NVR, "10.0.0.2", (ProbeSpec("icmp"), ProbeSpec("isapi", 80))),
+        Device("s1-cam-1", "s1", DeviceKind.CAMERA, "10.0.0.11", (ProbeSpec("icmp"),), nvr=("s1-nvr", 1)),
+        Device("s1-cam-2", "s1", DeviceKind.CAMERA, "10.0.0.12", (ProbeSpec("icmp"),), nvr=("s1-nvr", 2)),
+    )
+    other = Device("s2-cam", "s2", DeviceKind.CAMERA, "10.0.1.11", (ProbeSpec("icmp"),))
+    state = State(down_after=1, up_after=1)
+    state.sync(
+        Inventory.build(
+            [School("s1", "One", "Abay", Contract(), devices), School("s2", "Two", "Abay", Contract(), (other,))]
+        )
+    )
+    up = ProbeResult(True, 0.001, rtt=0.001)
+    for device in (*devices, other):
+        state.apply(device.id, "icmp", up, 1.0)
+    exposition = VerdictExposition()
+
+    def render_and_check() -> str:
+        body = exposition.render(state.roster)
+        assert body == generate_latest(VerdictReference(state.roster))  # the cache never shows a stale verdict
+        return body.decode()
+
+    assert 'device="s1-cam-2",school="s1",verdict="ok"' in render_and_check()
+    assert exposition._generation is not None
+    kept = exposition._generation.blocks["s2"]
+    state.apply("s1-nvr", "isapi:80", nvr_health(channel_2_online=False).probe_result(), 2.0)  # health stays up
+    assert 'device="s1-cam-2",school="s1",verdict="not_recorded"' in render_and_check()
+    state.apply("s1-nvr", "isapi:80", nvr_health(channel_2_online=True).probe_result(), 3.0)
+    body = render_and_check()
+    assert 'device="s1-cam-2",school="s1",verdict="ok"' in body
+    assert 'device="s1-cam-1",school="s1",verdict="ok"' in body
+    state.apply("s1-cam-1", "icmp", ProbeResult(False, 2.0, "timeout"), 4.0)
+    assert 'device="s1-cam-1",school="s1",verdict="camera_down"' in render_and_check()
+    assert exposition._generation.blocks["s2"] is kept

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 from telemetryd.model import Contract, Device, DeviceKind, Health, Inventory, ProbeResult, ProbeSpec, School
 from telemetryd.reachability.state import State
 
@@ -115,3 +117,23 @@ def test_result_for_unknown_probe_is_ignored() -> None:
     state = _state(_camera())
     assert state.apply("cam1", "tcp:80", OK, 0.0) == []
     assert state.devices["cam1"].health is Health.UNKNOWN
+
+
+def test_the_tally_always_equals_a_recount() -> None:
+    """Through random results and reloads (kept, moved and new devices), the kept tally equals counting devices."""
+    rng = random.Random(11)
+    cameras = [_camera(f"cam{i}", f"10.0.0.{i}") for i in range(8)]
+    router = Device("r1", "s1", DeviceKind.ROUTER, "10.0.0.254", (ProbeSpec("icmp"),))
+    state = _state(router, *cameras, down_after=2, up_after=2)
+    results = [OK, TIMEOUT, REFUSED]
+    for step in range(400):
+        if step % 97 == 96:  # a reload: one camera gets a new address (starts over), one leaves, one arrives
+            kept = [c for c in cameras if c.id != f"cam{step % 8}"]
+            moved = _camera("cam0", f"10.9.0.{step % 200}")
+            state.sync(Inventory.build([_school(router, moved, *kept[1:], _camera(f"new{step}", "10.1.0.1"))]))
+        device_id = rng.choice(list(state.devices))
+        probe = rng.choice(list(state.devices[device_id].probes))
+        state.apply(device_id, probe, rng.choice(results), float(step))
+        summary = next(state.school_summaries())
+        recount = {kind: [c.total, c.up, c.down] for kind, c in summary.by_kind.items()}
+        assert state.roster.tally("s1") == recount, step

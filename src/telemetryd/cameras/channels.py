@@ -15,9 +15,9 @@ from telemetryd.cameras.verdict import (
     attribute,
     reachability,
 )
-from telemetryd.model import Device, DeviceKind, Health
+from telemetryd.model import Device, DeviceKind, Health, School
 from telemetryd.probes.isapi import IsapiHealth
-from telemetryd.reachability.state import DeviceState, Roster
+from telemetryd.reachability.state import DeviceState, ProbeState, Roster
 
 
 def nvr_channels(roster: Roster) -> dict[tuple[str, int], ChannelView]:
@@ -41,12 +41,23 @@ Reachability = dict[str, tuple[DeviceState, int, Health]]
 
 
 def camera_verdicts(roster: Roster, memo: Reachability | None = None) -> Iterator[tuple[Device, Verdict]]:
-    """(camera, verdict) for every camera, school by school in inventory order.
+    """(camera, verdict) for every camera, school by school in inventory order."""
+    channels = nvr_channels(roster)
+    for school in roster.inventory.schools:
+        yield from school_verdicts(roster, school, channels, memo)
+
+
+def school_verdicts(
+    roster: Roster,
+    school: School,
+    channels: dict[tuple[str, int], ChannelView],
+    memo: Reachability | None = None,
+) -> list[tuple[Device, Verdict]]:
+    """(camera, verdict) for the school's cameras, given every NVR's channel view (`nvr_channels`).
 
     With a `memo` (one per roster), a device with a reachability probe is judged again only
     after its health changed; an ISAPI-only device depends on its last reasons, so always.
     """
-    channels = nvr_channels(roster)
 
     def answers(device_id: str) -> Health | None:
         device_state = roster.devices.get(device_id)
@@ -67,16 +78,44 @@ def camera_verdicts(roster: Roster, memo: Reachability | None = None) -> Iterato
             memo[device_id] = (device_state, version, health)
         return health
 
-    for school in roster.inventory.schools:
-        cameras = [d for d in school.devices if d.kind is DeviceKind.CAMERA and d.id in roster.devices]
-        alive = {d.id: answers(d.id) or Health.UNKNOWN for d in cameras}
-        known = [h for h in alive.values() if h is not Health.UNKNOWN]
-        summary = SchoolCameras(down=known.count(Health.DOWN), known=len(known))
-        for device in cameras:
-            nvr_health: Health | None = None
-            channel = None
-            if device.nvr is not None:
-                nvr_id, channel_id = device.nvr
-                nvr_health = answers(nvr_id)
-                channel = channels.get((nvr_id, channel_id))
-            yield device, attribute(alive[device.id], nvr_health, channel, summary)
+    cameras = [d for d in school.devices if d.kind is DeviceKind.CAMERA and d.id in roster.devices]
+    alive = {d.id: answers(d.id) or Health.UNKNOWN for d in cameras}
+    known = [h for h in alive.values() if h is not Health.UNKNOWN]
+    summary = SchoolCameras(down=known.count(Health.DOWN), known=len(known))
+    verdicts = []
+    for device in cameras:
+        nvr_health: Health | None = None
+        channel = None
+        if device.nvr is not None:
+            nvr_id, channel_id = device.nvr
+            nvr_health = answers(nvr_id)
+            channel = channels.get((nvr_id, channel_id))
+        verdicts.append((device, attribute(alive[device.id], nvr_health, channel, summary)))
+    return verdicts
+
+
+def verdict_inputs(roster: Roster, school: School) -> tuple[tuple[str, ...], tuple[ProbeState, ...]]:
+    """What the school's verdicts depend on beyond its own health: (other schools, probe states).
+
+    The other schools hold NVRs its cameras record on; the probe states are those whose
+    every result matters, not only health changes: the probes of devices judged by ISAPI
+    reasons alone, and the NVRs' ISAPI probes that carry the channel views. A caller can
+    keep verdicts until `Roster.school_version` of these schools or the `runs` of these
+    probes move.
+    """
+    involved: dict[str, DeviceState] = {}
+    for device in school.devices:
+        if device.kind is DeviceKind.CAMERA:
+            for device_id in (device.id, device.nvr[0] if device.nvr is not None else None):
+                state = roster.devices.get(device_id) if device_id is not None else None
+                if state is not None:
+                    involved[state.device.id] = state
+    schools = tuple(dict.fromkeys(s.device.school_id for s in involved.values() if s.device.school_id != school.id))
+    volatile: list[ProbeState] = []
+    for state in involved.values():
+        specs = state.device.probes
+        if not any(spec.protocol in REACHABILITY_PROTOCOLS for spec in specs):
+            volatile.extend(state.probes.values())
+        elif state.device.kind is DeviceKind.NVR:
+            volatile.extend(state.probes[spec.name] for spec in specs if spec.protocol == "isapi")
+    return schools, tuple(volatile)

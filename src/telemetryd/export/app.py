@@ -31,7 +31,7 @@ from telemetryd.export.families import RosterCollector
 from telemetryd.export.history import HistoryCollector
 from telemetryd.export.instance import InstanceCollector, InstanceStatus
 from telemetryd.export.link import LinkCollector
-from telemetryd.export.reachability import SchedulerCollector, SchoolCollector
+from telemetryd.export.reachability import SchedulerCollector, SchoolExposition
 from telemetryd.export.status import StatusSources, render_status_page, status_document
 from telemetryd.history.recorder import History
 from telemetryd.link.compliance import LinkState
@@ -77,8 +77,8 @@ class Exposition:
         state = self.state = sources.state
         self.devices = DeviceExposition()
         self.verdicts = VerdictExposition()
+        self.schools = SchoolExposition()
         self.over_roster: list[RosterCollector] = [
-            SchoolCollector(state),
             CameraCollector(state),
             AlarmCollector(state, sources.supervision, sources.receiver),
             SchedulerCollector(sources.scheduler, state),
@@ -94,8 +94,8 @@ class Exposition:
         """One scrape's body in the Prometheus text format, or in OpenMetrics."""
         roster = self.state.roster
         families = _Families(self, roster)
-        by_hand = self.devices.render(roster, openmetrics=openmetrics) + self.verdicts.render(
-            roster, openmetrics=openmetrics
+        by_hand = b"".join(
+            part.render(roster, openmetrics=openmetrics) for part in (self.devices, self.verdicts, self.schools)
         )
         return by_hand + (generate_openmetrics(families) if openmetrics else generate_latest(families))
 

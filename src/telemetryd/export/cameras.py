@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 from prometheus_client.metrics_core import GaugeMetricFamily, InfoMetricFamily, Metric
 
-from telemetryd.cameras.channels import Reachability, camera_verdicts
-from telemetryd.cameras.verdict import Verdict
+from telemetryd.cameras.channels import Reachability, nvr_channels, school_verdicts, verdict_inputs
+from telemetryd.cameras.verdict import ChannelView, Verdict
 from telemetryd.export.families import DEVICE_LABELS, Family, RosterCollector, escape, flag
-from telemetryd.model import Device
+from telemetryd.model import Device, School
 from telemetryd.probes.isapi import AuthState, IsapiHealth
-from telemetryd.reachability.state import Roster
+from telemetryd.reachability.state import ProbeState, Roster
 
 MIB = 1024 * 1024
 
@@ -102,34 +103,56 @@ VERDICT = Family(
 )
 
 
+@dataclass(slots=True)
+class _VerdictGeneration:
+    """One roster's per-school inputs and cached verdict lines."""
+
+    roster: Roster
+    schools: tuple[tuple[School, tuple[str, ...], tuple[ProbeState, ...]], ...]
+    """(school, other schools its verdicts depend on, probes whose every result counts): `verdict_inputs`."""
+    blocks: dict[str, tuple[tuple[int, ...], str]]
+    """school id → (the key its lines were judged at, the lines)."""
+    memo: Reachability = field(default_factory=dict)
+
+
 class VerdictExposition:
     """`telemetryd_camera_verdict`: one series per camera, its current verdict in a label, encoded by hand.
 
     One series per camera, not one per possible verdict: ``sum by (verdict)`` counts cameras
-    and an alert on ``verdict="camera_down"`` resolves when the series moves on. A camera's
-    line is re-encoded only when its verdict (or, after a reload, the camera) changes.
+    and an alert on ``verdict="camera_down"`` resolves when the series moves on. A school's
+    lines are judged again only when its version (or an NVR's school's) or the runs of a
+    probe whose every result counts moved (`verdict_inputs`).
     """
 
     def __init__(self) -> None:
-        self._cache: dict[str, tuple[Device, Verdict, str]] = {}
-        self._memo: tuple[Roster | None, Reachability] = (None, {})
+        self._generation: _VerdictGeneration | None = None
 
     def render(self, roster: Roster, *, openmetrics: bool = False) -> bytes:
         """The verdict family for every camera of `roster`, school by school."""
-        cached = self._cache
-        fresh: dict[str, tuple[Device, Verdict, str]] = {}
+        generation = self._generation
+        if generation is None or generation.roster is not roster:  # a reload: judge everything afresh
+            schools = tuple((school, *verdict_inputs(roster, school)) for school in roster.inventory.schools)
+            generation = self._generation = _VerdictGeneration(roster, schools, {})
+        blocks = generation.blocks
+        channels: dict[tuple[str, int], ChannelView] | None = None
         lines = [VERDICT.header(openmetrics=openmetrics)]
-        name = VERDICT.sample
-        memo_roster, memo = self._memo
-        if memo_roster is not roster:  # a reload: judge every device afresh, forget the removed ones
-            memo = {}
-            self._memo = (roster, memo)
-        for camera, verdict in camera_verdicts(roster, memo):
-            entry = cached.get(camera.id)
-            if entry is None or entry[1] is not verdict or entry[0] is not camera:
-                labels = f'device="{escape(camera.id)}",school="{escape(camera.school_id)}",verdict="{verdict.value}"'
-                entry = (camera, verdict, f"{name}{{{labels}}} 1.0\n")
-            fresh[camera.id] = entry
-            lines.append(entry[2])
-        self._cache = fresh
+        for school, others, volatile in generation.schools:
+            # Read before the states they stand for (see State.apply): a race only re-judges later.
+            key = (
+                roster.school_version(school.id),
+                sum(probe.runs for probe in volatile),
+                *(roster.school_version(other) for other in others),
+            )
+            block = blocks.get(school.id)
+            if block is None or block[0] != key:
+                if channels is None:
+                    channels = nvr_channels(roster)
+                verdicts = school_verdicts(roster, school, channels, generation.memo)
+                block = blocks[school.id] = (key, "".join(_verdict_line(c, v) for c, v in verdicts))
+            lines.append(block[1])
         return "".join(lines).encode()
+
+
+def _verdict_line(camera: Device, verdict: Verdict) -> str:
+    labels = f'device="{escape(camera.id)}",school="{escape(camera.school_id)}",verdict="{verdict.value}"'
+    return f"{VERDICT.sample}{{{labels}}} 1.0\n"

@@ -56,6 +56,8 @@ class _Labels:
     """probe name → the device's labels with ``probe``."""
     link: str | None
     """``{device="…",school="…"}`` for a router (its ICMP run is the school link's latency), else None."""
+    device_of: Device
+    """The device these labels were escaped from (a reload keeps them while it is unchanged)."""
 
 
 def _labels(device: Device, probe_names: list[str]) -> _Labels:
@@ -66,6 +68,7 @@ def _labels(device: Device, probe_names: list[str]) -> _Labels:
         f'{{device="{name}",host="{escape(device.host)}",kind="{kind}",school="{school}"}}',
         {p: f'{{device="{name}",kind="{kind}",probe="{escape(p)}",school="{school}"}}' for p in probe_names},
         link,
+        device,
     )
 
 
@@ -75,86 +78,105 @@ _number = cast(Callable[[float], str], floatToGoString)
 
 
 @dataclass(frozen=True, slots=True)
-class _Lines:
-    """One device's encoded lines as of one `DeviceState.version`: what a scrape joins without formatting."""
+class _Block:
+    """One school's health lines as of one `Roster.school_version`: what a scrape joins without formatting."""
 
-    state: DeviceState
     version: int
-    labels: _Labels
-    info: str
     up: str
-    """``telemetryd_device_up`` line, empty while the device is unknown."""
+    """Its devices' ``telemetryd_device_up`` lines (unknown ones left out)."""
     probe_up: str
-    """Its ``telemetryd_probe_up`` lines, probes in inventory order, unknown ones left out."""
+    """Their ``telemetryd_probe_up`` lines, probes in inventory order, unknown ones left out."""
 
 
-def _encode(state: DeviceState, version: int, labels: _Labels) -> _Lines:
-    up = _FLAG.get(state.health)
-    probe_up = "".join(
-        PROBE_UP.sample + labels.probes[name] + flag
-        for name, probe in state.probes.items()
-        if (flag := _FLAG.get(probe.health)) is not None
-    )
-    return _Lines(
-        state,
-        version,
-        labels,
-        f"{DEVICE_INFO.sample}{labels.info} 1.0\n",
-        DEVICE_UP.sample + labels.device + up if up is not None else "",
-        probe_up,
-    )
+@dataclass(slots=True)
+class _Generation:
+    """What one roster's scrapes share: labels and info lines (fixed for the roster) and each school's block."""
+
+    roster: Roster
+    labels: dict[str, _Labels]
+    info: str
+    schools: tuple[tuple[str, tuple[tuple[DeviceState, _Labels], ...]], ...]
+    routers: tuple[tuple[DeviceState, str], ...]
+    blocks: dict[str, _Block]
+
+
+def _block(version: int, members: tuple[tuple[DeviceState, _Labels], ...]) -> _Block:
+    up: list[str] = []
+    probe_up: list[str] = []
+    up_name, probe_up_name = DEVICE_UP.sample, PROBE_UP.sample
+    for state, labels in members:
+        flag = _FLAG.get(state.health)
+        if flag is not None:
+            up.append(up_name + labels.device + flag)
+        for name, probe in state.probes.items():
+            flag = _FLAG.get(probe.health)
+            if flag is not None:
+                probe_up.append(probe_up_name + labels.probes[name] + flag)
+    return _Block(version, "".join(up), "".join(probe_up))
 
 
 class DeviceExposition:
     """Renders the device families of one roster from lines encoded once per state change.
 
-    A device's lines change only when its health or a probe's does (`DeviceState.version`),
-    so a scrape mostly joins cached strings; only routers' link latency is formatted each time.
-    Safe to call from several threads at once: the cache is replaced, never changed in place,
-    and an entry read with a stale version is re-encoded at the next scrape.
+    A device's lines change only when its health or a probe's does, and then its school's
+    version moves (`Roster.school_version`): a scrape re-encodes the schools that changed
+    and joins cached strings for the rest; info lines are encoded once per roster and only
+    the routers' link latency is formatted every time. Safe to call from several threads at
+    once: blocks are replaced, never changed, and a block read under a stale version is
+    re-encoded at the next scrape.
     """
 
     def __init__(self) -> None:
-        self._cache: dict[str, _Lines] = {}
+        self._generation: _Generation | None = None
 
     def render(self, roster: Roster, *, openmetrics: bool = False) -> bytes:
         """The device, probe and link families for every device of `roster`, in inventory order."""
-        cached = self._cache
-        fresh: dict[str, _Lines] = {}
-        info: list[str] = [DEVICE_INFO.header(openmetrics=openmetrics)]
+        generation = self._generation_of(roster)
+        blocks = generation.blocks
         up: list[str] = [DEVICE_UP.header(openmetrics=openmetrics)]
         probe_up: list[str] = [PROBE_UP.header(openmetrics=openmetrics)]
+        for school_id, members in generation.schools:
+            version = roster.school_version(school_id)  # before the healths it stands for (see State.apply)
+            block = blocks.get(school_id)
+            if block is None or block.version != version:
+                block = blocks[school_id] = _block(version, members)
+            up.append(block.up)
+            probe_up.append(block.probe_up)
         rtt: list[str] = [LINK_RTT.header(openmetrics=openmetrics)]
         loss: list[str] = [LINK_LOSS.header(openmetrics=openmetrics)]
+        for state, labels in generation.routers:
+            probe = state.probes.get(LINK_PROBE)
+            result = probe.last_result if probe is not None else None
+            if result is None:
+                continue
+            if result.ok and result.rtt is not None:
+                rtt.append(f"{LINK_RTT.sample}{labels} {_number(result.rtt)}\n")
+            if result.loss is not None:
+                loss.append(f"{LINK_LOSS.sample}{labels} {_number(result.loss)}\n")
+        info = DEVICE_INFO.header(openmetrics=openmetrics) + generation.info
+        return "".join([info, *up, *probe_up, *rtt, *loss]).encode()
+
+    def _generation_of(self, roster: Roster) -> _Generation:
+        """The current generation, or a new one for a new roster keeping labels of unchanged devices."""
+        old = self._generation
+        if old is not None and old.roster is roster:
+            return old
+        kept = old.labels if old is not None else {}
+        labels: dict[str, _Labels] = {}
         for device_id, state in roster.devices.items():
-            lines = cached.get(device_id)
-            version = state.version  # read before the health it stands for: a race only re-encodes later
-            if lines is None or lines.state is not state or lines.version != version:
-                lines = _encode(state, version, self._labels(lines, state))
-            fresh[device_id] = lines
-            info.append(lines.info)
-            up.append(lines.up)
-            probe_up.append(lines.probe_up)
-            if lines.labels.link is not None:
-                self._link(state, lines.labels.link, rtt, loss)
-        self._cache = fresh
-        return "".join(info + up + probe_up + rtt + loss).encode()
-
-    @staticmethod
-    def _labels(old: _Lines | None, state: DeviceState) -> _Labels:
-        """The cached labels when the device and its probes are unchanged (a reload), else new ones."""
-        names = list(state.probes)
-        if old is not None and old.state.device == state.device and list(old.labels.probes) == names:
-            return old.labels
-        return _labels(state.device, names)
-
-    @staticmethod
-    def _link(state: DeviceState, labels: str, rtt: list[str], loss: list[str]) -> None:
-        probe = state.probes.get(LINK_PROBE)
-        result = probe.last_result if probe is not None else None
-        if result is None:
-            return
-        if result.ok and result.rtt is not None:
-            rtt.append(f"{LINK_RTT.sample}{labels} {_number(result.rtt)}\n")
-        if result.loss is not None:
-            loss.append(f"{LINK_LOSS.sample}{labels} {_number(result.loss)}\n")
+            cached = kept.get(device_id)
+            names = list(state.probes)
+            if cached is None or cached.device_of != state.device or list(cached.probes) != names:
+                cached = _labels(state.device, names)
+            labels[device_id] = cached
+        schools = tuple(
+            (school.id, tuple((state, labels[state.device.id]) for state in roster.school_states(school.id)))
+            for school in roster.inventory.schools
+        )
+        routers = tuple(
+            (state, link) for state in roster.devices.values() if (link := labels[state.device.id].link) is not None
+        )
+        info = "".join(f"{DEVICE_INFO.sample}{labels[device_id].info} 1.0\n" for device_id in roster.devices)
+        generation = _Generation(roster, labels, info, schools, routers, {})
+        self._generation = generation
+        return generation

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client.metrics_core import HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -35,6 +35,12 @@ class Family:
     kind: str
     """``gauge``, ``counter`` or ``info``."""
     doc: str
+    sample: str = field(init=False, repr=False, compare=False)
+    """The name samples carry in both encodings (``_total`` for counters, ``_info`` for info families)."""
+
+    def __post_init__(self) -> None:
+        sample = {"counter": self.name + "_total", "info": self.name + "_info"}.get(self.kind, self.name)
+        object.__setattr__(self, "sample", sample)
 
     def header(self, *, openmetrics: bool) -> str:
         """The HELP and TYPE lines: the text format names counters `_total` and info families `_info` gauges."""
@@ -48,11 +54,6 @@ class Family:
             name, kind = self.name, self.kind
         doc = self.doc.replace("\\", r"\\").replace("\n", r"\n")
         return f"# HELP {name} {doc}\n# TYPE {name} {kind}\n"
-
-    @property
-    def sample(self) -> str:
-        """The name samples carry in both encodings."""
-        return {"counter": self.name + "_total", "info": self.name + "_info"}.get(self.kind, self.name)
 
 
 def escape(value: str) -> str:

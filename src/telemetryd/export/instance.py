@@ -11,8 +11,8 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from telemetryd import __version__
 from telemetryd.config.settings import Shard
 from telemetryd.export.families import RosterCollector, flag, histogram_family
+from telemetryd.heap import CollectorClock
 from telemetryd.histogram import Histogram
-from telemetryd.model import DeviceKind
 from telemetryd.probes.icmp import Pinger
 from telemetryd.reachability.state import Roster, State
 
@@ -27,6 +27,8 @@ class InstanceStatus:
     last_reload_ok: bool = True
     last_reload_success: float = 0.0
     loop_lag: Histogram = field(default_factory=Histogram)
+    collector: CollectorClock | None = None
+    """The garbage collector's timing, once the daemon tuned it (`heap.tune`)."""
 
 
 class InstanceCollector(RosterCollector):
@@ -60,6 +62,8 @@ class InstanceCollector(RosterCollector):
             "How late a 0.5 s timer fires: event-loop saturation.",
             instance.loop_lag,
         )
+        if instance.collector is not None:
+            yield from _collector_families(instance.collector)
         inventory = roster.inventory
         yield GaugeMetricFamily(
             "telemetryd_inventory_schools", "Schools this instance watches (its shard).", value=len(inventory.schools)
@@ -67,10 +71,7 @@ class InstanceCollector(RosterCollector):
         devices = GaugeMetricFamily(
             "telemetryd_inventory_devices", "Devices this instance watches, by kind.", labels=["kind"]
         )
-        per_kind = dict.fromkeys(DeviceKind, 0)
-        for device in inventory.devices_by_id.values():
-            per_kind[device.kind] += 1
-        for kind, count in per_kind.items():
+        for kind, count in roster.kind_totals().items():
             devices.add_metric([kind.value], count)
         yield devices
         yield GaugeMetricFamily(
@@ -86,3 +87,27 @@ class InstanceCollector(RosterCollector):
         yield GaugeMetricFamily(
             "telemetryd_start_time_seconds", "When the daemon started (Unix time).", value=instance.started_at
         )
+
+
+def _collector_families(clock: CollectorClock) -> Iterator[Metric]:
+    seconds = CounterMetricFamily(
+        "telemetryd_gc_seconds",
+        "Time the garbage collector stopped the process, by generation (rate() it: the share of a core).",
+        labels=["generation"],
+    )
+    passes = CounterMetricFamily(
+        "telemetryd_gc_passes", "Garbage collector passes by generation.", labels=["generation"]
+    )
+    for generation, (spent, count) in enumerate(zip(clock.seconds, clock.passes, strict=True)):
+        seconds.add_metric([str(generation)], spent)
+        passes.add_metric([str(generation)], count)
+    yield seconds
+    yield passes
+    yield GaugeMetricFamily(
+        "telemetryd_gc_longest_pause_seconds", "The longest single collector pass since start.", value=clock.longest
+    )
+    yield GaugeMetricFamily(
+        "telemetryd_gc_frozen_objects",
+        "Objects frozen out of the collector's sight (the loaded inventory, state and schedule).",
+        value=clock.frozen,
+    )

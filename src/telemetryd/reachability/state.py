@@ -102,6 +102,10 @@ SIA_PROBE = "sia"
 """Pseudo-probe of a panel supervised by the DC-09 receiver: results come from heartbeats, not a prober."""
 
 
+_TALLY_SLOT = {Health.UP: 1, Health.DOWN: 2}
+"""Where a health is counted in a tally's [total, up, down]."""
+
+
 def probe_names(device: Device) -> list[str]:
     """The probes a device's state tracks: its scheduled probes plus heartbeat supervision."""
     return [p.name for p in device.probes] + ([SIA_PROBE] if device.sia is not None else [])
@@ -114,19 +118,73 @@ class Roster:
     inventory: Inventory
     devices: dict[str, DeviceState]
     _probing: dict[str, tuple[DeviceState, ...]] = field(init=False, repr=False, compare=False)
+    _by_school: dict[str, tuple[DeviceState, ...]] = field(init=False, repr=False, compare=False)
+    _tally: dict[str, dict[DeviceKind, list[int]]] = field(init=False, repr=False, compare=False)
+    _versions: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Built once per generation, so a scrape reads ISAPI/AX PRO findings of the few devices
-        # that have those probes instead of looking at every device of the city.
+        # that have those probes instead of looking at every device of the city, and re-encodes
+        # only the schools whose version moved, with roll-ups from counters State.apply keeps.
         index: dict[str, list[DeviceState]] = {}
+        by_school: dict[str, list[DeviceState]] = {}
+        tally: dict[str, dict[DeviceKind, list[int]]] = {}
         for state in self.devices.values():
             for protocol in dict.fromkeys(spec.protocol for spec in state.device.probes):
                 index.setdefault(protocol, []).append(state)
+            by_school.setdefault(state.device.school_id, []).append(state)
+            counts = tally.setdefault(state.device.school_id, {}).setdefault(state.device.kind, [0, 0, 0])
+            counts[0] += 1
+            slot = _TALLY_SLOT.get(state.health)
+            if slot is not None:
+                counts[slot] += 1
         object.__setattr__(self, "_probing", {protocol: tuple(states) for protocol, states in index.items()})
+        object.__setattr__(self, "_by_school", {school: tuple(states) for school, states in by_school.items()})
+        object.__setattr__(self, "_tally", tally)
+        object.__setattr__(self, "_versions", dict.fromkeys(by_school, 0))
 
     def probing(self, protocol: str) -> tuple[DeviceState, ...]:
         """The devices with at least one probe of `protocol`, in inventory order."""
         return self._probing.get(protocol, ())
+
+    def protocols(self) -> set[str]:
+        """Every protocol some device of this roster is probed with."""
+        return set(self._probing)
+
+    def kind_totals(self) -> dict[DeviceKind, int]:
+        """How many devices of each kind the roster holds (every kind, zeros included)."""
+        totals = dict.fromkeys(DeviceKind, 0)
+        for kinds in self._tally.values():
+            for kind, counts in kinds.items():
+                totals[kind] += counts[0]
+        return totals
+
+    def school_states(self, school_id: str) -> tuple[DeviceState, ...]:
+        """The states of the school's devices, in inventory order."""
+        return self._by_school.get(school_id, ())
+
+    def school_version(self, school_id: str) -> int:
+        """Grows whenever a device's or probe's health at the school changes (within this roster)."""
+        return self._versions.get(school_id, 0)
+
+    def tally(self, school_id: str) -> dict[DeviceKind, list[int]]:
+        """Kind → [total, up, down] of the school's devices, kept current by `State.apply` (read, never change)."""
+        return self._tally.get(school_id, {})
+
+    def changed(self, device: Device, old: Health, new: Health) -> None:
+        """Note a probe's health change on `device` (whose own health went `old` → `new`, maybe the same).
+
+        The school's version moves first, then its tally: the old slot before the new, so a
+        reader on another thread never over-counts.
+        """
+        self._versions[device.school_id] += 1
+        if old is new:
+            return
+        counts = self._tally[device.school_id][device.kind]
+        if old is not Health.UNKNOWN:
+            counts[_TALLY_SLOT[old]] -= 1
+        if new is not Health.UNKNOWN:
+            counts[_TALLY_SLOT[new]] += 1
 
     def school_summaries(self) -> Iterator[SchoolSummary]:
         """Roll-ups per school in inventory order."""
@@ -235,10 +293,10 @@ class State:
             probe_state.flaps += 1
         probe_state.health = new
         probe_state.last_change = now
-        device_state.version += 1
 
+        device_old = device_state.health
         device_new = _device_health(device_state.probes.values())
-        if device_new is not device_state.health:
+        if device_new is not device_old:
             reason = device_state.down_reason() if device_new is Health.DOWN else ""
             changes.append(
                 StateChange(
@@ -257,6 +315,10 @@ class State:
                 device_state.flaps += 1
             device_state.health = device_new
             device_state.last_change = now
+        # Versions move after the healths they stand for: a reader on another thread reads the
+        # version first, so at worst it caches newer lines under an older version, re-encoded next time.
+        device_state.version += 1
+        self.roster.changed(device, device_old, device_new)
         return changes
 
     def school_summaries(self) -> Iterator[SchoolSummary]:
