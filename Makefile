@@ -14,7 +14,7 @@ export UV_SYSTEM_CERTS := 1
 # What the tests and benchmarks run against (Debian names).
 DEBIAN_PACKAGES := iproute2 iputils-ping fping prometheus prometheus-blackbox-exporter prometheus-alertmanager systemd python3-venv snmpd snmp iperf3 curl postgresql-15
 
-.PHONY: all demo test lint typecheck pytest system-deps venv bench clean
+.PHONY: all demo test lint typecheck pytest system-deps venv bench bench-daemon clean
 
 all: test
 
@@ -52,6 +52,12 @@ demo: venv system-deps
 bench: venv system-deps
 	$(UV) run --frozen python bench/reachability.py
 	$(UV) run --frozen python bench/speedtest.py
+
+# The running daemon against 10k/30k/100k simulated devices (root); e.g. BENCH_ARGS="--devices 10000 --minutes 4".
+BENCH_ARGS ?= --json bench/results/daemon.json
+bench-daemon: venv system-deps
+	mkdir -p bench/results
+	$(UV) run --frozen python bench/daemon.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .demo .pytest_cache .mypy_cache .ruff_cache
