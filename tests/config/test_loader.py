@@ -106,14 +106,14 @@ def test_check_config_accepts_the_shipped_example() -> None:
 
 
 def test_example_inventory_loads_with_defaults_filled_in() -> None:
-    """The example gets the 150 = 20/30/100 contract; a camera without probes gets icmp, tcp:554 and tcp:80."""
+    """The example gets the 150 = 20/30/100 contract; a camera without probes gets icmp and tcp:554."""
     inventory = load_inventory(REPO / "config" / "inventory" / "example")
     school_087 = inventory.schools_by_id["shy-school-087"]
     assert school_087.contract.total_mbps == 150
     assert dict(school_087.contract.segments_mbps) == {Segment.ALARM: 20, Segment.VIDEO: 30, Segment.EDUCATION: 100}
     camera = next(d for d in school_087.devices if d.kind is DeviceKind.CAMERA)
-    # A camera with no `probes:` gets ping, RTSP and HTTP.
-    assert camera.probes == (ProbeSpec("icmp"), ProbeSpec("tcp", 554), ProbeSpec("tcp", 80))
+    # A camera with no `probes:` gets ping and its RTSP port, what the NVR records from.
+    assert camera.probes == (ProbeSpec("icmp"), ProbeSpec("tcp", 554))
     assert camera.credentials == "hik-camera"
 
 

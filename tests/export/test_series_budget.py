@@ -67,7 +67,7 @@ def _apply(daemon: Daemon, result_of: dict[str, ProbeResult], rounds: int = 3) -
     ids=["all-up", "camera-down", "nvr-and-its-camera-down", "lossy-link", "school-dark"],
 )
 def test_no_device_exceeds_its_kinds_budget(daemon: Daemon, scenario: dict[str, ProbeResult]) -> None:
-    """Up, down, lossy or dark: a camera costs at most 6 series, the other kinds their budget."""
+    """Up, down, lossy or dark: a camera costs at most 5 series, the other kinds their budget."""
     exposition = Exposition(daemon.export_sources())
     before = _series_per_device(exposition)
     assert set(before) == {"router", "nvr", "cam-1", "cam-2", "panel"}  # device_info before any result

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
+import asyncpg
+import pytest
 from structlog.testing import capture_logs
 
 from telemetryd.history import HistoryWriter, Spool
@@ -46,3 +49,49 @@ async def test_unreachable_from_the_start_is_logged_once_not_per_retry(tmp_path:
     down = [e for e in logs if e["event"] == "history_db_down"]
     assert len(down) == 1
     assert down[0]["action"] == "spooling to disk" and "ConnectionRefusedError" in down[0]["error"]
+
+
+class _BrokenConnection:
+    """Stands in for an asyncpg connection that is up but whose writes fail: what a mid-COMMIT outage looks like."""
+
+    def __init__(self) -> None:
+        self.terminated = False
+
+    def is_closed(self) -> bool:
+        return False
+
+    def terminate(self) -> None:
+        self.terminated = True
+
+
+@pytest.mark.parametrize(
+    ("failure", "logged"),
+    [(asyncpg.InternalClientError("cannot switch to state 15"), []), (RuntimeError("a bug"), ["history_writer_error"])],
+    ids=["server-stopped-mid-commit", "writer-bug"],
+)
+async def test_a_broken_connection_or_a_writer_bug_spools_and_keeps_the_writer_alive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: Exception, logged: list[str]
+) -> None:
+    """asyncpg's InternalClientError (a server stopping mid-COMMIT) and an unexpected bug both end in the spool."""
+    writer = HistoryWriter(DEAD_DSN, Spool(tmp_path / "spool"), batch_seconds=0.01, retry_seconds=60)
+    connection = _BrokenConnection()
+
+    async def connect_once() -> None:
+        if writer._conn is None and not writer.stats.write_failures:
+            writer._conn = connection  # type: ignore[assignment]
+
+    async def failing_write(rows: list[Any]) -> None:
+        raise failure
+
+    monkeypatch.setattr(writer, "_recover", connect_once)
+    monkeypatch.setattr(writer, "_write", failing_write)
+    with capture_logs() as logs:
+        writer.start()
+        writer.submit(_change(1))
+        await asyncio.sleep(0.2)
+        assert writer._task is not None and not writer._task.done()  # still draining
+        writer.submit(_change(2))
+        await writer.close(deadline=5)
+    assert writer.stats.rows_spooled == 2 and writer.spool_bytes > 0
+    assert writer.stats.write_failures == 1 and connection.terminated
+    assert [e["event"] for e in logs if e["event"] == "history_writer_error"] == logged

@@ -522,3 +522,25 @@ async def test_a_sweep_may_run_one_interval_past_its_budget() -> None:
     assert results == [ProbeResult(True, pytest.approx(budget + 20.0))]
     assert not scheduler.stats.deadlines
     await _finish(scheduler, clock, task)
+
+
+async def test_a_sweep_does_not_wait_behind_single_probes_of_its_tick() -> None:
+    """With max_probes taken by slow TCP runs, the ICMP sweeps due meanwhile still start on time."""
+    clock = FakeClock(T0)
+    tcp = Recorder(clock, delay=20.0)  # each TCP run holds its max_probes slot for 20 s
+    sweeps: list[tuple[float, int]] = []
+
+    async def sweep(devices: Sequence[Device], ctx: ProbeContext) -> list[ProbeResult]:
+        sweeps.append((clock.now(), len(devices)))
+        return [ProbeResult(True, 0.0)] * len(devices)
+
+    settings = _settings(interval=5.0, max_probes=2, timeout=30.0)
+    scheduler = _scheduler(clock, settings, probers={"tcp": tcp.probe}, batch_probers={"icmp": sweep})
+    scheduler.load(_inventory(2, 10, (ICMP, TCP)), settings)  # 20 devices, an ICMP and a TCP job each
+    task = await _start(scheduler)
+    await clock.advance(5.0)
+    swept = sum(count for _, count in sweeps)
+    assert swept == 20, sweeps  # every device swept within its first interval
+    assert max(started for started, _ in sweeps) < T0 + 5.0
+    assert sum(len(starts) for starts in tcp.starts.values()) == 2  # while TCP was stuck at max_probes
+    await _finish(scheduler, clock, task)

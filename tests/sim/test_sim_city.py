@@ -128,7 +128,7 @@ def test_fault_shares_are_met() -> None:
 
 def test_closed_ports_only_on_devices_probed_over_tcp() -> None:
     """A closed-port device refuses a non-empty subset of its TCP ports and keeps ICMP."""
-    city = generate_city(50, 35, closed_port_share=0.1)
+    city = generate_city(100, 35, closed_port_share=0.3)  # enough NVRs (two TCP ports) among them
     closed = list(city.devices(Condition.CLOSED_PORTS))
     assert closed
     for truth in closed:
@@ -222,7 +222,9 @@ def test_inventory_with_port_offset_lists_probes(tmp_path: Path) -> None:
     city.write_inventory(tmp_path)
     loaded = load_inventory(tmp_path)
     camera = next(d for d in loaded.devices_by_id.values() if d.kind is DeviceKind.CAMERA)
-    assert camera.probes == (ProbeSpec("icmp"), ProbeSpec("tcp", 10554), ProbeSpec("tcp", 10080))
+    assert camera.probes == (ProbeSpec("icmp"), ProbeSpec("tcp", 10554))
+    nvr = next(d for d in loaded.devices_by_id.values() if d.kind is DeviceKind.NVR)
+    assert nvr.probes == (ProbeSpec("icmp"), ProbeSpec("tcp", 10080), ProbeSpec("tcp", 10554))
     assert {s.id: s for s in loaded.schools} == {s.id: s for s in city.inventory.schools}
 
 

@@ -40,7 +40,7 @@ _ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 DEFAULT_PROBES: dict[DeviceKind, tuple[ProbeSpec, ...]] = {
     DeviceKind.ROUTER: (ProbeSpec("icmp"),),
-    DeviceKind.CAMERA: (ProbeSpec("icmp"), ProbeSpec("tcp", 554), ProbeSpec("tcp", 80)),
+    DeviceKind.CAMERA: (ProbeSpec("icmp"), ProbeSpec("tcp", 554)),
     DeviceKind.NVR: (ProbeSpec("icmp"), ProbeSpec("tcp", 80), ProbeSpec("tcp", 554)),
     DeviceKind.ALARM_PANEL: (ProbeSpec("icmp"), ProbeSpec("tcp", 80)),
 }

@@ -40,7 +40,7 @@ class IcmpSettings(Strict):
     timeout: Seconds = 2.0
     packets: int = Field(3, ge=1, le=20, description="echo requests per probe")
     packet_spacing: Seconds = Field(0.25, description="gap between one probe's packets")
-    max_packets_per_second: int = Field(5000, ge=10, description="global send pacing")
+    max_packets_per_second: int = Field(15000, ge=10, description="global send pacing")
     receive_buffer_bytes: int = Field(4 * 1024 * 1024, ge=65536)
 
 

@@ -74,7 +74,14 @@ class WriterStats:
         self.latency.observe(seconds)
 
 
-_UNAVAILABLE = (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError)
+_UNAVAILABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    # The connection's protocol state is broken (seen when the server stops mid-COMMIT): drop it.
+    asyncpg.InternalClientError,
+)
 
 
 def _is_bad_data(exc: BaseException) -> bool:
@@ -178,7 +185,12 @@ class HistoryWriter:
         while True:
             batch = await self._collect()
             if batch:
-                await self._deliver(batch)
+                try:
+                    await self._deliver(batch)
+                except Exception:  # a writer bug must not end history: log, keep the rows, reconnect
+                    log.exception("history_writer_error", rows=len(batch), action="spooled; reconnecting")
+                    self._spooled(await asyncio.to_thread(self._spool.append, batch))
+                    await self._lost(RuntimeError("writer error"))
             elif self._closing:
                 if self._spool.size_bytes:
                     self._next_connect = 0.0  # one last try, whatever the retry timer says

@@ -19,7 +19,7 @@ import hashlib
 import heapq
 import math
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -263,7 +263,11 @@ class Scheduler:
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake: asyncio.Future[None] | None = None
         self._stopping = False
-        self._global: asyncio.Semaphore | None = None
+        self._max_singles = 1
+        """max_probes: single-device runs in flight at once (sweeps are paced by their own prober)."""
+        self._singles_running = 0
+        self._queued: deque[Job] = deque()
+        """Single-device jobs due while max_probes were in flight, oldest first."""
         self._per_school: dict[str, asyncio.Semaphore] = {}
         self._per_school_limit = 1
         self._limits: dict[str, float] = {}
@@ -289,7 +293,7 @@ class Scheduler:
         in-flight run's result is dropped by State.
         """
         self.ctx.settings = settings
-        self._global = asyncio.Semaphore(settings.concurrency.max_probes)
+        self._max_singles = settings.concurrency.max_probes
         self._per_school_limit = settings.concurrency.per_school
         self._per_school = {}
         self._limits = {}
@@ -331,6 +335,7 @@ class Scheduler:
         self._heap = [(job.due, i, job) for i, job in enumerate(jobs.values()) if not job.running]
         self._seq = len(self._heap)
         heapq.heapify(self._heap)
+        self._start_queued()
         self._kick()
 
     async def run(self) -> None:
@@ -351,12 +356,15 @@ class Scheduler:
                     timer.cancel()
                     self._wake = None
                 continue
-            due_jobs = self._pop_due(now + TICK)
-            await self._dispatch(due_jobs, now)
+            self._dispatch(self._pop_due(now + TICK), now)
+            await asyncio.sleep(0)  # a tick's runs get the loop before the next tick is looked at
 
     def stop(self) -> None:
-        """Stop dispatching; runs in flight are left to `drain`."""
+        """Stop dispatching; runs in flight are left to `drain`, queued ones never start."""
         self._stopping = True
+        for job in self._queued:
+            job.running = False
+        self._queued.clear()
         self._kick()
 
     async def drain(self, timeout: float) -> int:
@@ -405,21 +413,41 @@ class Scheduler:
                 due.append(job)
         return due
 
-    async def _dispatch(self, jobs: list[Job], now: float) -> None:
+    def _dispatch(self, jobs: list[Job], now: float) -> None:
         batches: dict[str, list[Job]] = {}
         for job in jobs:
-            lag = max(0.0, now - job.due)
-            self.stats.lag.observe(lag)
-            self.stats.last_lag = lag
             job.running = True
             if job.spec.protocol in self.batch_probers:
+                self._observe_lag(now - job.due)
                 batches.setdefault(job.spec.protocol, []).append(job)
             else:
-                assert self._global is not None
-                await self._global.acquire()  # back-pressure: dispatch waits when max_probes are in flight
-                self._spawn(self._run_one(job))
+                self._queued.append(job)
+        # Dispatch never waits: single jobs beyond max_probes queue (and start as slots free), so
+        # a sweep due in the same tick is not held behind them. It was: with the dispatcher
+        # waiting for a slot, ICMP ran 0 times a second at 100,000 devices.
         for protocol, batch in batches.items():
             self._spawn(self._run_batch(protocol, batch))
+        self._start_queued()
+
+    def _observe_lag(self, lag: float) -> None:
+        lag = max(0.0, lag)
+        self.stats.lag.observe(lag)
+        self.stats.last_lag = lag
+
+    def _start_queued(self) -> None:
+        """Start queued single jobs while max_probes allows; their lag counts the wait in the queue."""
+        queued = self._queued
+        if not queued or self._stopping:
+            return
+        now = self.clock.now()
+        while queued and self._singles_running < self._max_singles:
+            job = queued.popleft()
+            if job.retired:
+                self._reschedule(job)  # hands over to its successor, as a finished run would
+                continue
+            self._observe_lag(now - job.due)
+            self._singles_running += 1
+            self._spawn(self._run_one(job))
 
     def _spawn(self, coro: Coroutine[None, None, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -427,7 +455,6 @@ class Scheduler:
         task.add_done_callback(self._tasks.discard)
 
     async def _run_one(self, job: Job) -> None:
-        assert self._global is not None
         school_limit = self._per_school.get(job.device.school_id)
         if school_limit is None:
             school_limit = self._per_school[job.device.school_id] = asyncio.Semaphore(self._per_school_limit)
@@ -436,8 +463,9 @@ class Scheduler:
                 result = await self._guarded(self.probers[job.spec.protocol], job)
             self._deliver(job, result)
         finally:
-            self._global.release()
+            self._singles_running -= 1
             self._reschedule(job)
+            self._start_queued()
 
     async def _guarded(self, prober: Callable[..., Awaitable[ProbeResult]], job: Job) -> ProbeResult:
         """Run one prober within its deadline; a bug in it becomes an `error` result, never a dead scheduler."""
