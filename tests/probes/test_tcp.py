@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import socket
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -72,3 +75,62 @@ async def test_probe_uses_device_port_and_settings_timeout(listener: int) -> Non
     device = Device("cam", "s1", DeviceKind.CAMERA, "127.0.0.1", (ProbeSpec("tcp", listener),))
     result = await tcp.probe(device, ProbeSpec("tcp", listener), ProbeContext(Settings()))
     assert result.ok
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A port whose accept queue is full, so further SYNs are dropped: connects to it time out."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(0)
+    port = sock.getsockname()[1]
+    fillers = []
+    for _ in range(4):
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(("127.0.0.1", port))
+        fillers.append(filler)
+    try:
+        yield port
+    finally:
+        for filler in fillers:
+            filler.close()
+        sock.close()
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def test_a_sweep_settles_every_target_in_order_and_closes_every_socket(listener: int, silent_port: int) -> None:
+    """Open, refused and silent ports in one sweep: one result each, in order, under one timeout, no fd left."""
+    closed = _free_port()
+    targets = [("127.0.0.1", listener), ("127.0.0.1", closed), ("127.0.0.1", silent_port)] * 10
+    before = _open_fds()
+    started = time.monotonic()
+    results = await tcp.connect_many(targets, timeout=0.5)
+    elapsed = time.monotonic() - started
+    assert [(r.ok, r.reason) for r in results] == [(True, ""), (False, "refused"), (False, "timeout")] * 10
+    assert all(f"port {silent_port}" in r.detail for r in results[2::3])
+    assert 0.45 <= elapsed < 1.5  # the silent ones share one timer: 0.5 s for all ten, not 5 s
+    assert _open_fds() == before
+
+
+async def test_a_cancelled_sweep_leaves_no_socket_behind(silent_port: int) -> None:
+    """A scheduler deadline or a shutdown cancelling the sweep unregisters and closes what was connecting."""
+    before = _open_fds()
+    task = asyncio.create_task(tcp.connect_many([("127.0.0.1", silent_port)] * 10, timeout=30.0))
+    await asyncio.sleep(0.1)
+    assert _open_fds() == before + 10
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert _open_fds() == before
+
+
+async def test_probe_many_connects_each_jobs_own_port(listener: int) -> None:
+    """The scheduler's batch path: an NVR's two TCP jobs in one sweep each get their own port's answer."""
+    closed = _free_port()
+    nvr = Device("nvr", "s1", DeviceKind.NVR, "127.0.0.1", (ProbeSpec("tcp", listener), ProbeSpec("tcp", closed)))
+    results = await tcp.probe_many([(nvr, spec) for spec in nvr.probes], ProbeContext(Settings()))
+    assert [(r.ok, r.reason) for r in results] == [(True, ""), (False, "refused")]

@@ -109,6 +109,7 @@ class Recorder:
 
 
 def _scheduler(clock: FakeClock, settings: Settings, sink: Any = None, **probers: Any) -> Scheduler:
+    probers.setdefault("batch_probers", {})  # the fakes in `probers` run one job at a time unless a test says
     return Scheduler(ProbeContext(settings), sink or (lambda *_: None), clock=clock, **probers)
 
 
@@ -275,7 +276,7 @@ async def test_batch_prober_gets_due_jobs_together() -> None:
     batches: list[int] = []
     delivered: list[str] = []
 
-    async def batch(devices: Sequence[Device], ctx: ProbeContext) -> list[ProbeResult]:
+    async def batch(devices: Sequence[tuple[Device, ProbeSpec]], ctx: ProbeContext) -> list[ProbeResult]:
         batches.append(len(devices))
         return [ProbeResult(True, 0.0)] * len(devices)
 
@@ -365,7 +366,7 @@ async def test_batch_deadline_covers_the_whole_sweep() -> None:
     batches: list[int] = []
     results: list[ProbeResult] = []
 
-    async def batch(devices: Sequence[Device], ctx: ProbeContext) -> list[ProbeResult]:
+    async def batch(devices: Sequence[tuple[Device, ProbeSpec]], ctx: ProbeContext) -> list[ProbeResult]:
         batches.append(len(devices))
         await clock.sleep(sweep if len(batches) == 1 else 1e9)  # the first sweep works, later ones hang
         return [ProbeResult(True, sweep)] * len(devices)
@@ -508,7 +509,7 @@ async def test_a_sweep_may_run_one_interval_past_its_budget() -> None:
     budget = 1 * 3 / 10 + 3 * 0.25 + 2.0  # 1 device × 3 packets at 10/s, spacing, timeout: 3.05 s
     results: list[ProbeResult] = []
 
-    async def slow_sweep(devices: Sequence[Device], ctx: ProbeContext) -> list[ProbeResult]:
+    async def slow_sweep(devices: Sequence[tuple[Device, ProbeSpec]], ctx: ProbeContext) -> list[ProbeResult]:
         await clock.sleep(budget + 20.0)  # far slower than planned, yet it answers
         return [ProbeResult(True, budget + 20.0)] * len(devices)
 
@@ -530,7 +531,7 @@ async def test_a_sweep_does_not_wait_behind_single_probes_of_its_tick() -> None:
     tcp = Recorder(clock, delay=20.0)  # each TCP run holds its max_probes slot for 20 s
     sweeps: list[tuple[float, int]] = []
 
-    async def sweep(devices: Sequence[Device], ctx: ProbeContext) -> list[ProbeResult]:
+    async def sweep(devices: Sequence[tuple[Device, ProbeSpec]], ctx: ProbeContext) -> list[ProbeResult]:
         sweeps.append((clock.now(), len(devices)))
         return [ProbeResult(True, 0.0)] * len(devices)
 

@@ -192,8 +192,8 @@ class DeviceKindSettings(Strict):
 class ConcurrencySettings(Strict):
     """How many probes may run at once."""
 
-    max_probes: int = Field(2000, ge=1, description="across all schools")
-    per_school: int = Field(32, ge=1, description="so one school's link is never flooded")
+    max_probes: int = Field(2000, ge=1, description="session probes (rtsp, isapi, axpro) across all schools")
+    per_school: int = Field(32, ge=1, description="session probes towards one school")
 
 
 class HysteresisSettings(Strict):

@@ -1,7 +1,8 @@
 """Probers: one module per protocol, one async contract, picked from a registry by name.
 
 Adding a protocol is one module plus one entry in `PROBERS`. A prober that can serve
-many devices in one sweep (ICMP over its shared socket) also registers in
+many devices in one sweep (ICMP over its shared socket, TCP as non-blocking connects
+under one timer) also registers in
 `BATCH_PROBERS`; the scheduler then hands it every job due in the same tick. A prober
 that holds something for its life (a socket, an HTTP session) registers its opener in
 `RESOURCES`: the daemon and `telemetryd probe` open them the same way, through
@@ -12,11 +13,12 @@ in `BUDGETS`, which the scheduler's deadline rests on.
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import AsyncExitStack
 
-from telemetryd.model import Device, ProbeResult
+from telemetryd.model import Device, ProbeResult, ProbeSpec
 from telemetryd.probes import icmp, isapi, rtsp, tcp
 from telemetryd.probes.base import Budget, ProbeContext, Prober, Reconfigurable, ResourceOpener, ResourceUnavailable
 
-BatchProber = Callable[[Sequence[Device], ProbeContext], Awaitable[list[ProbeResult]]]
+BatchProber = Callable[[Sequence[tuple[Device, ProbeSpec]], ProbeContext], Awaitable[list[ProbeResult]]]
+"""Many (device, probe) jobs due together in, one result per job in their order out."""
 
 PROBERS: dict[str, Prober] = {
     "icmp": icmp.probe,
@@ -28,6 +30,7 @@ PROBERS: dict[str, Prober] = {
 
 BATCH_PROBERS: dict[str, BatchProber] = {
     "icmp": icmp.probe_many,
+    "tcp": tcp.probe_many,
 }
 
 BUDGETS: dict[str, Budget] = {

@@ -409,15 +409,15 @@ def sweep_budget(ctx: ProbeContext, devices: int) -> float:
 
 async def probe(device: Device, spec: ProbeSpec, ctx: ProbeContext) -> ProbeResult:
     """Echo probe of one device over the daemon's shared socket."""
-    return (await probe_many([device], ctx))[0]
+    return (await probe_many([(device, spec)], ctx))[0]
 
 
-async def probe_many(devices: Sequence[Device], ctx: ProbeContext) -> list[ProbeResult]:
+async def probe_many(targets: Sequence[tuple[Device, ProbeSpec]], ctx: ProbeContext) -> list[ProbeResult]:
     """Echo probes of many devices in one paced sweep; the scheduler's path for ICMP."""
     pinger = ctx.resource(Pinger)
     if pinger is None:
-        return [_UNAVAILABLE] * len(devices)
+        return [_UNAVAILABLE] * len(targets)
     icmp = ctx.settings.probes.icmp
     return await pinger.ping_many(
-        [d.host for d in devices], count=icmp.packets, spacing=icmp.packet_spacing, timeout=icmp.timeout
+        [device.host for device, _ in targets], count=icmp.packets, spacing=icmp.packet_spacing, timeout=icmp.timeout
     )

@@ -499,7 +499,7 @@ class Scheduler:
             results: Sequence[ProbeResult]
             try:
                 with _Deadline(self.clock, started + limit):
-                    results = await self.batch_probers[protocol]([j.device for j in jobs], self.ctx)
+                    results = await self.batch_probers[protocol]([(j.device, j.spec) for j in jobs], self.ctx)
             except _Overstayed:
                 duration = self.clock.now() - started
                 results = [self._overstayed(job, duration, limit) for job in jobs]
