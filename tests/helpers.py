@@ -53,19 +53,26 @@ def loopback_config(tmp_path: Path) -> Config:
 SYSTEMD_DIR = Path(__file__).resolve().parents[1] / "systemd"
 
 
+def systemd_verify_text(tmp_path: Path, *names: str) -> tuple[int, str, list[str]]:
+    """`systemd-analyze verify` unit files already written under `tmp_path` (binary pointed at this venv)."""
+    analyze = require_binary("systemd-analyze", "systemd")
+    telemetryd = shutil.which("telemetryd") or str(Path(sys.executable).parent / "telemetryd")
+    for name in names:
+        path = tmp_path / name
+        path.write_text(path.read_text().replace("/opt/telemetryd/bin/telemetryd", telemetryd))
+    proc = subprocess.run(
+        [analyze, "verify", *(str(tmp_path / n) for n in names)], capture_output=True, text=True, check=False
+    )
+    output = (proc.stdout + proc.stderr).strip()
+    return proc.returncode, output, [line for line in output.splitlines() if "telemetryd" in line]
+
+
 def systemd_verify(tmp_path: Path, *names: str) -> tuple[int, str, list[str]]:
     """`systemd-analyze verify` the shipped units `names` with the binary pointed at this venv.
 
     Returns (exit code, whole output, the output lines about our units): the tool also
     reports on unrelated units of the host, which the last item leaves out.
     """
-    analyze = require_binary("systemd-analyze", "systemd")
-    telemetryd = shutil.which("telemetryd") or str(Path(sys.executable).parent / "telemetryd")
     for name in names:
-        text = (SYSTEMD_DIR / name).read_text().replace("/opt/telemetryd/bin/telemetryd", telemetryd)
-        (tmp_path / name).write_text(text)
-    proc = subprocess.run(
-        [analyze, "verify", *(str(tmp_path / n) for n in names)], capture_output=True, text=True, check=False
-    )
-    output = (proc.stdout + proc.stderr).strip()
-    return proc.returncode, output, [line for line in output.splitlines() if "telemetryd" in line]
+        (tmp_path / name).write_text((SYSTEMD_DIR / name).read_text())
+    return systemd_verify_text(tmp_path, *names)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import configparser
 from pathlib import Path
 
-from tests.helpers import systemd_verify
+from tests.helpers import systemd_verify, systemd_verify_text
 
 UNIT = Path(__file__).resolve().parents[2] / "systemd" / "telemetryd.service"
 
@@ -63,3 +63,21 @@ def test_report_service_runs_both_months_unprivileged() -> None:
     assert service["CapabilityBoundingSet"] == ""
     text = (UNIT.parent / "telemetryd-report.service").read_text()
     assert "--month current --save" in text and "--month previous --save" in text
+
+
+def test_shard_template_verifies_and_keeps_each_shard_apart(tmp_path: Path) -> None:
+    """`telemetryd@.service` as instance 1 verifies clean and gives the shard its own config and state directory."""
+    template = (UNIT.parent / "telemetryd@.service").read_text()
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read_string(template)
+    service = parser["Service"]
+    assert "/etc/telemetryd/shard-%i.yaml" in service["ExecStart"]
+    assert service["StateDirectory"] == "telemetryd/shard-%i"
+    single = _unit()["Service"]
+    for key in ("DynamicUser", "CapabilityBoundingSet", "SystemCallFilter", "ProtectSystem", "Type", "WatchdogSec"):
+        assert service[key] == single[key], key  # the same hardening as the single unit
+    (tmp_path / "telemetryd@1.service").write_text(template)
+    returncode, output, ours = systemd_verify_text(tmp_path, "telemetryd@1.service")
+    assert returncode == 0, output
+    assert ours == [], output
