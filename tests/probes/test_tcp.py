@@ -134,3 +134,10 @@ async def test_probe_many_connects_each_jobs_own_port(listener: int) -> None:
     nvr = Device("nvr", "s1", DeviceKind.NVR, "127.0.0.1", (ProbeSpec("tcp", listener), ProbeSpec("tcp", closed)))
     results = await tcp.probe_many([(nvr, spec) for spec in nvr.probes], ProbeContext(Settings()))
     assert [(r.ok, r.reason) for r in results] == [(True, ""), (False, "refused")]
+
+
+async def test_a_bad_address_in_a_sweep_is_a_result_for_it_alone(listener: int) -> None:
+    """A target that cannot be connected to at all (port 70000) fails by itself; the rest still connects."""
+    results = await tcp.connect_many([("127.0.0.1", 70000), ("127.0.0.1", listener)], timeout=1.0)
+    assert not results[0].ok and results[0].reason == "error"
+    assert results[1].ok

@@ -45,7 +45,10 @@ class _Sweep:
             except OSError as exc:  # out of file descriptors: a result, not a crash
                 self.results[index] = _failed(port, exc.errno, time.monotonic() - self.started)
                 continue
-            code = sock.connect_ex((host, port))
+            try:
+                code = sock.connect_ex((host, port))
+            except (OSError, OverflowError, ValueError) as exc:  # no such address or port: a result, alone
+                code = getattr(exc, "errno", None) or errno.EINVAL
             if code == errno.EINPROGRESS:
                 self.sockets[index] = sock
                 self.loop.add_writer(sock.fileno(), self._writable, index)
