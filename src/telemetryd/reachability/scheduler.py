@@ -2,10 +2,11 @@
 
 Every (device, probe) is a job with an interval. Phases are spread evenly over the
 interval (a city of 10,000 devices must not all be probed at second 0), a job is
-rescheduled only when its run has finished (so two runs of one job never overlap),
-and concurrency is bounded globally and per school. Probers that offer a batch path
-(ICMP) get all their jobs due in one tick as one call: one paced sweep instead of
-thousands of tasks.
+rescheduled only when its run has finished (so two runs of one job never overlap).
+Probers that offer a batch path (ICMP, TCP) get all their jobs due in one tick as one
+call: one sweep instead of thousands of tasks. The others (session probes: RTSP, ISAPI,
+AX PRO) are bounded globally (`max_probes`, beyond which they queue without holding up
+dispatch) and per school.
 
 Every run has a deadline (`deadline_for`): a prober that hangs is cancelled and its
 job gets a `deadline` result instead of being parked forever. Time and timers come
