@@ -95,3 +95,41 @@ async def test_a_broken_connection_or_a_writer_bug_spools_and_keeps_the_writer_a
     assert writer.stats.rows_spooled == 2 and writer.spool_bytes > 0
     assert writer.stats.write_failures == 1 and connection.terminated
     assert [e["event"] for e in logs if e["event"] == "history_writer_error"] == logged
+
+
+async def test_rows_queued_when_a_collect_comes_back_empty_at_close_are_still_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """close() just as a collect timed out: the queued rows go to PostgreSQL, not to the spool."""
+    writer = HistoryWriter(DEAD_DSN, Spool(tmp_path / "spool"), batch_seconds=0.01, retry_seconds=60)
+    written: list[Any] = []
+    collect = writer._collect
+    raced = False
+
+    async def connect() -> None:
+        if writer._conn is None:
+            writer._conn = _BrokenConnection()  # type: ignore[assignment]
+
+    async def write(rows: list[Any]) -> None:
+        written.extend(rows)
+
+    async def collect_racing_close() -> list[Any]:
+        nonlocal raced
+        if not raced:
+            while not writer._closing:  # noqa: ASYNC110 - close() sets a plain flag, no event to wait on
+                await asyncio.sleep(0.001)
+            raced = True
+            return []  # what wait_for's timeout firing just as the rows arrive looks like
+        return await collect()
+
+    monkeypatch.setattr(writer, "_recover", connect)
+    monkeypatch.setattr(writer, "_write", write)
+    monkeypatch.setattr(writer, "_collect", collect_racing_close)
+    writer.start()
+    await asyncio.sleep(0.05)
+    for i in range(35):
+        writer.submit(_change(i))
+    await writer.close(deadline=5)
+    assert raced
+    assert len(written) == 35
+    assert writer.stats.rows_spooled == 0 and writer.spool_bytes == 0
