@@ -16,6 +16,7 @@ from telemetryd.probes.speedcalc import (
     peer_received,
     ramp_end,
     receiver_arrived,
+    until_last_arrival,
 )
 
 POLICY = SpeedPolicy()
@@ -140,6 +141,24 @@ def test_cut_short_series_falls_back_to_everything_but_set_up() -> None:
     verdict = assess(series([1.0, 30.0]), POLICY)
     assert not verdict.stable
     assert verdict.mbps == pytest.approx(30.0, rel=1e-6)
+
+
+def test_a_budget_spent_in_the_first_interval_reads_its_rate_not_the_empty_tail() -> None:
+    """The CI case: 195 MB counted arrived by 0.1 s, the stream completing 2 ms later adds an empty interval."""
+    samples = [Sample(100.0, 0), Sample(100.1, 195_500_000), Sample(100.102, 195_500_000)]
+    assert assess(samples, POLICY).mbps == 0.0  # why the trim is needed
+    trimmed = until_last_arrival(samples)
+    assert trimmed == samples[:2]
+    assert assess(trimmed, POLICY).mbps == pytest.approx(195_500_000 * 8 / 0.1 / 1e6)
+
+
+def test_until_last_arrival_keeps_a_series_that_grew_to_its_end() -> None:
+    """Nothing is cut from a series whose last sample moved bytes, nor from one with a single interval."""
+    samples = series([10.0, 30.0, 30.0])
+    assert until_last_arrival(samples) == samples
+    assert until_last_arrival(samples[:2]) == samples[:2]
+    stalled_tail = [*samples, Sample(samples[-1].at + 0.1, samples[-1].total_bytes)]
+    assert until_last_arrival(stalled_tail) == samples
 
 
 def test_block_rates_align_to_the_newest_interval() -> None:

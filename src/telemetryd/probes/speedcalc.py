@@ -114,6 +114,21 @@ def interval_rates(samples: Sequence[Sample]) -> list[IntervalRate]:
     return rates
 
 
+def until_last_arrival(samples: Sequence[Sample]) -> list[Sample]:
+    """The samples up to the first that holds the final byte count: a test ended by its budget ends there.
+
+    The arrival counters (`receiver_arrived`, `peer_received`) see the last byte before the
+    stream has read or written it, so the sample taken when the stream completes can add an
+    interval that moved nothing (measured on loopback: 195 MB in the first 0.1 s, then an
+    empty 2 ms interval that became the whole "steady" part and read 0 Mbit/s). Only for a
+    test that spent its budget: an empty tail of a test still running is a stall and counts.
+    """
+    samples = list(samples)
+    while len(samples) > 2 and samples[-1].total_bytes <= samples[-2].total_bytes:
+        samples.pop()
+    return samples
+
+
 def spread(rates: Sequence[float]) -> float:
     """(max − min) / median of `rates`; infinite when the median is 0."""
     middle = statistics.median(rates)

@@ -43,7 +43,14 @@ from typing import Any
 import aiohttp
 
 from telemetryd.model import Direction, SpeedResult
-from telemetryd.probes.speedcalc import Sample, SpeedPolicy, assess, peer_received, receiver_arrived
+from telemetryd.probes.speedcalc import (
+    Sample,
+    SpeedPolicy,
+    assess,
+    peer_received,
+    receiver_arrived,
+    until_last_arrival,
+)
 
 DEFAULT_STREAMS = 4
 """Four connections: one TCP flow rarely fills a link alone, and four keep the sum smooth at 0.1 s."""
@@ -291,6 +298,8 @@ async def measure(
             reason=failure.reason,
             detail=failure.detail,
         )
+    if any(part.completed for part in parts):
+        samples = until_last_arrival(samples)
     verdict = assess(samples, policy)
     return SpeedResult(
         ok=True,
