@@ -219,6 +219,8 @@ class DaemonUnderTest:
         )
         self.listen: str | None = None
         self.ready_after: float | None = None
+        self.reloads: list[dict[str, Any]] = []
+        """`reloaded` log records, as they come."""
         self._ready = threading.Event()
         self._reader = threading.Thread(target=self._read_log, name="daemon-log", daemon=True)
         self._reader.start()
@@ -228,6 +230,11 @@ class DaemonUnderTest:
         with self.log_path.open("wb") as log:
             for line in self.proc.stdout:
                 log.write(line)
+                if b'"reloaded"' in line:
+                    with contextlib.suppress(ValueError):
+                        record = json.loads(line)
+                        if record.get("event") == "reloaded":
+                            self.reloads.append(record)
                 if self.listen is None and b'"started"' in line:
                     with contextlib.suppress(ValueError):
                         record = json.loads(line)
@@ -672,6 +679,43 @@ def measure_windows(
     return windows, scrapes
 
 
+def measure_reload(address: str, daemon: DaemonUnderTest, city: City, inventory: Path) -> dict[str, Any]:
+    """SIGHUP with one school fewer in the inventory: the swap's own time and what the loop saw around it.
+
+    The window runs from a scrape before the signal to one 30 s after the `reloaded` record,
+    so the parse and planning thread (seconds at 100k) and the swap both fall inside it.
+    """
+    smaller = dataclasses.replace(city, inventory=Inventory.build(city.inventory.schools[:-1]))
+    smaller.write_inventory(inventory)
+    pid = daemon.proc.pid
+    before = scrape(address, gzipped=True, daemon_pid=pid)
+    seen = len(daemon.reloads)
+    signalled = time.monotonic()
+    os.kill(pid, signal.SIGHUP)
+    deadline = signalled + 300
+    while len(daemon.reloads) == seen:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no `reloaded` within 300 s of SIGHUP; log tail:\n{daemon.log_tail()}")
+        sleep_until(time.monotonic() + 0.2, daemon)
+    reloaded_after = time.monotonic() - signalled
+    record = daemon.reloads[seen]
+    sleep_until(time.monotonic() + WINDOW_SECONDS, daemon)
+    after = scrape(address, gzipped=True, daemon_pid=pid)
+    phase = phase_counters(before, after)
+    loop = bucket_delta(
+        before.buckets("telemetryd_event_loop_lag_seconds_bucket"),
+        after.buckets("telemetryd_event_loop_lag_seconds_bucket"),
+    )
+    worst = min((bound for bound, count in loop.items() if count >= loop.get(math.inf, 0.0)), default=None)
+    return {
+        "devices_after": record.get("devices"),
+        "swap_seconds": record.get("swap_seconds"),
+        "signal_to_reloaded_seconds": round(reloaded_after, 2),
+        "loop_lag_worst_bucket_seconds": worst,
+        "window": phase,
+    }
+
+
 def latency_figures(scrapes: Sequence[Scrape], kind: str) -> dict[str, Any]:
     """p50 and max of GET /metrics of one encoding, with its sizes."""
     picked = [s for s in scrapes if s.kind == kind]
@@ -735,6 +779,7 @@ def run_one(devices: int, args: argparse.Namespace) -> dict[str, Any]:
             truth = truth_agreement(city, closing.body, closing.wall_time, staleness_margin(settings))
             print(f"[{devices}] fping over {city.inventory.device_count} ICMP hosts ...", flush=True)
             fping = fping_baseline([d.host for d in city.inventory.devices_by_id.values()], workdir, settings)
+            reload = measure_reload(address, daemon, city, workdir / "inventory") if args.reload else None
             rss_values = rss.between(span_start[0], span_start[0] + span.seconds)
         finally:
             if rss is not None:
@@ -754,6 +799,7 @@ def run_one(devices: int, args: argparse.Namespace) -> dict[str, Any]:
         rss_values=rss_values,
         truth=truth,
         fping=fping,
+        reload=reload,
         exit_code=exit_code,
     )
 
@@ -779,6 +825,7 @@ def figures(
     rss_values: list[int],
     truth: dict[str, Any],
     fping: dict[str, Any],
+    reload: dict[str, Any] | None,
     exit_code: int | None,
 ) -> dict[str, Any]:
     """Everything measured for one N, JSON-ready."""
@@ -817,6 +864,7 @@ def figures(
         "daemon_cpu_ms_per_1000_probes_quiet": round(daemon_per_1000, 1) if daemon_per_1000 else None,
         "fping": fping,
         "truth": truth,
+        "reload": reload,
         "daemon_exit_code": exit_code,
         "windows": [w.summary() for w in windows],
         "scrapes": [s.summary() for s in scrapes],
@@ -864,7 +912,22 @@ def table(results: Sequence[dict[str, Any]]) -> str:
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n"
     )
     rows2 = [baseline_row(r) for r in results]
-    return head + "".join(rows) + second + "".join(rows2)
+    reloads = [reload_row(r) for r in results if r.get("reload")]
+    third = (
+        "\n| devices | SIGHUP to reloaded | swap on the loop | worst loop lag (bucket) "
+        "| slots skipped in the 30 s after | schedule lag p99 |\n| ---: | ---: | ---: | ---: | ---: | ---: |\n"
+    )
+    return head + "".join(rows) + second + "".join(rows2) + (third + "".join(reloads) if reloads else "")
+
+
+def reload_row(r: dict[str, Any]) -> str:
+    """One N's reload: the daemon's own swap time and what the loop and the schedule saw around it."""
+    reload = r["reload"]
+    worst = reload["loop_lag_worst_bucket_seconds"]
+    return (
+        f"| {r['devices']:,} | {reload['signal_to_reloaded_seconds']:.1f} s | {_ms(reload['swap_seconds'])} "
+        f"| ≤ {_ms(worst)} | {reload['window']['slots_skipped']:.0f} | {_lag(reload['window'])} |\n"
+    )
 
 
 def daemon_row(r: dict[str, Any]) -> str:
@@ -920,6 +983,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=flap_period,
         default=(300.0, 900.0),
         help="LOW,HIGH seconds of a flapping device's cycle (default 300,900; the demo's is 20,60)",
+    )
+    parser.add_argument(
+        "--reload", action="store_true", help="at the end, SIGHUP with one school fewer and measure the swap"
     )
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--json", type=Path, default=None, help="write the raw figures here")

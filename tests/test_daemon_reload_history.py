@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from telemetryd.config import load_config
-from telemetryd.daemon import forgotten
 from telemetryd.model import Health, ProbeResult
 from telemetryd.reachability.state import State
 
@@ -23,11 +22,9 @@ def test_removed_and_readdressed_devices_go_unknown_others_keep_their_state(tmp_
     state.sync(old.inventory)
     for device, ok in (("cam0", True), ("cam1", False), ("cam2", True)):
         state.apply(device, "tcp:554", ProbeResult(ok, 0.01, "" if ok else "timeout"), 100.0)
-    before = {device_id: d.health for device_id, d in state.devices.items()}
     # The new inventory: cam0 as it was, cam1 at a new address, cam2 and cam3 gone.
     new = load_config(write_config(tmp_path, [school("s1", _cameras("10.0.0.1", "10.0.0.9"))]))
-    state.sync(new.inventory)
-    changes = forgotten(before, state, old.inventory, 200.0)
+    changes = state.sync(new.inventory, 200.0)
     by_device = {c.device_id: c for c in changes}
     # cam1 changed address (10.0.0.2 -> 10.0.0.9): reset; cam2 removed; cam3 was unknown: nothing to close.
     assert set(by_device) == {"cam1", "cam2"}

@@ -13,6 +13,7 @@ import contextlib
 import signal
 import time
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +32,11 @@ from telemetryd.history.liveness import SpoolDirectoryBusy
 from telemetryd.history.recorder import History
 from telemetryd.link.compliance import LinkState, SchoolLink
 from telemetryd.link.monitor import LinkMonitor
-from telemetryd.model import Device, Health, Inventory, ProbeResult, ProbeSpec, School, SpeedResult, StateChange
+from telemetryd.model import Device, Health, ProbeResult, ProbeSpec, School, SpeedResult, StateChange
 from telemetryd.probes import PROBERS, ProbeContext, open_resources
 from telemetryd.probes.icmp import Pinger
-from telemetryd.reachability.scheduler import Scheduler, jobs_per_second
-from telemetryd.reachability.state import SIA_PROBE, State
+from telemetryd.reachability.scheduler import SchedulePlan, Scheduler, jobs_per_second
+from telemetryd.reachability.state import SIA_PROBE, RosterPlan, State
 from telemetryd.sdnotify import Notifier
 from telemetryd.secrets import Secrets
 
@@ -46,6 +47,15 @@ SUPERVISION_PERIOD = 5.0
 """How often heartbeat supervision becomes results of the panels' `sia` probe."""
 FORCED_DEADLINE = 0.5
 """After a second stop signal: how long history still gets to reach the spool."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reload:
+    """A configuration loaded for a reload, with the roster and schedule planned for it."""
+
+    config: Config
+    roster: RosterPlan
+    schedule: SchedulePlan
 
 
 class StartupFailed(Exception):
@@ -316,7 +326,8 @@ class Daemon:
         while True:
             await self._reload_requested.wait()
             self._reload_requested.clear()
-            # Parsing 100,000 devices takes seconds: in a thread, so probes keep their slots meanwhile.
+            # Parsing and planning 100,000 devices takes seconds: in a thread, so probes keep their
+            # slots meanwhile; only the swap runs on the loop, in time proportional to what changed.
             new = await asyncio.to_thread(self._load_for_reload)
             if new is not None:
                 self._swap(new)
@@ -329,12 +340,16 @@ class Daemon:
         self._swap(new)
         return True
 
-    def _load_for_reload(self) -> Config | None:
-        """The new configuration, or None (logged, the running one kept) when it is invalid."""
+    def _load_for_reload(self) -> Reload | None:
+        """The new configuration and its plans, or None (logged, the running one kept) when it is invalid.
+
+        Safe off the loop: the plans only read the running state and schedule.
+        """
         path = self.config.path
         try:
             with heap.building():
-                return load_config(path)
+                new = load_config(path)
+                return Reload(new, self.state.plan(new.inventory), self.scheduler.plan(new.inventory, new.settings))
         except ConfigError as exc:
             self.instance.last_reload_ok = False
             log.error(
@@ -346,13 +361,24 @@ class Daemon:
             self.notifier.notify(status="reload failed; running the previous configuration")
             return None
 
-    def _swap(self, new: Config) -> None:
+    def _swap(self, reload: Reload) -> None:
         """Put a loaded configuration in place: state, schedule, links and supervision follow it."""
+        started = time.perf_counter()
         with heap.building():
-            self._follow(new)
+            old = self._follow(reload)
+        new = reload.config
+        log.info(
+            "reloaded",
+            schools=len(new.inventory.schools),
+            devices=new.inventory.device_count,
+            was_devices=old.inventory.device_count,
+            swap_seconds=round(time.perf_counter() - started, 4),
+        )
+        self.notifier.notify(status=self._status_line())
 
-    def _follow(self, new: Config) -> None:
-        old = self.config
+    def _follow(self, reload: Reload) -> Config:
+        """The swap itself, on the loop; returns the configuration it replaced."""
+        old, new = self.config, reload.config
         if new.settings.listen != old.settings.listen:
             log.warning("listen_change_needs_restart", running=old.settings.listen, configured=new.settings.listen)
         if new.settings.logging != old.settings.logging:
@@ -366,26 +392,18 @@ class Daemon:
         self.config = new
         self.state.down_after = new.settings.hysteresis.down_after
         self.state.up_after = new.settings.hysteresis.up_after
-        before = {device_id: d.health for device_id, d in self.state.devices.items()}
-        self.state.sync(new.inventory)
-        self._changed(forgotten(before, self.state, old.inventory, time.time()))
+        self._changed(self.state.adopt(reload.roster, time.time()))
         if self.history is not None:
             self.history.inventory_changed(new.inventory, new.settings.shard)
         self.ctx.reconfigure(new.settings, new.inventory)
-        self.scheduler.load(new.inventory, new.settings)
+        self.scheduler.commit(reload.schedule)
         self.link_monitor.configure(new.settings, new.inventory)
         self.supervision.configure(supervised_panels(new.inventory, new.settings), now=time.monotonic())
         self._panels = panel_devices(new.inventory)
         self.instance.shard = new.settings.shard
         self.instance.last_reload_ok = True
         self.instance.last_reload_success = time.time()
-        log.info(
-            "reloaded",
-            schools=len(new.inventory.schools),
-            devices=new.inventory.device_count,
-            was_devices=old.inventory.device_count,
-        )
-        self.notifier.notify(status=self._status_line())
+        return old
 
     async def _measure_loop_lag(self) -> None:
         loop = asyncio.get_running_loop()
@@ -434,24 +452,6 @@ def _log_change(change: StateChange) -> None:
         log.warning("device_down", reason=change.reason, detail=change.detail, was=change.old.value, **fields)
     elif change.old is Health.DOWN:
         log.info("device_recovered", **fields)
-
-
-def forgotten(before: dict[str, Health], state: State, old: Inventory, at: float) -> list[StateChange]:
-    """Device-level changes to unknown for devices a reload removed or reset (new address).
-
-    Without them the history would keep such a device in its last state for ever.
-    """
-    changes = []
-    for device_id, health in before.items():
-        if health is Health.UNKNOWN:
-            continue
-        now = state.devices.get(device_id)
-        if now is not None and now.health is not Health.UNKNOWN:
-            continue
-        device = old.devices_by_id[device_id]
-        reason = "removed from the inventory" if now is None else "address changed"
-        changes.append(StateChange(at, device.school_id, device_id, device.kind, None, health, Health.UNKNOWN, reason))
-    return changes
 
 
 def run(config_path: Path) -> int:

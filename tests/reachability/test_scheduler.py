@@ -319,6 +319,44 @@ async def test_reload_keeps_phases_removes_and_adds_jobs() -> None:
     await _finish(scheduler, clock, task)
 
 
+async def test_a_reload_planned_off_the_loop_keeps_jobs_and_waits_for_a_replaced_run() -> None:
+    """plan() then commit(): kept jobs are the same objects on their phase; a job whose interval changed
+    while its run was in flight starts only after that run, whose result is dropped; removed ones stop."""
+    clock = FakeClock(T0)
+    recorder = Recorder(clock, delay=0.4)
+    delivered: list[tuple[str, float]] = []
+    settings = _settings(interval=1.0)
+    scheduler = _scheduler(
+        clock, settings, lambda d, s, r: delivered.append((d.id, clock.now())), probers={"tcp": recorder.probe}
+    )
+    scheduler.load(_inventory(1, 3), settings)
+    task = await _start(scheduler)
+    await clock.advance(2.0)
+    old_jobs = dict(scheduler._jobs)
+    slower = _settings(interval=2.0)
+    renumbered = Inventory.build(
+        [School("s0", "School 0", "Abay", Contract(), tuple(d for d in _inventory(1, 3).schools[0].devices[:2]))]
+    )
+    plan = scheduler.plan(renumbered, slower)
+    assert scheduler._jobs == old_jobs  # planning changes nothing
+    running = [job for job in old_jobs.values() if job.running]
+    assert running, "a run should be in flight at the swap"
+    scheduler.commit(plan)
+    assert all(old_jobs[key].retired for key in old_jobs)  # every interval changed: all replaced
+    assert all(job.running for job in plan.added if old_jobs[job.key].running)
+    committed_at = clock.now()
+    await clock.advance(6.0)
+    starts_after = {key: [t for t in recorder.starts[key] if t > committed_at] for key in ("s0-d0", "s0-d1", "s0-d2")}
+    assert starts_after["s0-d2"] == []
+    for key in ("s0-d0", "s0-d1"):
+        gaps = [b - a for a, b in pairwise(starts_after[key])]
+        assert gaps == pytest.approx([2.0] * len(gaps)) and len(gaps) >= 1, key
+    # No result of a replaced job after the swap, and at most one run of each job at once.
+    assert not [d for d, at in delivered if at > committed_at and d == "s0-d2"]
+    assert recorder.max_per_key == 1
+    await _finish(scheduler, clock, task)
+
+
 async def test_hung_probe_gets_deadline_result_logged_once_until_recovery() -> None:
     """A hung prober is cancelled at its deadline and gets a `deadline` result; logged once until it answers again."""
     clock = FakeClock(T0)

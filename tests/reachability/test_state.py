@@ -137,3 +137,44 @@ def test_the_tally_always_equals_a_recount() -> None:
         summary = next(state.school_summaries())
         recount = {kind: [c.total, c.up, c.down] for kind, c in summary.by_kind.items()}
         assert state.roster.tally("s1") == recount, step
+        healths = [d.health for d in state.devices.values()]
+        assert state.count_by_health() == {health: healths.count(health) for health in Health}, step
+
+
+def test_results_applied_between_plan_and_adopt_are_kept() -> None:
+    """A reload planned off the loop: results that land before the swap show in the new roster and its tally."""
+    router = Device("r1", "s1", DeviceKind.ROUTER, "10.0.0.254", (ProbeSpec("icmp"),))
+    kept, moved, reprobed = _camera("cam1", "10.0.0.1"), _camera("cam2", "10.0.0.2"), _camera("cam3", "10.0.0.3")
+    state = _state(router, kept, moved, reprobed, down_after=1, up_after=1)
+    other = _school(Device("r2", "s2", DeviceKind.ROUTER, "10.0.1.254", (ProbeSpec("icmp"),)), school_id="s2")
+    state.sync(Inventory.build([state.inventory.schools[0], other]))
+    for device_id in ("r1", "cam1", "cam2", "cam3", "r2"):
+        state.apply(device_id, "icmp", OK, 1.0)
+    fewer_probes = Device("cam3", "s1", DeviceKind.CAMERA, "10.0.0.3", (ProbeSpec("icmp"),))
+    plan = state.plan(Inventory.build([_school(router, kept, _camera("cam2", "10.0.0.9"), fewer_probes), other]))
+    # While the plan waits for the loop: r2 (an untouched school) and cam3 (same address) go down.
+    state.apply("r2", "icmp", TIMEOUT, 2.0)
+    state.apply("cam3", "icmp", TIMEOUT, 2.0)
+    changes = state.adopt(plan, 3.0)
+    assert state.roster is plan.roster
+    assert plan.untouched == {"s2"}
+    assert state.devices["r2"].health is Health.DOWN
+    assert state.devices["cam3"].health is Health.DOWN  # its icmp state came along
+    assert list(state.devices["cam3"].probes) == ["icmp"]
+    assert state.devices["cam1"] is plan.replaces.devices["cam1"]  # the same object: nothing to copy
+    assert [(c.device_id, c.old, c.reason) for c in changes] == [("cam2", Health.UP, "address changed")]
+    assert state.roster.tally("s2") == {DeviceKind.ROUTER: [1, 0, 1]}
+    assert state.roster.tally("s1") == {DeviceKind.ROUTER: [1, 1, 0], DeviceKind.CAMERA: [3, 1, 1]}
+    assert state.count_by_health() == {Health.UP: 2, Health.DOWN: 2, Health.UNKNOWN: 1}
+
+
+def test_a_plan_made_against_an_older_roster_is_made_again() -> None:
+    """Adopting a stale plan (another reload came first) plans again over the current roster: nothing is lost."""
+    state = _state(_camera("cam1", "10.0.0.1"), _camera("cam2", "10.0.0.2"), down_after=1)
+    stale = state.plan(Inventory.build([_school(_camera("cam1", "10.0.0.1"))]))
+    state.sync(Inventory.build([_school(_camera("cam1", "10.0.0.1"), _camera("cam2", "10.0.0.2"))]))
+    state.apply("cam1", "icmp", TIMEOUT, 1.0)
+    state.adopt(stale, 2.0)
+    assert set(state.devices) == {"cam1"}
+    assert state.devices["cam1"].health is Health.DOWN
+    assert state.roster.tally("s1") == {DeviceKind.CAMERA: [1, 0, 1]}

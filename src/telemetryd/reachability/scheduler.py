@@ -238,6 +238,21 @@ class SchedulerStats:
             self.round_trips[protocol].observe(result.rtt)
 
 
+@dataclass(frozen=True, slots=True)
+class SchedulePlan:
+    """Jobs built off the loop for a new inventory; `Scheduler.commit` puts them in place."""
+
+    inventory: Inventory
+    settings: Settings
+    jobs: dict[tuple[str, str], Job]
+    added: tuple[Job, ...]
+    """New jobs, and replacements of jobs whose device or interval changed."""
+    retired: tuple[Job, ...]
+    """Jobs of the current schedule that the plan drops or replaces."""
+    replaces: dict[tuple[str, str], Job]
+    """The schedule this was planned against: committing over another one plans again."""
+
+
 class Scheduler:
     """Runs every job on its interval until stopped."""
 
@@ -287,55 +302,74 @@ class Scheduler:
         return len(self._tasks)
 
     def load(self, inventory: Inventory, settings: Settings) -> None:
-        """Take a new inventory and settings in one step.
+        """Take a new inventory and settings in one step: `commit(plan(inventory, settings))`."""
+        self.commit(self.plan(inventory, settings))
 
-        Jobs that still exist keep their phase (a reload does not bunch them up);
-        new jobs are spread over their interval; removed jobs are retired and their
-        in-flight run's result is dropped by State.
+    def plan(self, inventory: Inventory, settings: Settings) -> SchedulePlan:
+        """The jobs for a new inventory, built against the current ones; safe to run off the event loop.
+
+        Jobs that still exist (same device, probe and interval) are the same objects and keep
+        their phase, so a reload does not bunch them up; new jobs are spread over their
+        interval. Nothing running changes until `commit`.
         """
+        now = self.clock.now()
+        current = self._jobs
+        jobs: dict[tuple[str, str], Job] = {}
+        fresh: dict[float, list[tuple[str, Device, ProbeSpec]]] = {}
+        for school in inventory.schools:
+            for device in school.devices:
+                for spec in device.probes:
+                    key = (device.id, spec.name)
+                    interval = settings.interval_for(spec.protocol, device.kind)
+                    old = current.get(key)
+                    if old is not None and old.interval == interval and old.device == device:
+                        old.device = device  # equal; the new inventory's object, so the old one can go
+                        jobs[key] = old
+                    else:
+                        fresh.setdefault(interval, []).append(("\0".join(key), device, spec))
+        added: list[Job] = []
+        for interval, entries in fresh.items():
+            due_of = spread_phases([joined for joined, _, _ in entries], interval, now)
+            for joined, device, spec in entries:
+                job = Job(device, spec, interval, due_of[joined])
+                jobs[job.key] = job
+                added.append(job)
+        retired = [old for key, old in current.items() if jobs.get(key) is not old]
+        return SchedulePlan(inventory, settings, jobs, tuple(added), tuple(retired), current)
+
+    def commit(self, plan: SchedulePlan) -> None:
+        """Put planned jobs in place, in time proportional to what changed.
+
+        Retired jobs stay in the heap and are dropped when they come due; a run in flight of
+        a replaced job holds its successor back until it ends (its result is dropped by State).
+        """
+        if plan.replaces is not self._jobs:
+            plan = self.plan(plan.inventory, plan.settings)
+        settings = plan.settings
         self.ctx.settings = settings
         self._max_singles = settings.concurrency.max_probes
         self._per_school_limit = settings.concurrency.per_school
         self._per_school = {}
         self._limits = {}
-        now = self.clock.now()
-        wanted: dict[tuple[str, str], tuple[Device, ProbeSpec, float]] = {}
-        for school in inventory.schools:
-            for device in school.devices:
-                for spec in device.probes:
-                    interval = settings.interval_for(spec.protocol, device.kind)
-                    wanted[(device.id, spec.name)] = (device, spec, interval)
-
-        new_by_interval: dict[float, list[str]] = {}
-        for key, (_device, _spec, interval) in wanted.items():
-            old = self._jobs.get(key)
-            if old is None or old.interval != interval or old.device != wanted[key][0]:
-                new_by_interval.setdefault(interval, []).append("\0".join(key))
-        due_of: dict[str, float] = {}
-        for interval, keys in new_by_interval.items():
-            due_of.update(spread_phases(keys, interval, now))
-
-        jobs: dict[tuple[str, str], Job] = {}
-        for key, (device, spec, interval) in wanted.items():
-            old = self._jobs.get(key)
-            joined = "\0".join(key)
-            if joined not in due_of and old is not None:
-                old.device = device
-                jobs[key] = old
-            else:
-                jobs[key] = Job(device, spec, interval, due_of[joined])
-                if old is not None:
-                    old.retired = True
-                    jobs[key].running = old.running
-        for key, old in self._jobs.items():
-            if key not in jobs:
-                old.retired = True
-        self._jobs = jobs
+        for old in plan.retired:
+            old.retired = True
+        self._jobs = plan.jobs
         if self._overdue:
-            self._overdue = {key for key in self._overdue if key in jobs}
-        self._heap = [(job.due, i, job) for i, job in enumerate(jobs.values()) if not job.running]
-        self._seq = len(self._heap)
-        heapq.heapify(self._heap)
+            self._overdue = {key for key in self._overdue if key in plan.jobs}
+        for job in plan.added:
+            predecessor = plan.replaces.get(job.key)
+            if predecessor is not None and predecessor.running:
+                job.running = True  # pushed when the predecessor's run ends
+        if len(plan.added) > len(self._heap) // 4:
+            self._heap = [entry for entry in self._heap if not entry[2].retired]
+            self._heap.extend((job.due, self._seq + i, job) for i, job in enumerate(plan.added) if not job.running)
+            self._seq += len(plan.added)
+            heapq.heapify(self._heap)
+        else:
+            for job in plan.added:
+                if not job.running:
+                    self._seq += 1
+                    heapq.heappush(self._heap, (job.due, self._seq, job))
         self._start_queued()
         self._kick()
 

@@ -106,6 +106,18 @@ _TALLY_SLOT = {Health.UP: 1, Health.DOWN: 2}
 """Where a health is counted in a tally's [total, up, down]."""
 
 
+def _count(states: Iterable[DeviceState]) -> dict[DeviceKind, list[int]]:
+    """Kind → [total, up, down] of these device states."""
+    counts: dict[DeviceKind, list[int]] = {}
+    for state in states:
+        kind = counts.setdefault(state.device.kind, [0, 0, 0])
+        kind[0] += 1
+        slot = _TALLY_SLOT.get(state.health)
+        if slot is not None:
+            kind[slot] += 1
+    return counts
+
+
 def probe_names(device: Device) -> list[str]:
     """The probes a device's state tracks: its scheduled probes plus heartbeat supervision."""
     return [p.name for p in device.probes] + ([SIA_PROBE] if device.sia is not None else [])
@@ -128,20 +140,38 @@ class Roster:
         # only the schools whose version moved, with roll-ups from counters State.apply keeps.
         index: dict[str, list[DeviceState]] = {}
         by_school: dict[str, list[DeviceState]] = {}
-        tally: dict[str, dict[DeviceKind, list[int]]] = {}
         for state in self.devices.values():
             for protocol in dict.fromkeys(spec.protocol for spec in state.device.probes):
                 index.setdefault(protocol, []).append(state)
             by_school.setdefault(state.device.school_id, []).append(state)
-            counts = tally.setdefault(state.device.school_id, {}).setdefault(state.device.kind, [0, 0, 0])
-            counts[0] += 1
-            slot = _TALLY_SLOT.get(state.health)
-            if slot is not None:
-                counts[slot] += 1
         object.__setattr__(self, "_probing", {protocol: tuple(states) for protocol, states in index.items()})
         object.__setattr__(self, "_by_school", {school: tuple(states) for school, states in by_school.items()})
-        object.__setattr__(self, "_tally", tally)
+        object.__setattr__(self, "_tally", {school: _count(states) for school, states in by_school.items()})
         object.__setattr__(self, "_versions", dict.fromkeys(by_school, 0))
+
+    def untouched_since(self, old: Roster) -> frozenset[str]:
+        """The schools whose device states are the very objects `old` holds for them, in the same order."""
+        return frozenset(
+            school_id
+            for school_id, states in self._by_school.items()
+            if len(states) == len(was := old.school_states(school_id))
+            and all(a is b for a, b in zip(states, was, strict=True))
+        )
+
+    def carry_over(self, old: Roster, untouched: frozenset[str]) -> None:
+        """Take the live counts of `old` where nothing changed, recount the rest (at the swap, on the loop).
+
+        A school in `untouched` holds the very same device states as in `old`, whose tally
+        `State.apply` kept current while this roster was being built: its lists are shared,
+        and its version continues. The other schools are counted from their states now.
+        """
+        tally = self._tally
+        for school_id, states in self._by_school.items():
+            if school_id in untouched:
+                tally[school_id] = old._tally[school_id]
+                self._versions[school_id] = old._versions[school_id]
+            else:
+                tally[school_id] = _count(states)
 
     def probing(self, protocol: str) -> tuple[DeviceState, ...]:
         """The devices with at least one probe of `protocol`, in inventory order."""
@@ -211,11 +241,29 @@ class Roster:
         )
 
     def count_by_health(self) -> dict[Health, int]:
-        """How many devices are up, down and unknown across the instance."""
-        out = dict.fromkeys(Health, 0)
-        for state in self.devices.values():
-            out[state.health] += 1
-        return out
+        """How many devices are up, down and unknown across the instance (from the tallies: no device is read)."""
+        total = up = down = 0
+        for kinds in self._tally.values():
+            for counts in kinds.values():
+                total, up, down = total + counts[0], up + counts[1], down + counts[2]
+        return {Health.UP: up, Health.DOWN: down, Health.UNKNOWN: total - up - down}
+
+
+@dataclass(frozen=True, slots=True)
+class RosterPlan:
+    """A roster built off the loop for a new inventory, and what `State.adopt` must settle at the swap."""
+
+    roster: Roster
+    replaces: Roster
+    """The roster this was planned against: adopting it over another one plans again."""
+    carried: tuple[tuple[DeviceState, DeviceState], ...]
+    """(new, old) states of devices whose probes changed at the same address."""
+    reset: tuple[DeviceState, ...]
+    """Old states of devices at a new address."""
+    removed: tuple[DeviceState, ...]
+    """Old states of devices the inventory no longer has."""
+    untouched: frozenset[str]
+    """Schools whose device states are exactly the old roster's."""
 
 
 @dataclass(slots=True)
@@ -236,23 +284,62 @@ class State:
         """Device id → state, of the current roster."""
         return self.roster.devices
 
-    def sync(self, inventory: Inventory) -> None:
-        """Follow an inventory (re)load: keep history of unchanged devices, drop removed ones.
+    def sync(self, inventory: Inventory, at: float = 0.0) -> list[StateChange]:
+        """Follow an inventory (re)load at once: `adopt(plan(inventory))`."""
+        return self.adopt(self.plan(inventory), at)
 
-        A device whose address or probe list changed starts over as unknown, since its
-        old results say nothing about the new target.
+    def plan(self, inventory: Inventory) -> RosterPlan:
+        """The roster for `inventory`, built against the current one; safe to run off the event loop.
+
+        An unchanged device keeps its `DeviceState` itself, so results applied while the plan
+        is built (and after) land in the new roster too. A device whose probes changed at the
+        same address keeps its probe states; one with a new address starts over as unknown,
+        since its old results say nothing about the new target. `adopt` puts the plan in place.
         """
-        kept: dict[str, DeviceState] = {}
+        current = self.roster
+        old_states = current.devices
+        states: dict[str, DeviceState] = {}
+        carried: list[tuple[DeviceState, DeviceState]] = []
+        reset: list[DeviceState] = []
         for school in inventory.schools:
             for device in school.devices:
-                old = self.devices.get(device.id)
+                old = old_states.get(device.id)
+                if old is not None and old.device == device:
+                    old.device = device  # equal; the new inventory's object, so the old one can go
+                    states[device.id] = old
+                    continue
+                fresh = DeviceState(device, {name: ProbeState() for name in probe_names(device)})
                 if old is not None and old.device.host == device.host:
-                    probes = {name: old.probes.get(name, ProbeState()) for name in probe_names(device)}
-                    kept[device.id] = DeviceState(device, probes, old.health, old.last_change, old.flaps)
-                    kept[device.id].health = _device_health(probes.values())
-                else:
-                    kept[device.id] = DeviceState(device, {name: ProbeState() for name in probe_names(device)})
-        self.roster = Roster(inventory, kept)
+                    fresh.probes = {name: old.probes.get(name, ProbeState()) for name in fresh.probes}
+                    carried.append((fresh, old))
+                elif old is not None:
+                    reset.append(old)
+                states[device.id] = fresh
+        removed = tuple(state for device_id, state in old_states.items() if device_id not in states)
+        roster = Roster(inventory, states)
+        return RosterPlan(roster, current, tuple(carried), tuple(reset), removed, roster.untouched_since(current))
+
+    def adopt(self, plan: RosterPlan, at: float) -> list[StateChange]:
+        """Make a planned roster current (on the loop, in time proportional to what changed).
+
+        Returns the device-level changes to unknown of devices the plan removed or reset, so
+        the history does not keep them in their last state for ever. A plan made against an
+        older roster than the current one is made again first.
+        """
+        if plan.replaces is not self.roster:
+            plan = self.plan(plan.roster.inventory)
+        for fresh, old in plan.carried:  # results went to the old state until now
+            fresh.health = _device_health(fresh.probes.values())
+            fresh.last_change, fresh.flaps = old.last_change, old.flaps
+        plan.roster.carry_over(plan.replaces, plan.untouched)
+        self.roster = plan.roster
+        gone = [(old, "address changed") for old in plan.reset]
+        gone += [(old, "removed from the inventory") for old in plan.removed]
+        return [
+            StateChange(at, old.device.school_id, old.device.id, old.device.kind, None, old.health, Health.UNKNOWN, why)
+            for old, why in gone
+            if old.health is not Health.UNKNOWN
+        ]
 
     def apply(self, device_id: str, probe: str, result: ProbeResult, now: float) -> list[StateChange]:
         """Record one probe result; return the transitions it caused (probe and device level)."""
