@@ -22,14 +22,20 @@ For each N (default 10,000, 30,000 and 100,000 devices) it:
    raw and gzip, series (lines not starting with #), event-loop lag observations above 0.1 s
    (`telemetryd_event_loop_lag_seconds`), probe slots skipped per minute
    (`telemetryd_probe_slots_skipped_total`), schedule lag p99 (`telemetryd_schedule_lag_seconds`
-   bucket deltas), start-up (process start to the first scrape with `telemetryd_probes_total` > 0)
+   bucket deltas), start-up (process start to the `started` log record, which the daemon writes
+   once its scheduler runs, i.e. when the first probes go out; and to the first scrape with
+   `telemetryd_probes_total` > 0, which adds the first full render)
    and the share of devices whose `telemetryd_device_up` disagrees with the simulator's truth;
    the counters are deltas between the scrapes that open and close each phase, so the quiet
    phase's figures include the after-effects of the one scrape that opens it;
 5. runs fping (`-C 3`, paced like the daemon) over the same ICMP hosts while the daemon keeps
    running, for a per-probe baseline: CPU ms per 1,000 ICMP probes of fping (its own rusage)
    against the daemon's CPU per 1,000 probe runs of any protocol in the quiet phase;
-6. prints a Markdown table (one row per N) and writes every raw figure to `--json`.
+6. with `--reload`, rewrites the inventory with one school fewer, sends SIGHUP and reports the
+   time to the `reloaded` record, the swap's own time (its `swap_seconds`), the worst
+   event-loop lag bucket and the slots skipped from a scrape before the signal to one 30 s
+   after the swap;
+7. prints a Markdown table (one row per N) and writes every raw figure to `--json`.
 
     sudo .venv/bin/python bench/daemon.py [--devices 10000] [--minutes 5] [--json daemon.json]
 
@@ -690,6 +696,7 @@ def measure_reload(address: str, daemon: DaemonUnderTest, city: City, inventory:
     pid = daemon.proc.pid
     before = scrape(address, gzipped=True, daemon_pid=pid)
     seen = len(daemon.reloads)
+    print(f"[{city.inventory.device_count}] SIGHUP with {smaller.inventory.device_count} devices", flush=True)
     signalled = time.monotonic()
     os.kill(pid, signal.SIGHUP)
     deadline = signalled + 300
@@ -898,7 +905,8 @@ def _pct(value: float | None) -> str:
 def table(results: Sequence[dict[str, Any]]) -> str:
     """Two Markdown tables, one row per N: the daemon, then its probes against fping and the truth."""
     head = (
-        "| devices | start-up | CPU quiet | CPU scraped | RSS median / max | GET raw p50 / max | GET gzip p50 / max "
+        "| devices | start-up: probing / first results scraped "
+        "| CPU quiet | CPU scraped | RSS median / max | GET raw p50 / max | GET gzip p50 / max "
         "| body raw / gzip | series | loop lag > 0.1 s quiet / scraped | slots skipped/min quiet / scraped "
         "| schedule lag p99 quiet / scraped |\n"
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n"
@@ -935,7 +943,8 @@ def daemon_row(r: dict[str, Any]) -> str:
     raw, gz, q, s = r["metrics_raw"], r["metrics_gzip"], r["quiet_phase"], r["scraped_phase"]
     cpu, rss = r["cpu_percent"], r["rss_bytes"]
     return (
-        f"| {r['devices']:,} | {r['startup_seconds']:.1f} s | {_pct(cpu['quiet_median'])} "
+        f"| {r['devices']:,} | {r['ready_seconds'] or 0:.1f} s / {r['startup_seconds']:.1f} s "
+        f"| {_pct(cpu['quiet_median'])} "
         f"| {_pct(cpu['gzip_scraped_median'])} | {_mb(rss['median'])} / {_mb(rss['max'])} "
         f"| {_ms(raw.get('p50_seconds'))} / {_ms(raw.get('max_seconds'))} "
         f"| {_ms(gz.get('p50_seconds'))} / {_ms(gz.get('max_seconds'))} "

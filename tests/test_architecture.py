@@ -11,6 +11,7 @@ PACKAGE = "telemetryd"
 
 LAYERS: dict[str, int] = {
     "model": 0,
+    "slices": 0,
     "config": 1,
     "secrets": 2,
     "histogram": 2,

@@ -20,10 +20,10 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from telemetryd import __version__, heap, logs
+from telemetryd import __version__, heap, logs, slices
 from telemetryd.alarm.receiver import Reception, SiaReceiver
 from telemetryd.alarm.supervision import Supervision, panel_devices, supervised_panels, supervision_results
-from telemetryd.config import Config, ConfigError, load_config
+from telemetryd.config import Config, ConfigError, load_config, loading_config
 from telemetryd.config.settings import Settings
 from telemetryd.export.app import ExportSources, create_app
 from telemetryd.export.instance import InstanceStatus
@@ -326,40 +326,42 @@ class Daemon:
         while True:
             await self._reload_requested.wait()
             self._reload_requested.clear()
-            # Parsing and planning 100,000 devices takes seconds: in a thread, so probes keep their
-            # slots meanwhile; only the swap runs on the loop, in time proportional to what changed.
-            new = await asyncio.to_thread(self._load_for_reload)
+            # Parsing and planning 100,000 devices is seconds of work: on the loop in 5 ms slices
+            # (a thread would hold the GIL against the loop's every socket call); only the swap
+            # is one step, in time proportional to what changed.
+            new = await slices.sliced(self._reloading())
             if new is not None:
                 self._swap(new)
+                await asyncio.sleep(0)  # the swap and the freeing of what it replaced: two stalls, not one
+                del new  # its plans hold the replaced generation: let it go now, not at the next reload
 
     def reload(self) -> bool:
         """Load the config again; swap it in whole, or keep the old one and say why."""
-        new = self._load_for_reload()
+        new = slices.finish(self._reloading())
         if new is None:
             return False
         self._swap(new)
         return True
 
-    def _load_for_reload(self) -> Reload | None:
-        """The new configuration and its plans, or None (logged, the running one kept) when it is invalid.
-
-        Safe off the loop: the plans only read the running state and schedule.
-        """
+    def _reloading(self) -> slices.Steps[Reload | None]:
+        """The new configuration and its plans, in steps; None (logged, the running one kept) when it is invalid."""
         path = self.config.path
-        try:
-            with heap.building():
-                new = load_config(path)
-                return Reload(new, self.state.plan(new.inventory), self.scheduler.plan(new.inventory, new.settings))
-        except ConfigError as exc:
-            self.instance.last_reload_ok = False
-            log.error(
-                "reload_failed",
-                path=str(path),
-                problems=[str(p) for p in exc.problems],
-                action="kept the running configuration",
-            )
-            self.notifier.notify(status="reload failed; running the previous configuration")
-            return None
+        with heap.building():
+            try:
+                new = yield from loading_config(path, self.config.inventory)
+            except ConfigError as exc:
+                self.instance.last_reload_ok = False
+                log.error(
+                    "reload_failed",
+                    path=str(path),
+                    problems=[str(p) for p in exc.problems],
+                    action="kept the running configuration",
+                )
+                self.notifier.notify(status="reload failed; running the previous configuration")
+                return None
+            roster = yield from self.state.planning(new.inventory)
+            schedule = yield from self.scheduler.planning(new.inventory, new.settings)
+            return Reload(new, roster, schedule)
 
     def _swap(self, reload: Reload) -> None:
         """Put a loaded configuration in place: state, schedule, links and supervision follow it."""

@@ -7,8 +7,11 @@ the scheduler, State and the exporter only ever see these.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
+
+from telemetryd.slices import Steps, finish
 
 
 class DeviceKind(enum.StrEnum):
@@ -65,11 +68,11 @@ class ProbeSpec:
 
     protocol: str
     port: int | None = None
+    name: str = field(init=False, compare=False, repr=False)
+    """The probe's label value, e.g. ``tcp:554`` (kept: schedules and state look it up millions of times)."""
 
-    @property
-    def name(self) -> str:
-        """The probe's label value, e.g. ``tcp:554``."""
-        return self.protocol if self.port is None else f"{self.protocol}:{self.port}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name", self.protocol if self.port is None else f"{self.protocol}:{self.port}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,12 +151,19 @@ class Inventory:
     @classmethod
     def build(cls, schools: tuple[School, ...] | list[School]) -> Inventory:
         """Index schools and devices by id."""
-        schools = tuple(schools)
-        return cls(
-            schools=schools,
-            devices_by_id={d.id: d for s in schools for d in s.devices},
-            schools_by_id={s.id: s for s in schools},
-        )
+        return finish(cls.assembling(schools))
+
+    @classmethod
+    def assembling(cls, schools: Iterable[School]) -> Steps[Inventory]:
+        """`build` in steps, a school at a time (a reload assembles 100,000 devices on the event loop)."""
+        kept: list[School] = []
+        devices_by_id: dict[str, Device] = {}
+        for school in schools:
+            kept.append(school)
+            for device in school.devices:
+                devices_by_id[device.id] = device
+            yield
+        return cls(schools=tuple(kept), devices_by_id=devices_by_id, schools_by_id={s.id: s for s in kept})
 
     @property
     def device_count(self) -> int:

@@ -7,6 +7,7 @@ from telemetryd.config.loader import (
     load_config,
     load_inventory,
     load_settings,
+    loading_config,
     shard_of,
 )
 from telemetryd.config.settings import Settings
@@ -21,5 +22,6 @@ __all__ = [
     "load_config",
     "load_inventory",
     "load_settings",
+    "loading_config",
     "shard_of",
 ]

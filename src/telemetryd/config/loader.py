@@ -6,10 +6,11 @@ check-config accepts is exactly what the daemon will run.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import types
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,9 @@ from pydantic import BaseModel, ValidationError
 
 from telemetryd.config.inventory import InventoryFile, SchoolEntry
 from telemetryd.config.settings import Settings, Shard
-from telemetryd.config.yamlsrc import Loc, Problem, SourceMap, read_yaml
+from telemetryd.config.yamlsrc import Loc, Problem, SourceMap, read_yaml, reading
 from telemetryd.model import Inventory, School
+from telemetryd.slices import Steps, finish
 
 INVENTORY_SUFFIXES = (".yaml", ".yml")
 
@@ -94,7 +96,8 @@ def _explain(model: type[BaseModel], error: Any) -> tuple[Loc, str]:
     return loc, message
 
 
-def _validate(model: type[BaseModel], data: Any, source: SourceMap) -> tuple[Any, list[Problem]]:
+def _validate(model: type[BaseModel], data: Any, source: SourceMap, at: Loc = ()) -> tuple[Any, list[Problem]]:
+    """`model` from `data` found at path `at` of the file, or every problem with its place."""
     try:
         return model.model_validate(data), []
     except ValidationError as exc:
@@ -102,7 +105,7 @@ def _validate(model: type[BaseModel], data: Any, source: SourceMap) -> tuple[Any
         for error in exc.errors(include_url=False):
             loc, message = _explain(model, error)
             # Union/tagged validators append the branch name to loc; drop parts not in the file.
-            problems.append(source.problem(loc, message))
+            problems.append(source.problem((*at, *loc), message))
         return None, problems
 
 
@@ -131,90 +134,127 @@ def inventory_files(path: Path) -> list[Path]:
 
 def load_inventory(path: Path) -> Inventory:
     """Read every inventory file; raise ConfigError listing every problem in every file."""
+    return finish(loading_inventory(path))
+
+
+def loading_inventory(path: Path, previous: Inventory | None = None) -> Steps[Inventory]:
+    """`load_inventory` in steps: it yields between schools, so a reload can run it on the event loop.
+
+    A school or device equal to one of `previous` (the running inventory) is that object:
+    a reload then replaces only what changed, and letting go of the old generation frees
+    a few containers instead of 100,000 devices at once (~0.4 s of deallocation on the loop).
+    """
     if not path.exists():
         raise ConfigError([Problem(str(path), None, "inventory", "no such file or directory")])
     files = inventory_files(path)
     if not files:
         raise ConfigError([Problem(str(path), None, "inventory", "directory holds no .yaml files")])
     problems: list[Problem] = []
-    schools: list[School] = []
-    first_school: dict[str, str] = {}
-    first_device: dict[str, str] = {}
-    first_host: dict[str, str] = {}
+    schools: list[School] = []  # dropped at the first problem: only the problems are wanted then
+    seen = _FirstSeen()
 
     for file in files:
-        data, source, file_problems = read_yaml(file)
+        data, source, file_problems = yield from reading(file)
         problems.extend(file_problems)
         if file_problems:
             continue
         if not isinstance(data, dict) or "schools" not in data:
             problems.append(Problem(str(file), 1, "schools", "expected a top-level `schools:` list"))
             continue
-        parsed, file_problems = _validate(InventoryFile, data, source)
-        problems.extend(file_problems)
-        raw = data.get("schools")
-        raw_schools: list[Any] = raw if isinstance(raw, list) else []
-        problems.extend(_cross_check(raw_schools, source, first_school, first_device, first_host))
-        if parsed is not None:
-            schools.extend(entry.to_domain() for entry in parsed.schools)
+        raw = data["schools"]
+        if not isinstance(raw, list):
+            problems.extend(_validate(InventoryFile, data, source)[1])
+            continue
+        # The file's own keys, then school by school: one school is a short step.
+        problems.extend(_validate(InventoryFile, {**data, "schools": []}, source)[1])
+        for index, school in enumerate(raw):
+            entry, school_problems = _validate(SchoolEntry, school, source, at=("schools", index))
+            problems.extend(school_problems)
+            problems.extend(_cross_check(index, school, source, seen))
+            if entry is not None and not problems:
+                schools.append(_reused(entry.to_domain(), previous))
+            raw[index] = None  # freed here, a school at a time, not the whole file in one step
+            yield
 
     if problems:
         raise ConfigError(problems)
-    return Inventory.build(schools)
+    yield from seen.letting_go()
+    return (yield from Inventory.assembling(schools))
 
 
-def _cross_check(
-    raw_schools: list[Any],
-    source: SourceMap,
-    first_school: dict[str, str],
-    first_device: dict[str, str],
-    first_host: dict[str, str],
-) -> list[Problem]:
-    """Checks that span schools and files: duplicates, and schools with no devices."""
+FirstSeen = dict[str, tuple[SourceMap, Loc]]
+"""An id or address → where it was first given (its line is looked up only for a duplicate)."""
+
+
+def _reused(school: School, previous: Inventory | None) -> School:
+    """`school`, or the equal objects of `previous`: the whole school, else each device that did not change."""
+    if previous is None:
+        return school
+    old = previous.schools_by_id.get(school.id)
+    if old is not None and old == school:
+        return old
+    by_id = previous.devices_by_id
+    devices = tuple(old_device if (old_device := by_id.get(d.id)) == d else d for d in school.devices)
+    return dataclasses.replace(school, devices=devices)
+
+
+@dataclass(slots=True)
+class _FirstSeen:
+    """Where each school id, device id and address was first given, across the inventory's files."""
+
+    schools: FirstSeen = field(default_factory=dict)
+    devices: FirstSeen = field(default_factory=dict)
+    hosts: FirstSeen = field(default_factory=dict)
+
+    def letting_go(self) -> Steps[None]:
+        """Empty the tables in steps: 200,000 entries freed at once hold the event loop ~70 ms."""
+        for table in (self.schools, self.devices, self.hosts):
+            while table:
+                for _ in range(min(len(table), 5000)):
+                    table.popitem()
+                yield
+
+
+def _cross_check(index: int, school: Any, source: SourceMap, seen: _FirstSeen) -> list[Problem]:
+    """Checks of school `index` of the file that span schools and files: duplicates, and no devices."""
     problems: list[Problem] = []
 
-    def where(loc: Loc) -> str:
-        return f"{source.file}:{source.line_of(loc)}"
+    def duplicate(loc: Loc, what: str, value: str, first: tuple[SourceMap, Loc]) -> Problem:
+        where = f"{first[0].file}:{first[0].line_of(first[1])}"
+        return source.problem(loc, f"duplicate {what} {value!r}, already used at {where}")
 
-    for i, school in enumerate(raw_schools):
-        if not isinstance(school, dict):
-            continue
-        school_id = school.get("id")
-        if isinstance(school_id, str):
-            if school_id in first_school:
-                problems.append(
-                    source.problem(
-                        ("schools", i, "id"),
-                        f"duplicate school id {school_id!r}, already used at {first_school[school_id]}",
-                    )
-                )
-            else:
-                first_school[school_id] = where(("schools", i, "id"))
-        devices = school.get("devices")
-        if not devices:
-            problems.append(
-                source.problem(
-                    ("schools", i, "devices") if "devices" in school else ("schools", i),
-                    f"school {school_id!r} has no devices; list at least its router",
-                )
+    if not isinstance(school, dict):
+        return problems
+    school_id = school.get("id")
+    if isinstance(school_id, str):
+        if school_id in seen.schools:
+            problems.append(duplicate(("schools", index, "id"), "school id", school_id, seen.schools[school_id]))
+        else:
+            seen.schools[school_id] = (source, ("schools", index, "id"))
+    devices = school.get("devices")
+    if not devices:
+        problems.append(
+            source.problem(
+                ("schools", index, "devices") if "devices" in school else ("schools", index),
+                f"school {school_id!r} has no devices; list at least its router",
             )
+        )
+        return problems
+    if not isinstance(devices, list):
+        return problems
+    for j, device in enumerate(devices):
+        if not isinstance(device, dict):
             continue
-        if not isinstance(devices, list):
-            continue
-        for j, device in enumerate(devices):
-            if not isinstance(device, dict):
+        for key, first, what in (("id", seen.devices, "device id"), ("host", seen.hosts, "address")):
+            value = device.get(key)
+            if not isinstance(value, str):
                 continue
-            for key, seen, what in (("id", first_device, "device id"), ("host", first_host, "address")):
-                value = device.get(key)
-                if not isinstance(value, str):
-                    continue
-                loc = ("schools", i, "devices", j, key)
-                if value.strip() in seen:
-                    problems.append(
-                        source.problem(loc, f"duplicate {what} {value!r}, already used at {seen[value.strip()]}")
-                    )
-                else:
-                    seen[value.strip()] = where(loc)
+            loc = ("schools", index, "devices", j, key)
+            value = value.strip()
+            if value in first:
+                problems.append(duplicate(loc, what, value, first[value]))
+            else:
+                first[value] = (source, loc)
     return problems
 
 
@@ -233,6 +273,11 @@ def apply_shard(inventory: Inventory, shard: Shard) -> Inventory:
 
 def load_config(path: Path) -> Config:
     """Settings plus the inventory they point at, validated together; ConfigError lists all problems."""
+    return finish(loading_config(path))
+
+
+def loading_config(path: Path, previous: Inventory | None = None) -> Steps[Config]:
+    """`load_config` in steps (see `telemetryd.slices`); unchanged schools and devices are `previous`'s objects."""
     path = path.resolve() if path.exists() else path
     problems: list[Problem] = []
     try:
@@ -252,7 +297,7 @@ def load_config(path: Path) -> Config:
         history = settings.history.model_copy(update={"spool_directory": str(path.parent / spool)})
         settings = settings.model_copy(update={"history": history})
     try:
-        inventory = load_inventory(inventory_path)
+        inventory = yield from loading_inventory(inventory_path, previous)
     except ConfigError as exc:
         problems.extend(exc.problems)
         raise ConfigError(problems) from None
@@ -273,5 +318,7 @@ __all__ = [
     "load_config",
     "load_inventory",
     "load_settings",
+    "loading_config",
+    "loading_inventory",
     "shard_of",
 ]

@@ -32,6 +32,7 @@ from telemetryd.config.settings import Settings
 from telemetryd.histogram import PROBE_BUCKETS, Histogram
 from telemetryd.model import Device, Inventory, ProbeResult, ProbeSpec
 from telemetryd.probes import BATCH_PROBERS, BUDGETS, PROBERS, BatchProber, Budget, ProbeContext, Prober
+from telemetryd.slices import Steps, finish
 
 log = structlog.get_logger("telemetryd.scheduler")
 
@@ -40,6 +41,9 @@ TICK = 0.005
 
 IDLE_WAIT = 3600.0
 """How long the run loop sleeps with no jobs at all (a `load` wakes it sooner)."""
+
+_JOBS_PER_STEP = 1000
+"""Devices (or phases) a reload's planning handles between two yields: about a millisecond."""
 
 DEADLINE = "deadline"
 """The `reason` of a run the scheduler gave up on."""
@@ -203,7 +207,17 @@ def spread_phases(keys: Sequence[str], interval: float, start: float) -> dict[st
     Keys are ordered by a stable hash first, so devices of one school (listed together)
     do not all land in the same slice of the interval.
     """
-    ordered = sorted(keys, key=stable_fraction)
+    return finish(spreading_phases(keys, interval, start))
+
+
+def spreading_phases(keys: Sequence[str], interval: float, start: float) -> Steps[dict[str, float]]:
+    """`spread_phases` in steps: the hashing yields now and then, the sort itself is one C call."""
+    fractions: dict[str, float] = {}
+    for count, key in enumerate(keys, 1):
+        fractions[key] = stable_fraction(key)
+        if count % _JOBS_PER_STEP == 0:
+            yield
+    ordered = sorted(fractions, key=fractions.__getitem__)
     step = interval / max(len(ordered), 1)
     return {key: start + i * step for i, key in enumerate(ordered)}
 
@@ -246,7 +260,7 @@ class SchedulePlan:
     settings: Settings
     jobs: dict[tuple[str, str], Job]
     added: tuple[Job, ...]
-    """New jobs, and replacements of jobs whose device or interval changed."""
+    """New jobs, and replacements of jobs whose device or interval changed; due times from 0 until committed."""
     retired: tuple[Job, ...]
     """Jobs of the current schedule that the plan drops or replaces."""
     replaces: dict[tuple[str, str], Job]
@@ -306,35 +320,44 @@ class Scheduler:
         self.commit(self.plan(inventory, settings))
 
     def plan(self, inventory: Inventory, settings: Settings) -> SchedulePlan:
-        """The jobs for a new inventory, built against the current ones; safe to run off the event loop.
+        """`planning` run to its end."""
+        return finish(self.planning(inventory, settings))
+
+    def planning(self, inventory: Inventory, settings: Settings) -> Steps[SchedulePlan]:
+        """The jobs for a new inventory, built in steps against the current ones; `commit` puts them in place.
 
         Jobs that still exist (same device, probe and interval) are the same objects and keep
         their phase, so a reload does not bunch them up; new jobs are spread over their
-        interval. Nothing running changes until `commit`.
+        interval from the moment of the commit. Nothing running changes until then.
         """
-        now = self.clock.now()
         current = self._jobs
         jobs: dict[tuple[str, str], Job] = {}
         fresh: dict[float, list[tuple[str, Device, ProbeSpec]]] = {}
-        for school in inventory.schools:
-            for device in school.devices:
-                for spec in device.probes:
-                    key = (device.id, spec.name)
-                    interval = settings.interval_for(spec.protocol, device.kind)
-                    old = current.get(key)
-                    if old is not None and old.interval == interval and old.device == device:
-                        old.device = device  # equal; the new inventory's object, so the old one can go
-                        jobs[key] = old
-                    else:
-                        fresh.setdefault(interval, []).append(("\0".join(key), device, spec))
+        for count, device in enumerate(inventory.devices_by_id.values(), 1):
+            if count % _JOBS_PER_STEP == 0:
+                yield
+            for spec in device.probes:
+                key = (device.id, spec.name)
+                interval = settings.interval_for(spec.protocol, device.kind)
+                old = current.get(key)
+                if old is not None and old.interval == interval and old.device == device:
+                    old.device = device  # equal; the new inventory's object, so the old one can go
+                    jobs[key] = old
+                else:
+                    fresh.setdefault(interval, []).append(("\0".join(key), device, spec))
         added: list[Job] = []
         for interval, entries in fresh.items():
-            due_of = spread_phases([joined for joined, _, _ in entries], interval, now)
+            # Phases from 0: `commit` adds its own time, however long the planning took.
+            due_of = yield from spreading_phases([joined for joined, _, _ in entries], interval, 0.0)
             for joined, device, spec in entries:
-                job = Job(device, spec, interval, due_of[joined])
-                jobs[job.key] = job
+                job = jobs[(device.id, spec.name)] = Job(device, spec, interval, due_of[joined])
                 added.append(job)
-        retired = [old for key, old in current.items() if jobs.get(key) is not old]
+        retired = []
+        for count, (key, old) in enumerate(current.items(), 1):
+            if jobs.get(key) is not old:
+                retired.append(old)
+            if count % _JOBS_PER_STEP == 0:
+                yield
         return SchedulePlan(inventory, settings, jobs, tuple(added), tuple(retired), current)
 
     def commit(self, plan: SchedulePlan) -> None:
@@ -356,7 +379,9 @@ class Scheduler:
         self._jobs = plan.jobs
         if self._overdue:
             self._overdue = {key for key in self._overdue if key in plan.jobs}
+        now = self.clock.now()
         for job in plan.added:
+            job.due += now
             predecessor = plan.replaces.get(job.key)
             if predecessor is not None and predecessor.running:
                 job.running = True  # pushed when the predecessor's run ends

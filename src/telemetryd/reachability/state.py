@@ -17,10 +17,11 @@ with another's devices.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from typing import TypeVar
 
 from telemetryd.model import Device, DeviceKind, Finding, Health, Inventory, ProbeResult, School, StateChange
+from telemetryd.slices import Steps, finish
 
 F = TypeVar("F", bound=Finding)
 
@@ -118,6 +119,35 @@ def _count(states: Iterable[DeviceState]) -> dict[DeviceKind, list[int]]:
     return counts
 
 
+_Indexes = tuple[
+    dict[str, tuple["DeviceState", ...]], dict[str, tuple["DeviceState", ...]], dict[str, dict[DeviceKind, list[int]]]
+]
+"""A roster's devices by protocol and by school, and each school's tally."""
+_DEVICES_PER_STEP = 1000
+_SCHOOLS_PER_STEP = 100
+
+
+def _indexing(devices: dict[str, DeviceState]) -> Steps[_Indexes]:
+    index: dict[str, list[DeviceState]] = {}
+    by_school: dict[str, list[DeviceState]] = {}
+    for count, state in enumerate(devices.values(), 1):
+        for protocol in dict.fromkeys(spec.protocol for spec in state.device.probes):
+            index.setdefault(protocol, []).append(state)
+        by_school.setdefault(state.device.school_id, []).append(state)
+        if count % _DEVICES_PER_STEP == 0:
+            yield
+    tally = {}
+    for count, (school, states) in enumerate(by_school.items(), 1):
+        tally[school] = _count(states)
+        if count % _SCHOOLS_PER_STEP == 0:
+            yield
+    return (
+        {protocol: tuple(states) for protocol, states in index.items()},
+        {school: tuple(states) for school, states in by_school.items()},
+        tally,
+    )
+
+
 def probe_names(device: Device) -> list[str]:
     """The probes a device's state tracks: its scheduled probes plus heartbeat supervision."""
     return [p.name for p in device.probes] + ([SIA_PROBE] if device.sia is not None else [])
@@ -134,44 +164,48 @@ class Roster:
     _tally: dict[str, dict[DeviceKind, list[int]]] = field(init=False, repr=False, compare=False)
     _versions: dict[str, int] = field(init=False, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
+    prebuilt: InitVar[_Indexes | None] = None
+
+    def __post_init__(self, prebuilt: _Indexes | None) -> None:
         # Built once per generation, so a scrape reads ISAPI/AX PRO findings of the few devices
         # that have those probes instead of looking at every device of the city, and re-encodes
         # only the schools whose version moved, with roll-ups from counters State.apply keeps.
-        index: dict[str, list[DeviceState]] = {}
-        by_school: dict[str, list[DeviceState]] = {}
-        for state in self.devices.values():
-            for protocol in dict.fromkeys(spec.protocol for spec in state.device.probes):
-                index.setdefault(protocol, []).append(state)
-            by_school.setdefault(state.device.school_id, []).append(state)
-        object.__setattr__(self, "_probing", {protocol: tuple(states) for protocol, states in index.items()})
-        object.__setattr__(self, "_by_school", {school: tuple(states) for school, states in by_school.items()})
-        object.__setattr__(self, "_tally", {school: _count(states) for school, states in by_school.items()})
+        probing, by_school, tally = prebuilt or finish(_indexing(self.devices))
+        object.__setattr__(self, "_probing", probing)
+        object.__setattr__(self, "_by_school", by_school)
+        object.__setattr__(self, "_tally", tally)
         object.__setattr__(self, "_versions", dict.fromkeys(by_school, 0))
 
-    def untouched_since(self, old: Roster) -> frozenset[str]:
-        """The schools whose device states are the very objects `old` holds for them, in the same order."""
-        return frozenset(
-            school_id
-            for school_id, states in self._by_school.items()
-            if len(states) == len(was := old.school_states(school_id))
-            and all(a is b for a, b in zip(states, was, strict=True))
-        )
+    @classmethod
+    def assembling(cls, inventory: Inventory, devices: dict[str, DeviceState]) -> Steps[Roster]:
+        """The roster, its indexes built in steps (a reload builds it on the event loop)."""
+        return cls(inventory, devices, (yield from _indexing(devices)))
 
-    def carry_over(self, old: Roster, untouched: frozenset[str]) -> None:
-        """Take the live counts of `old` where nothing changed, recount the rest (at the swap, on the loop).
+    def untouched_since(self, old: Roster) -> Steps[frozenset[str]]:
+        """The schools whose device states are the very objects `old` holds for them, in the same order."""
+        untouched = []
+        for count, (school_id, states) in enumerate(self._by_school.items(), 1):
+            was = old.school_states(school_id)
+            if len(states) == len(was) and all(a is b for a, b in zip(states, was, strict=True)):
+                untouched.append(school_id)
+            if count % _SCHOOLS_PER_STEP == 0:
+                yield
+        return frozenset(untouched)
+
+    def carry_over(self, old: Roster, untouched: frozenset[str], recount: frozenset[str]) -> None:
+        """Take the live counts of `old` where nothing changed, count `recount` again (at the swap, on the loop).
 
         A school in `untouched` holds the very same device states as in `old`, whose tally
         `State.apply` kept current while this roster was being built: its lists are shared,
-        and its version continues. The other schools are counted from their states now.
+        and its version continues. A school in `recount` mixes old and new states, whose
+        healths may have moved since they were counted; the others hold only new states.
         """
         tally = self._tally
-        for school_id, states in self._by_school.items():
-            if school_id in untouched:
-                tally[school_id] = old._tally[school_id]
-                self._versions[school_id] = old._versions[school_id]
-            else:
-                tally[school_id] = _count(states)
+        for school_id in untouched:
+            tally[school_id] = old._tally[school_id]
+            self._versions[school_id] = old._versions[school_id]
+        for school_id in recount:
+            tally[school_id] = _count(self._by_school[school_id])
 
     def probing(self, protocol: str) -> tuple[DeviceState, ...]:
         """The devices with at least one probe of `protocol`, in inventory order."""
@@ -264,6 +298,8 @@ class RosterPlan:
     """Old states of devices the inventory no longer has."""
     untouched: frozenset[str]
     """Schools whose device states are exactly the old roster's."""
+    recount: frozenset[str]
+    """Other schools with states results may change before the swap: counted again at it."""
 
 
 @dataclass(slots=True)
@@ -289,35 +325,52 @@ class State:
         return self.adopt(self.plan(inventory), at)
 
     def plan(self, inventory: Inventory) -> RosterPlan:
-        """The roster for `inventory`, built against the current one; safe to run off the event loop.
+        """`planning` run to its end."""
+        return finish(self.planning(inventory))
+
+    def planning(self, inventory: Inventory) -> Steps[RosterPlan]:
+        """The roster for `inventory`, built in steps against the current one; `adopt` puts it in place.
 
         An unchanged device keeps its `DeviceState` itself, so results applied while the plan
         is built (and after) land in the new roster too. A device whose probes changed at the
         same address keeps its probe states; one with a new address starts over as unknown,
-        since its old results say nothing about the new target. `adopt` puts the plan in place.
+        since its old results say nothing about the new target. Between steps the event loop
+        may apply results: the plan only reads the current roster.
         """
         current = self.roster
         old_states = current.devices
         states: dict[str, DeviceState] = {}
         carried: list[tuple[DeviceState, DeviceState]] = []
         reset: list[DeviceState] = []
-        for school in inventory.schools:
-            for device in school.devices:
-                old = old_states.get(device.id)
-                if old is not None and old.device == device:
-                    old.device = device  # equal; the new inventory's object, so the old one can go
-                    states[device.id] = old
-                    continue
-                fresh = DeviceState(device, {name: ProbeState() for name in probe_names(device)})
-                if old is not None and old.device.host == device.host:
-                    fresh.probes = {name: old.probes.get(name, ProbeState()) for name in fresh.probes}
-                    carried.append((fresh, old))
-                elif old is not None:
-                    reset.append(old)
-                states[device.id] = fresh
-        removed = tuple(state for device_id, state in old_states.items() if device_id not in states)
-        roster = Roster(inventory, states)
-        return RosterPlan(roster, current, tuple(carried), tuple(reset), removed, roster.untouched_since(current))
+        live: set[str] = set()
+        """Schools holding states that results may change before the swap (kept or carried ones)."""
+        for count, device in enumerate(inventory.devices_by_id.values(), 1):
+            if count % _DEVICES_PER_STEP == 0:
+                yield
+            old = old_states.get(device.id)
+            if old is not None and old.device == device:
+                old.device = device  # equal; the new inventory's object, so the old one can go
+                states[device.id] = old
+                live.add(device.school_id)
+                continue
+            fresh = DeviceState(device, {name: ProbeState() for name in probe_names(device)})
+            if old is not None and old.device.host == device.host:
+                fresh.probes = {name: old.probes.get(name, ProbeState()) for name in fresh.probes}
+                carried.append((fresh, old))
+                live.add(device.school_id)
+            elif old is not None:
+                reset.append(old)
+            states[device.id] = fresh
+        removed = []
+        for count, (device_id, state) in enumerate(old_states.items(), 1):
+            if device_id not in states:
+                removed.append(state)
+            if count % _DEVICES_PER_STEP == 0:
+                yield
+        roster = yield from Roster.assembling(inventory, states)
+        untouched = yield from roster.untouched_since(current)
+        recount = frozenset(live - untouched)
+        return RosterPlan(roster, current, tuple(carried), tuple(reset), tuple(removed), untouched, recount)
 
     def adopt(self, plan: RosterPlan, at: float) -> list[StateChange]:
         """Make a planned roster current (on the loop, in time proportional to what changed).
@@ -331,7 +384,7 @@ class State:
         for fresh, old in plan.carried:  # results went to the old state until now
             fresh.health = _device_health(fresh.probes.values())
             fresh.last_change, fresh.flaps = old.last_change, old.flaps
-        plan.roster.carry_over(plan.replaces, plan.untouched)
+        plan.roster.carry_over(plan.replaces, plan.untouched, plan.recount)
         self.roster = plan.roster
         gone = [(old, "address changed") for old in plan.reset]
         gone += [(old, "removed from the inventory") for old in plan.removed]
