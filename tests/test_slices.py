@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -34,7 +35,7 @@ def test_finish_returns_the_result() -> None:
 
 
 async def test_sliced_hands_the_loop_to_other_tasks() -> None:
-    """With a zero slice every step gives the loop back: a concurrent task runs between steps."""
+    """With a zero slice (and no share of the wait) every step gives the loop back: a concurrent task runs between."""
     ticks = 0
 
     async def ticker() -> None:
@@ -46,7 +47,7 @@ async def test_sliced_hands_the_loop_to_other_tasks() -> None:
     task = asyncio.create_task(ticker())
     await asyncio.sleep(0)
     before = ticks
-    assert await slices.sliced(_counting(50), slice_seconds=0.0) == 50
+    assert await slices.sliced(_counting(50), slice_seconds=0.0, share=0.0) == 50
     assert ticks - before >= 50
     task.cancel()
 
@@ -67,3 +68,29 @@ def test_a_config_loaded_in_steps_equals_one_loaded_at_once(tmp_path: Path) -> N
     assert yields >= 40
     assert stepped.inventory == load_config(path).inventory
     assert stepped.settings == load_config(path).settings
+
+
+async def test_a_slice_grows_with_the_wait_before_it_up_to_its_cap() -> None:
+    """After a long loop iteration (a busy daemon) the next slice is a share of the wait: the steps after
+    it run back to back, where without a share every step would hand the loop back."""
+    ticks = 0
+    seen: list[int] = []
+
+    def steps() -> slices.Steps[None]:
+        for _ in range(200):
+            seen.append(ticks)
+            yield
+
+    async def busy_loop() -> None:
+        nonlocal ticks
+        time.sleep(0.08)  # one long iteration of the loop, as a saturated daemon has
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    other = asyncio.create_task(busy_loop())
+    await slices.sliced(steps(), slice_seconds=0.0, share=0.5)
+    other.cancel()
+    first_after = next(i for i, t in enumerate(seen) if t > 0)
+    assert first_after < 5  # the loop got its turn at once
+    assert len(set(seen[first_after:])) <= 2  # then one slice of min(50 ms, 40 ms) took (nearly) all the rest
