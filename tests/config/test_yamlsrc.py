@@ -64,10 +64,12 @@ def test_lines_are_found_when_asked(tmp_path: Path) -> None:
         ("a: 1\n---\nb: 2\n", "single YAML document"),
         ("? [1, 2]\n: v\n", "plain words"),
         ("a: !!int nope\n", "int"),
+        ("a: " + "[" * 200_000 + "]" * 200_000 + "\n", "nesting depth"),
     ],
 )
 def test_broken_documents_are_problems_with_lines(tmp_path: Path, text: str, expected: str) -> None:
-    """Syntax errors, dangling or recursive aliases, extra documents, odd keys, bad tags: a problem, no crash."""
+    """Syntax errors, dangling or recursive aliases, extra documents, odd keys, bad tags, absurd nesting:
+    a problem, no crash."""
     path = tmp_path / "bad.yaml"
     path.write_text(text)
     _, _, problems = read_yaml(path)
