@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import time
 from pathlib import Path
 
@@ -94,3 +95,50 @@ async def test_a_slice_grows_with_the_wait_before_it_up_to_its_cap() -> None:
     first_after = next(i for i, t in enumerate(seen) if t > 0)
     assert first_after < 5  # the loop got its turn at once
     assert len(set(seen[first_after:])) <= 2  # then one slice of min(50 ms, 40 ms) took (nearly) all the rest
+
+
+def _waiting_on(future: concurrent.futures.Future[int]) -> slices.Steps[int]:
+    yield future
+    return future.result() + 1
+
+
+def test_finish_waits_for_a_future_a_step_yields() -> None:
+    """A step yielding a future (work in a helper process) makes `finish` block until it is done."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        future = pool.submit(lambda: (time.sleep(0.05), 41)[1])
+        assert slices.finish(_waiting_on(future)) == 42
+
+
+async def test_sliced_awaits_a_future_while_the_loop_runs() -> None:
+    """`sliced` awaits a yielded future instead of blocking: other tasks run until it is done."""
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.001)
+
+    task = asyncio.create_task(ticker())
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        future = pool.submit(lambda: (time.sleep(0.2), 41)[1])
+        assert await slices.sliced(_waiting_on(future)) == 42
+    task.cancel()
+    assert ticks >= 20  # a blocking wait would have left the ticker at 0 or 1
+
+
+async def test_a_reload_parsed_by_helper_processes_on_a_running_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon's sliced reload hands a large inventory's parse to helpers and gets the same configuration."""
+    from telemetryd.config import yamlsrc
+    from telemetryd.daemon import Daemon
+
+    devices = [{"id": f"s{n}-router", "kind": "router", "host": f"10.0.{n}.1"} for n in range(20)]
+    path = write_config(tmp_path, [school(f"s{n}", [devices[n]]) for n in range(20)])
+    daemon = Daemon(load_config(path))
+    monkeypatch.setattr(yamlsrc, "PARALLEL_BYTES", 1)
+    reload = await slices.sliced(daemon._reloading())
+    assert reload is not None
+    assert "helper process" in reload.config.parsed_by
+    assert reload.config.inventory == daemon.config.inventory

@@ -185,6 +185,7 @@ class Daemon:
             shard=str(settings.shard),
             probes_per_second=round(jobs_per_second(self.config.inventory, settings), 1),
             icmp=self.instance.icmp_mode,
+            parsed_by=self.config.parsed_by,
         )
         self.notifier.notify(ready=1, status=self._status_line())
 
@@ -374,6 +375,7 @@ class Daemon:
             schools=len(new.inventory.schools),
             devices=new.inventory.device_count,
             was_devices=old.inventory.device_count,
+            parsed_by=new.parsed_by,
             swap_seconds=round(time.perf_counter() - started, 4),
         )
         self.notifier.notify(status=self._status_line())

@@ -7,19 +7,25 @@ back, which at a few thousand socket calls a second stalls probing for the whole
 (measured: a 2.5–5 s loop lag and 4 s schedule lag p99 at 30,000 devices). Written as a
 generator that yields between small steps instead, the work runs on the loop itself and
 gives it back after every slice.
+
+A step may also yield a `concurrent.futures.Future` (work handed to a helper process):
+the runner then waits for it, `finish` by blocking, `sliced` by awaiting it, so the loop
+probes on meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import time
 from collections.abc import Generator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-Steps = Generator[None, None, T]
-"""Work that yields between steps and returns its result."""
+Steps = Generator[Any, None, T]
+"""Work that yields between steps and returns its result. A step yields None, or a
+`concurrent.futures.Future` to wait for (typed Any so a bare `yield` stays a step)."""
 
 SLICE_SECONDS = 0.005
 """How long one slice holds the loop when the loop comes back quickly."""
@@ -35,10 +41,12 @@ def finish(steps: Steps[T]) -> T:
     """Run `steps` to its end at once (start-up, tests, command-line tools)."""
     while True:
         try:
-            next(steps)
+            waiting = next(steps)
         except StopIteration as done:
             result: T = done.value
             return result
+        if waiting is not None:
+            concurrent.futures.wait((waiting,))
 
 
 async def sliced(steps: Steps[T], slice_seconds: float = SLICE_SECONDS, share: float = SHARE) -> T:
@@ -47,10 +55,14 @@ async def sliced(steps: Steps[T], slice_seconds: float = SLICE_SECONDS, share: f
     until = clock() + slice_seconds
     while True:
         try:
-            next(steps)
+            waiting = next(steps)
         except StopIteration as done:
             result: T = done.value
             return result
+        if waiting is not None:
+            await asyncio.wait((asyncio.wrap_future(waiting),))
+            until = clock() + slice_seconds
+            continue
         now = clock()
         if now >= until:
             await asyncio.sleep(0)

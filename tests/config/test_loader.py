@@ -234,3 +234,34 @@ def test_shard_setting_keeps_only_its_schools(tmp_path: Path) -> None:
     assert {s.id for s in config.inventory.schools} == {
         f"shy-{n:03d}" for n in range(20) if shard_of(f"shy-{n:03d}", 2) == 1
     }
+
+
+def test_helper_processes_report_the_same_problems_and_build_the_same_inventory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Parsed in helper processes (a large inventory), bad files name the same lines, good ones load equal."""
+    from telemetryd.config import yamlsrc
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for path in BAD:
+        (bad / path.name).write_text(path.read_text())
+
+    def problems_of(path: Path) -> list[str]:
+        with pytest.raises(ConfigError) as caught:
+            load_inventory(path)
+        return [str(p).replace(str(path), "") for p in caught.value.problems]
+
+    here = problems_of(bad), problems_of(TESTDATA / "bad_across")
+    (tmp_path / "good").mkdir()
+    good = write_config(
+        tmp_path / "good",
+        [school(f"s{n}", [{"id": f"s{n}-r", "kind": "router", "host": f"10.0.{n}.1"}]) for n in range(5)],
+    )
+    loaded_here = load_config(good)
+    monkeypatch.setattr(yamlsrc, "PARALLEL_BYTES", 1)
+    assert (problems_of(bad), problems_of(TESTDATA / "bad_across")) == here
+    loaded_by_helpers = load_config(good)
+    assert re.fullmatch(r"\d helper process(es)?", loaded_by_helpers.parsed_by)
+    assert loaded_here.parsed_by == "this process"
+    assert loaded_by_helpers.inventory == loaded_here.inventory

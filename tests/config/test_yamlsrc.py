@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import concurrent.futures.process
+import os
 from pathlib import Path
 
 import pytest
 import yaml
 
+from telemetryd.config import yamlsrc
 from telemetryd.config.yamlsrc import MAX_EXPANDED_NODES, read_yaml
+from telemetryd.slices import finish
 
 DOCUMENTS = [
     "a: 1\nb: -2.5\nc: 0x1F\nd: 1_000\ne: .inf\nf: ~\ng: null\nh: true\ni: No\nj: 2026-12-01\nk: 1e3\n",
@@ -86,3 +91,95 @@ def test_an_alias_bomb_is_refused_quickly(tmp_path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
     _, _, problems = read_yaml(path)
     assert [p.message for p in problems] == [f"aliases expand to more than {MAX_EXPANDED_NODES:,} values"]
+
+
+def _inventory_files(tmp_path: Path, files: int, schools: int) -> list[Path]:
+    paths = []
+    for f in range(files):
+        entries = [
+            {"id": f"s{f}-{n}", "devices": [{"id": f"s{f}-{n}-r", "kind": "router", "host": f"10.{f}.{n}.1"}]}
+            for n in range(schools)
+        ]
+        path = tmp_path / f"district-{f}.yaml"
+        path.write_text(yaml.safe_dump({"schools": entries, "note": "district"}))
+        paths.append(path)
+    return paths
+
+
+def test_helper_processes_parse_what_this_process_parses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above PARALLEL_BYTES the files go to helper processes; values, in pieces of PIECE_ITEMS, come back equal."""
+    paths = _inventory_files(tmp_path, files=3, schools=250)  # 250 schools: three pieces per file
+    monkeypatch.setattr(yamlsrc, "PARALLEL_BYTES", 1)
+    with yamlsrc.Readings(paths) as readings:
+        parsed = [finish(readings.reading(path)) for path in paths]
+        helpers = min(3, len(os.sched_getaffinity(0)))
+        assert readings.parsed_by == f"{helpers} helper process{'es' if helpers > 1 else ''}"
+    for path, (value, _, problems) in zip(paths, parsed, strict=True):
+        assert problems == []
+        assert value == yaml.safe_load(path.read_text())
+
+
+def test_small_inventories_are_parsed_here(tmp_path: Path) -> None:
+    """Below PARALLEL_BYTES no helper starts: its start-up would cost more than the parse."""
+    paths = _inventory_files(tmp_path, files=2, schools=3)
+    with yamlsrc.Readings(paths) as readings:
+        values = [finish(readings.reading(path))[0] for path in paths]
+        assert readings.parsed_by == "this process"
+    assert values == [yaml.safe_load(path.read_text()) for path in paths]
+
+
+def test_a_helpers_problems_keep_their_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bad file parsed in a helper names the same lines as one parsed here; an unreadable one needs no helper."""
+    good, bad = _inventory_files(tmp_path, files=2, schools=2)
+    bad.write_text("schools:\n  - id: a\n    id: b\n")
+    missing = tmp_path / "gone.yaml"
+    monkeypatch.setattr(yamlsrc, "PARALLEL_BYTES", 1)
+    with yamlsrc.Readings([good, bad, missing]) as readings:
+        results = {path: finish(readings.reading(path)) for path in (good, bad, missing)}
+    assert results[good][2] == []
+    assert [str(p) for p in results[bad][2]] == [str(p) for p in read_yaml(bad)[2]]
+    assert results[bad][2][0].line == 3
+    assert "cannot read file" in results[missing][2][0].message
+
+
+def test_helpers_that_cannot_start_leave_the_parse_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sandbox without processes (or a helper that dies) is no failure: the files are parsed here, the reason kept."""
+    paths = _inventory_files(tmp_path, files=2, schools=2)
+    monkeypatch.setattr(yamlsrc, "PARALLEL_BYTES", 1)
+
+    class NoProcesses:
+        def __init__(self, *_: object, **__: object) -> None:
+            raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(yamlsrc.concurrent.futures, "ProcessPoolExecutor", NoProcesses)
+    with yamlsrc.Readings(paths) as readings:
+        values = [finish(readings.reading(path))[0] for path in paths]
+        assert readings.parsed_by.startswith("this process (helper processes failed: PermissionError")
+    assert values == [yaml.safe_load(path.read_text()) for path in paths]
+
+
+def test_a_helper_dying_midway_leaves_the_rest_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A future that fails (the pool broke) is parsed here instead, and so is every file after it."""
+    paths = _inventory_files(tmp_path, files=3, schools=2)
+    monkeypatch.setattr(yamlsrc, "PARALLEL_BYTES", 1)
+
+    class Broken(concurrent.futures.Future[object]):
+        def __init__(self) -> None:
+            super().__init__()
+            self.set_exception(concurrent.futures.process.BrokenProcessPool("a helper died"))
+
+    class BrokenPool:
+        def __init__(self, *_: object, **__: object) -> None:
+            pass
+
+        def submit(self, *_: object) -> Broken:
+            return Broken()
+
+        def shutdown(self, **_: object) -> None:
+            pass
+
+    monkeypatch.setattr(yamlsrc.concurrent.futures, "ProcessPoolExecutor", BrokenPool)
+    with yamlsrc.Readings(paths) as readings:
+        values = [finish(readings.reading(path))[0] for path in paths]
+        assert "BrokenProcessPool: a helper died" in readings.parsed_by
+    assert values == [yaml.safe_load(path.read_text()) for path in paths]

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from telemetryd.config.inventory import InventoryFile, SchoolEntry
 from telemetryd.config.settings import Settings, Shard
-from telemetryd.config.yamlsrc import Loc, Problem, SourceMap, read_yaml, reading
+from telemetryd.config.yamlsrc import Loc, Problem, Readings, SourceMap, read_yaml
 from telemetryd.model import Inventory, School
 from telemetryd.slices import Steps, finish
 
@@ -43,6 +43,8 @@ class Config:
     """Only this shard's schools."""
     total_schools: int
     """Schools in the whole inventory, before sharding."""
+    parsed_by: str = "this process"
+    """Where the inventory's YAML was parsed (`Readings`): helper processes, or here and why."""
 
 
 def _model_at(model: type[BaseModel], loc: Loc) -> type[BaseModel] | None:
@@ -144,6 +146,12 @@ def loading_inventory(path: Path, previous: Inventory | None = None) -> Steps[In
     a reload then replaces only what changed, and letting go of the old generation frees
     a few containers instead of 100,000 devices at once (~0.4 s of deallocation on the loop).
     """
+    inventory, _ = yield from _loading_inventory(path, previous)
+    return inventory
+
+
+def _loading_inventory(path: Path, previous: Inventory | None) -> Steps[tuple[Inventory, str]]:
+    """`loading_inventory`, and where its files were parsed."""
     if not path.exists():
         raise ConfigError([Problem(str(path), None, "inventory", "no such file or directory")])
     files = inventory_files(path)
@@ -152,34 +160,34 @@ def loading_inventory(path: Path, previous: Inventory | None = None) -> Steps[In
     problems: list[Problem] = []
     schools: list[School] = []  # dropped at the first problem: only the problems are wanted then
     seen = _FirstSeen()
-
-    for file in files:
-        data, source, file_problems = yield from reading(file)
-        problems.extend(file_problems)
-        if file_problems:
-            continue
-        if not isinstance(data, dict) or "schools" not in data:
-            problems.append(Problem(str(file), 1, "schools", "expected a top-level `schools:` list"))
-            continue
-        raw = data["schools"]
-        if not isinstance(raw, list):
-            problems.extend(_validate(InventoryFile, data, source)[1])
-            continue
-        # The file's own keys, then school by school: one school is a short step.
-        problems.extend(_validate(InventoryFile, {**data, "schools": []}, source)[1])
-        for index, school in enumerate(raw):
-            entry, school_problems = _validate(SchoolEntry, school, source, at=("schools", index))
-            problems.extend(school_problems)
-            problems.extend(_cross_check(index, school, source, seen))
-            if entry is not None and not problems:
-                schools.append(_reused(entry.to_domain(), previous))
-            raw[index] = None  # freed here, a school at a time, not the whole file in one step
-            yield
-
+    with Readings(files) as readings:
+        for file in files:
+            data, source, file_problems = yield from readings.reading(file)
+            problems.extend(file_problems)
+            if file_problems:
+                continue
+            if not isinstance(data, dict) or "schools" not in data:
+                problems.append(Problem(str(file), 1, "schools", "expected a top-level `schools:` list"))
+                continue
+            raw = data["schools"]
+            if not isinstance(raw, list):
+                problems.extend(_validate(InventoryFile, data, source)[1])
+                continue
+            # The file's own keys, then school by school: one school is a short step.
+            problems.extend(_validate(InventoryFile, {**data, "schools": []}, source)[1])
+            for index, school in enumerate(raw):
+                entry, school_problems = _validate(SchoolEntry, school, source, at=("schools", index))
+                problems.extend(school_problems)
+                problems.extend(_cross_check(index, school, source, seen))
+                if entry is not None and not problems:
+                    schools.append(_reused(entry.to_domain(), previous))
+                raw[index] = None  # freed here, a school at a time, not the whole file in one step
+                yield
+        parsed_by = readings.parsed_by
     if problems:
         raise ConfigError(problems)
     yield from seen.letting_go()
-    return (yield from Inventory.assembling(schools))
+    return (yield from Inventory.assembling(schools)), parsed_by
 
 
 FirstSeen = dict[str, tuple[SourceMap, Loc]]
@@ -297,7 +305,7 @@ def loading_config(path: Path, previous: Inventory | None = None) -> Steps[Confi
         history = settings.history.model_copy(update={"spool_directory": str(path.parent / spool)})
         settings = settings.model_copy(update={"history": history})
     try:
-        inventory = yield from loading_inventory(inventory_path, previous)
+        inventory, parsed_by = yield from _loading_inventory(inventory_path, previous)
     except ConfigError as exc:
         problems.extend(exc.problems)
         raise ConfigError(problems) from None
@@ -306,6 +314,7 @@ def loading_config(path: Path, previous: Inventory | None = None) -> Steps[Confi
         settings=settings,
         inventory=apply_shard(inventory, settings.shard),
         total_schools=len(inventory.schools),
+        parsed_by=parsed_by,
     )
 
 

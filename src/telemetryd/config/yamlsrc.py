@@ -16,6 +16,11 @@ wait out the interpreter's switch interval.
 
 from __future__ import annotations
 
+import concurrent.futures
+import multiprocessing
+import os
+import pickle
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -314,23 +319,156 @@ _SKIP = object()
 
 def reading(path: Path, display: str | None = None) -> Steps[tuple[Any, SourceMap, list[Problem]]]:
     """Parse one YAML file into plain values plus its SourceMap; syntax errors become Problems. Yields now and then."""
-    name = display or str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        return None, SourceMap(name), [Problem(name, None, "", f"cannot read file: {exc.strerror}")]
-    except UnicodeDecodeError:
-        return None, SourceMap(name), [Problem(name, None, "", "file is not UTF-8 text")]
-    source = SourceMap(name, text)
-    value, problems = yield from _build(source, record_lines=False)
-    if problems:  # the rare bad file: again, keeping every line, so its problems can say where
-        value, problems = yield from _build(source, record_lines=True)
+    source, problems = _source(path, display)
+    if problems:
+        return None, source, problems
+    value, problems = yield from _parsing(source)
     return value, source, problems
 
 
 def read_yaml(path: Path, display: str | None = None) -> tuple[Any, SourceMap, list[Problem]]:
     """`reading` run to its end."""
     return finish(reading(path, display))
+
+
+def _source(path: Path, display: str | None) -> tuple[SourceMap, list[Problem]]:
+    name = display or str(path)
+    try:
+        return SourceMap(name, path.read_text(encoding="utf-8")), []
+    except OSError as exc:
+        return SourceMap(name), [Problem(name, None, "", f"cannot read file: {exc.strerror}")]
+    except UnicodeDecodeError:
+        return SourceMap(name), [Problem(name, None, "", "file is not UTF-8 text")]
+
+
+def _parsing(source: SourceMap) -> Steps[tuple[Any, list[Problem]]]:
+    value, problems = yield from _build(source, record_lines=False)
+    if problems:  # the rare bad file: again, keeping every line, so its problems can say where
+        value, problems = yield from _build(source, record_lines=True)
+    return value, problems
+
+
+PARALLEL_BYTES = 4_000_000
+"""Inventory text (~35,000 devices) from which `Readings` parses in helper processes: below it,
+starting them (~0.4 s each, mostly imports) costs more than the parse."""
+PIECE_ITEMS = 100
+"""List items of a top-level mapping (100 schools) a helper pickles together: each piece
+is unpickled in its own step, so a 100,000-device file is no single 200 ms step."""
+
+
+class Readings:
+    """Files read ahead, in helper processes when they hold enough text to pay for them.
+
+    At 100,000 devices parsing is ~70 % of loading (~4 s). In `min(files, CPUs)` helper
+    processes the parse runs beside the loop instead of on it: start-up validates the
+    first files while the helpers parse the rest, and a reload of a saturated daemon
+    leaves the parse to other cores. What comes back is plain values, in pieces (see
+    `PIECE_ITEMS`). Should the helpers fail to start or die (a sandbox without fork, say),
+    the files are parsed here as before; the reason is in `helper_failure`.
+    """
+
+    def __init__(self, paths: Sequence[Path]) -> None:
+        self._sources: dict[Path, tuple[SourceMap, list[Problem]]] = {path: _source(path, None) for path in paths}
+        self._futures: dict[Path, concurrent.futures.Future[_Parsed]] = {}
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self.helper_failure = ""
+        self._helpers = 0
+        readable = [path for path, (_, problems) in self._sources.items() if not problems]
+        if sum(len(self._sources[path][0].text) for path in readable) < PARALLEL_BYTES:
+            return
+        self._helpers = max(1, min(len(readable), len(os.sched_getaffinity(0))))
+        try:
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                max_workers=self._helpers,
+                mp_context=multiprocessing.get_context("spawn"),  # no fork of a process with threads
+            )
+            # In the caller's order: it validates the first files while the helpers parse the rest.
+            for path in readable:
+                source = self._sources[path][0]
+                self._futures[path] = self._pool.submit(_parse_in_helper, source.file, source.text)
+        except (OSError, RuntimeError, NotImplementedError) as exc:
+            self._give_up(exc)
+
+    def __enter__(self) -> Readings:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the helpers (parses not taken yet are dropped)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    def reading(self, path: Path) -> Steps[tuple[Any, SourceMap, list[Problem]]]:
+        """`reading(path)`, from a helper's parse when one was started."""
+        source, problems = self._sources.pop(path)
+        if problems:
+            return None, source, problems
+        future = self._futures.pop(path, None)
+        if future is not None and not self.helper_failure:
+            if not future.done():
+                yield future
+            try:
+                pieces, lines, problems = future.result()
+            except Exception as exc:  # whatever broke the helper (a parse error is a Problem, not this)
+                self._give_up(exc)
+            else:
+                if lines is not None:
+                    source.keep_lines(lines)
+                value = yield from _unpacking(pieces)
+                return value, source, problems
+        value, problems = yield from _parsing(source)
+        return value, source, problems
+
+    @property
+    def parsed_by(self) -> str:
+        """Where the files were parsed, in words for the log."""
+        if self.helper_failure:
+            return f"this process (helper processes failed: {self.helper_failure})"
+        if not self._helpers:
+            return "this process"
+        return f"{self._helpers} helper process{'es' if self._helpers > 1 else ''}"
+
+    def _give_up(self, exc: BaseException) -> None:
+        self.helper_failure = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        self._futures.clear()
+        self.close()
+
+
+_Pieces = tuple[bytes, dict[str, list[bytes]]]
+"""A value pickled: the whole of it but its long top-level lists, and each of those in pieces."""
+_Parsed = tuple[_Pieces, dict[Loc, int] | None, list[Problem]]
+
+
+def _parse_in_helper(name: str, text: str) -> _Parsed:
+    """In a helper process: the file's values (in pieces), its recorded lines if it had problems, the problems."""
+    source = SourceMap(name, text)
+    value, problems = finish(_parsing(source))
+    return _packed(value), source._lines, problems
+
+
+def _packed(value: Any) -> _Pieces:
+    lists: dict[str, list[bytes]] = {}
+    if isinstance(value, dict):
+        value = dict(value)
+        for key, items in value.items():
+            if isinstance(key, str) and isinstance(items, list) and len(items) > PIECE_ITEMS:
+                lists[key] = [pickle.dumps(items[i : i + PIECE_ITEMS]) for i in range(0, len(items), PIECE_ITEMS)]
+                value[key] = []
+    return pickle.dumps(value), lists
+
+
+def _unpacking(pieces: _Pieces) -> Steps[Any]:
+    whole, lists = pieces
+    value = pickle.loads(whole)  # our own helper's output, over a pipe only this process holds
+    for key, parts in lists.items():
+        items = value[key]
+        for part in parts:
+            yield
+            items.extend(pickle.loads(part))
+    return value
 
 
 def _build(source: SourceMap, *, record_lines: bool) -> Steps[tuple[Any, list[Problem]]]:

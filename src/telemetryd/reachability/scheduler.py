@@ -30,7 +30,7 @@ import structlog
 
 from telemetryd.config.settings import Settings
 from telemetryd.histogram import PROBE_BUCKETS, Histogram
-from telemetryd.model import Device, Inventory, ProbeResult, ProbeSpec
+from telemetryd.model import Device, DeviceKind, Inventory, ProbeResult, ProbeSpec
 from telemetryd.probes import BATCH_PROBERS, BUDGETS, PROBERS, BatchProber, Budget, ProbeContext, Prober
 from telemetryd.slices import Steps, finish
 
@@ -333,18 +333,21 @@ class Scheduler:
         current = self._jobs
         jobs: dict[tuple[str, str], Job] = {}
         fresh: dict[float, list[tuple[str, Device, ProbeSpec]]] = {}
+        intervals: dict[tuple[str, DeviceKind], float] = {}  # a handful of (protocol, kind) for 200,000 jobs
         for count, device in enumerate(inventory.devices_by_id.values(), 1):
             if count % _JOBS_PER_STEP == 0:
                 yield
             for spec in device.probes:
                 key = (device.id, spec.name)
-                interval = settings.interval_for(spec.protocol, device.kind)
-                old = current.get(key)
+                interval = intervals.get(kind := (spec.protocol, device.kind))
+                if interval is None:
+                    interval = intervals[kind] = settings.interval_for(*kind)
+                old = current.get(key) if current else None
                 if old is not None and old.interval == interval and old.device == device:
                     old.device = device  # equal; the new inventory's object, so the old one can go
                     jobs[key] = old
                 else:
-                    fresh.setdefault(interval, []).append(("\0".join(key), device, spec))
+                    fresh.setdefault(interval, []).append((f"{device.id}\0{spec.name}", device, spec))
         added: list[Job] = []
         for interval, entries in fresh.items():
             # Phases from 0: `commit` adds its own time, however long the planning took.
