@@ -35,7 +35,10 @@ For each N (default 10,000, 30,000 and 100,000 devices) it:
    time to the `reloaded` record, the swap's own time (its `swap_seconds`), the worst
    event-loop lag bucket and the slots skipped from a scrape before the signal to one 30 s
    after the swap;
-7. prints a Markdown table (one row per N) and writes every raw figure to `--json`.
+7. with `--shards N`, runs N daemons side by side on the same fleet (`shard: k/N`), each
+   measured, scraped and judged against the truth of its own schools as above, and adds what
+   they sum to;
+8. prints a Markdown table (one row per N, or per shard) and writes every raw figure to `--json`.
 
     sudo .venv/bin/python bench/daemon.py [--devices 10000] [--minutes 5] [--json daemon.json]
 
@@ -68,6 +71,7 @@ import threading
 import time
 import zlib
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -75,6 +79,7 @@ from typing import Any
 
 import yaml
 
+from telemetryd.config import shard_of
 from telemetryd.config.settings import Settings
 from telemetryd.model import Device, Inventory, School
 from telemetryd.sim.city import City, DeviceTruth, generate_city
@@ -202,12 +207,26 @@ def machine_busy() -> tuple[float, float]:
     return (sum(values) - idle) / TICKS, sum(values) / TICKS
 
 
-def write_daemon_config(workdir: Path) -> Path:
-    """Settings for the daemon: the generated inventory, default probes, JSON logs, an ephemeral port."""
-    config = {"listen": "127.0.0.1:0", "inventory": "inventory", "logging": {"format": "json", "level": "info"}}
-    path = workdir / "telemetryd.yaml"
+def write_daemon_config(workdir: Path, shard: int = 0, shards: int = 1) -> Path:
+    """Settings for one daemon: the generated inventory, default probes, JSON logs, an ephemeral port, its shard."""
+    config: dict[str, Any] = {
+        "listen": "127.0.0.1:0",
+        "inventory": "inventory",
+        "logging": {"format": "json", "level": "info"},
+    }
+    if shards > 1:
+        config["shard"] = f"{shard}/{shards}"
+    path = workdir / (f"telemetryd-{shard}.yaml" if shards > 1 else "telemetryd.yaml")
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
+
+
+def shard_city(city: City, shard: int, shards: int) -> City:
+    """The part of `city` one shard monitors, chosen by the daemon's own `shard_of`."""
+    if shards == 1:
+        return city
+    ids = {s.id for s in city.inventory.schools if shard_of(s.id, shards) == shard}
+    return dataclasses.replace(city, inventory=city.inventory.restricted_to(ids))
 
 
 class DaemonUnderTest:
@@ -225,6 +244,8 @@ class DaemonUnderTest:
         )
         self.listen: str | None = None
         self.ready_after: float | None = None
+        self.parsed_by = ""
+        """Where the inventory was parsed at start-up (the `started` record's `parsed_by`)."""
         self.reloads: list[dict[str, Any]] = []
         """`reloaded` log records, as they come."""
         self._ready = threading.Event()
@@ -246,6 +267,7 @@ class DaemonUnderTest:
                         record = json.loads(line)
                         if record.get("event") == "started":
                             self.listen = str(record["listen"])
+                            self.parsed_by = str(record.get("parsed_by", ""))
                             self.ready_after = time.monotonic() - self.started_at
                             self._ready.set()
         self._ready.set()
@@ -717,6 +739,7 @@ def measure_reload(address: str, daemon: DaemonUnderTest, city: City, inventory:
     return {
         "devices_after": record.get("devices"),
         "swap_seconds": record.get("swap_seconds"),
+        "parsed_by": record.get("parsed_by"),
         "signal_to_reloaded_seconds": round(reloaded_after, 2),
         "loop_lag_worst_bucket_seconds": worst,
         "window": phase,
@@ -745,18 +768,60 @@ def median_of(windows: Sequence[Window], kind: str, attribute: str) -> float | N
     return statistics.median(values) if values else None
 
 
-def run_one(devices: int, args: argparse.Namespace) -> dict[str, Any]:
-    """Fleet up, daemon up, measure, fping, down; every figure of one N."""
+@dataclass
+class Lane:
+    """One daemon under test and what it measured (with `--shards N`, one lane per shard, side by side)."""
+
+    daemon: DaemonUnderTest
+    city: City
+    """The schools this daemon monitors: the truth it is judged against."""
+    shard: str = ""
+    startup: float = 0.0
+    windows: list[Window] = field(default_factory=list)
+    scrapes: list[Scrape] = field(default_factory=list)
+    span: Window | None = None
+    rss_values: list[int] = field(default_factory=list)
+    truth: dict[str, Any] = field(default_factory=dict)
+    address: str = ""
+
+    def measure(self, fleets: SimulatedFleets, settings: Settings, args: argparse.Namespace) -> None:
+        """Start-up, settling, the quiet and scraped windows, and the truth at the closing scrape."""
+        label = f"[{self.city.inventory.device_count}{f' shard {self.shard}' if self.shard else ''}]"
+        daemon = self.daemon
+        self.address = daemon.wait_started(timeout=max(120.0, self.city.inventory.device_count / 400))
+        rss = RssSampler(daemon.proc.pid)
+        try:
+            self.startup, _ = wait_first_probe(self.address, daemon, timeout=120.0)
+            print(f"{label} ready after {daemon.ready_after:.1f} s, first result by {self.startup:.1f} s", flush=True)
+            sleep_until(daemon.started_at + self.startup + args.settle, daemon)
+            meter = Meter(daemon.proc.pid, fleets)
+            windows_total = max(3, round(args.minutes * 60 / WINDOW_SECONDS))
+            quiet = max(1, round(windows_total * args.quiet_share))
+            print(f"{label} measuring {quiet} quiet and {windows_total - quiet} scraped windows of 30 s", flush=True)
+            span_start = meter.reading()
+            self.windows, self.scrapes = measure_windows(self.address, daemon, meter, quiet, windows_total - quiet)
+            self.span = meter.window("span", span_start)
+            closing = self.scrapes[-1]
+            self.truth = truth_agreement(self.city, closing.body, closing.wall_time, staleness_margin(settings))
+            self.rss_values = rss.between(span_start[0], span_start[0] + self.span.seconds)
+        finally:
+            rss.stop()
+
+
+def run_one(devices: int, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Fleet up, daemon(s) up, measure, fping, down; every figure of one N, one entry per daemon."""
     settings = Settings()
     parts = city_parts(devices, args.schools_per_fleet, args.seed, args.flap_period)
     city = whole_city(parts)
     fleets = SimulatedFleets(parts)
-    daemon: DaemonUnderTest | None = None
-    rss: RssSampler | None = None
+    shards = args.shards
+    lanes: list[Lane] = []
+    reload = None
+    exit_codes: list[int | None] = []
     with tempfile.TemporaryDirectory(prefix="telemetryd-bench-daemon-") as tmp:
         workdir = Path(tmp)
         city.write_inventory(workdir / "inventory")
-        config = write_daemon_config(workdir)
+        configs = [write_daemon_config(workdir, k, shards) for k in range(shards)]
         try:
             print(
                 f"[{devices}] bringing up {city.inventory.device_count} devices in {len(parts)} fleet(s) ...",
@@ -764,51 +829,41 @@ def run_one(devices: int, args: argparse.Namespace) -> dict[str, Any]:
             )
             fleet_seconds = fleets.start()
             sim_idle = idle_simulator_cpu(fleets)
-            print(f"[{devices}] fleet up in {fleet_seconds:.1f} s; starting the daemon", flush=True)
-            daemon = DaemonUnderTest(config, workdir / "daemon.log")
-            address = daemon.wait_started(timeout=max(120.0, devices / 400))
-            rss = RssSampler(daemon.proc.pid)
-            startup, _ = wait_first_probe(address, daemon, timeout=120.0)
-            print(
-                f"[{devices}] ready after {daemon.ready_after:.1f} s, first probe result by {startup:.1f} s", flush=True
-            )
-            sleep_until(daemon.started_at + startup + args.settle, daemon)
-            meter = Meter(daemon.proc.pid, fleets)
-            windows_total = max(3, round(args.minutes * 60 / WINDOW_SECONDS))
-            quiet = max(1, round(windows_total * args.quiet_share))
-            print(
-                f"[{devices}] measuring {quiet} quiet and {windows_total - quiet} scraped windows of 30 s", flush=True
-            )
-            span_start = meter.reading()
-            windows, scrapes = measure_windows(address, daemon, meter, quiet, windows_total - quiet)
-            span = meter.window("span", span_start)
-            closing = scrapes[-1]
-            truth = truth_agreement(city, closing.body, closing.wall_time, staleness_margin(settings))
+            print(f"[{devices}] fleet up in {fleet_seconds:.1f} s; starting {shards} daemon(s)", flush=True)
+            for k, config in enumerate(configs):
+                daemon = DaemonUnderTest(config, workdir / f"daemon-{k}.log")
+                lanes.append(Lane(daemon, shard_city(city, k, shards), f"{k}/{shards}" if shards > 1 else ""))
+            with ThreadPoolExecutor(len(lanes)) as pool:  # side by side, each scraped as its own target
+                for done in [pool.submit(lane.measure, fleets, settings, args) for lane in lanes]:
+                    done.result()
             print(f"[{devices}] fping over {city.inventory.device_count} ICMP hosts ...", flush=True)
             fping = fping_baseline([d.host for d in city.inventory.devices_by_id.values()], workdir, settings)
-            reload = measure_reload(address, daemon, city, workdir / "inventory") if args.reload else None
-            rss_values = rss.between(span_start[0], span_start[0] + span.seconds)
+            if args.reload and shards == 1:
+                reload = measure_reload(lanes[0].address, lanes[0].daemon, city, workdir / "inventory")
         finally:
-            if rss is not None:
-                rss.stop()
-            exit_code = daemon.stop() if daemon is not None else None
+            exit_codes = [lane.daemon.stop() for lane in lanes]
             fleets.stop()
-    return figures(
-        devices=city.inventory.device_count,
-        fleets=len(parts),
-        fleet_seconds=fleet_seconds,
-        sim_idle=sim_idle,
-        ready_after=daemon.ready_after,
-        startup=startup,
-        windows=windows,
-        scrapes=scrapes,
-        span=span,
-        rss_values=rss_values,
-        truth=truth,
-        fping=fping,
-        reload=reload,
-        exit_code=exit_code,
-    )
+    return [
+        figures(
+            devices=lane.city.inventory.device_count,
+            shard=lane.shard,
+            fleets=len(parts),
+            fleet_seconds=fleet_seconds,
+            sim_idle=sim_idle,
+            ready_after=lane.daemon.ready_after,
+            parsed_by=lane.daemon.parsed_by,
+            startup=lane.startup,
+            windows=lane.windows,
+            scrapes=lane.scrapes,
+            span=lane.span,
+            rss_values=lane.rss_values,
+            truth=lane.truth,
+            fping=fping,
+            reload=reload,
+            exit_code=code,
+        )
+        for lane, code in zip(lanes, exit_codes, strict=True)
+    ]
 
 
 def idle_simulator_cpu(fleets: SimulatedFleets, seconds: float = 10.0) -> float:
@@ -821,14 +876,16 @@ def idle_simulator_cpu(fleets: SimulatedFleets, seconds: float = 10.0) -> float:
 def figures(
     *,
     devices: int,
+    shard: str,
     fleets: int,
     fleet_seconds: float,
     sim_idle: float,
     ready_after: float | None,
+    parsed_by: str,
     startup: float,
     windows: list[Window],
     scrapes: list[Scrape],
-    span: Window,
+    span: Window | None,
     rss_values: list[int],
     truth: dict[str, Any],
     fping: dict[str, Any],
@@ -842,11 +899,14 @@ def figures(
     # From the end of the opening scrape to the start of the next: probing only.
     quiet_cpu = quiet_end.daemon_cpu_before - opening.daemon_cpu_after
     daemon_per_1000 = 1e6 * quiet_cpu / quiet["probes"] if quiet["probes"] else None
+    assert span is not None, "a lane that measured has its span"
     return {
         "devices": devices,
+        "shard": shard,
         "fleets": fleets,
         "fleet_start_seconds": round(fleet_seconds, 1),
         "ready_seconds": ready_after,
+        "parsed_by": parsed_by,
         "startup_seconds": round(startup, 2),
         "cpu_percent": {
             "quiet_median": median_of(windows, "quiet", "daemon_cpu_percent"),
@@ -925,7 +985,8 @@ def table(results: Sequence[dict[str, Any]]) -> str:
         "\n| devices | SIGHUP to reloaded | swap on the loop | worst loop lag (bucket) "
         "| slots skipped in the 30 s after | schedule lag p99 |\n| ---: | ---: | ---: | ---: | ---: | ---: |\n"
     )
-    return head + "".join(rows) + second + "".join(rows2) + (third + "".join(reloads) if reloads else "")
+    together = shards_together(results)
+    return head + "".join(rows) + together + second + "".join(rows2) + (third + "".join(reloads) if reloads else "")
 
 
 def reload_row(r: dict[str, Any]) -> str:
@@ -938,12 +999,38 @@ def reload_row(r: dict[str, Any]) -> str:
     )
 
 
+def _who(r: dict[str, Any]) -> str:
+    return f"{r['devices']:,}" + (f" (shard {r['shard']})" if r.get("shard") else "")
+
+
+def shards_together(results: Sequence[dict[str, Any]]) -> str:
+    """What the shards of one run add up to: the machine's view of N daemons side by side."""
+    if len(results) < 2 or not all(r.get("shard") for r in results):
+        return ""
+    quiet = sum(r["cpu_percent"]["quiet_median"] or 0.0 for r in results)
+    scraped = sum(r["cpu_percent"]["gzip_scraped_median"] or 0.0 for r in results)
+    rss = sum(r["rss_bytes"]["median"] or 0 for r in results)
+    skipped = sum(r[p]["slots_skipped_per_minute"] for r in results for p in ("quiet_phase", "scraped_phase"))
+    judged = sum(r["truth"]["judged"] for r in results)
+    wrong = sum(r["truth"]["disagreeing"] for r in results)
+    lag = max(
+        max(r["quiet_phase"]["schedule_lag_p99_seconds"], r["scraped_phase"]["schedule_lag_p99_seconds"])
+        for r in results
+    )
+    return (
+        f"\n{len(results)} shards together: {sum(r['devices'] for r in results):,} devices, CPU quiet {quiet:.0f} % / "
+        f"scraped {scraped:.0f} % of one core, RSS {_mb(rss)}, slots skipped {skipped:,.0f}/min, "
+        f"schedule lag p99 at most {_ms(lag)}, {wrong:,} of {judged:,} judged devices disagree with the truth; "
+        f"machine busy {max(r['machine_busy_percent_of_one_core'] for r in results):.0f} % of one core.\n"
+    )
+
+
 def daemon_row(r: dict[str, Any]) -> str:
     """One N's daemon figures."""
     raw, gz, q, s = r["metrics_raw"], r["metrics_gzip"], r["quiet_phase"], r["scraped_phase"]
     cpu, rss = r["cpu_percent"], r["rss_bytes"]
     return (
-        f"| {r['devices']:,} | {r['ready_seconds'] or 0:.1f} s / {r['startup_seconds']:.1f} s "
+        f"| {_who(r)} | {r['ready_seconds'] or 0:.1f} s / {r['startup_seconds']:.1f} s "
         f"| {_pct(cpu['quiet_median'])} "
         f"| {_pct(cpu['gzip_scraped_median'])} | {_mb(rss['median'])} / {_mb(rss['max'])} "
         f"| {_ms(raw.get('p50_seconds'))} / {_ms(raw.get('max_seconds'))} "
@@ -960,7 +1047,7 @@ def baseline_row(r: dict[str, Any]) -> str:
     fping, truth, sim = r["fping"], r["truth"], r["simulator_cpu_percent"]
     share = truth["disagreeing_share"]
     return (
-        f"| {r['devices']:,} | {r['fleets']} | {sim['idle_fleet']:.0f} % / {sim['whole_span']:.0f} % "
+        f"| {_who(r)} | {r['fleets']} | {sim['idle_fleet']:.0f} % / {sim['whole_span']:.0f} % "
         f"| {r['others_cpu_percent']:.0f} % of a core "
         f"| {r['daemon_cpu_ms_per_1000_probes_quiet'] or '—'} ms | {fping.get('cpu_ms_per_1000_probes', '—')} ms "
         f"| {fping.get('answered', '—'):,} / {fping.get('hosts', 0):,} | {truth['judged']:,} "
@@ -995,6 +1082,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--reload", action="store_true", help="at the end, SIGHUP with one school fewer and measure the swap"
+    )
+    parser.add_argument(
+        "--shards",
+        type=int,
+        default=1,
+        help="N daemons side by side on the same fleet, each `shard: k/N` and scraped on its own (default 1)",
     )
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--json", type=Path, default=None, help="write the raw figures here")
@@ -1035,14 +1128,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         with interruptible():
             for devices in args.devices:
                 try:
-                    results.append(run_one(devices, args))
+                    results.extend(run_one(devices, args))
                 except RuntimeError as exc:  # the daemon died or fell too far behind: a finding, go on
                     print(f"[{devices}] failed: {exc}", file=sys.stderr)
                     results.append({"devices": devices, "error": str(exc)})
                     continue
                 finally:
                     save(args.json, results)
-                print(table(results[-1:]), flush=True)
+                print(table(results[-args.shards :]), flush=True)
     except (KeyboardInterrupt, Interrupted):
         print("interrupted; everything started was stopped and removed", file=sys.stderr)
     if results:
