@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -16,7 +17,7 @@ from telemetryd.config.settings import Settings
 from telemetryd.model import Device, DeviceKind, ProbeSpec
 from telemetryd.probes import isapi
 from telemetryd.probes.base import ProbeContext
-from telemetryd.probes.isapi import AuthState, IsapiPolicy, IsapiProber
+from telemetryd.probes.isapi import AuthState, IsapiPolicy, IsapiProber, client
 from telemetryd.secrets import Secrets
 from telemetryd.sim.hikvision import FIRMWARE, HikvisionSim, SimDevice
 
@@ -396,3 +397,59 @@ async def test_swapped_camera_is_logged(tmp_path: Path) -> None:
             assert (await isapi.probe(device, device.probes[0], ctx)).ok
     replaced = [entry for entry in logs if entry["event"] == "device_replaced"]
     assert [(e["old_serial"], e["new_serial"]) for e in replaced] == [("SERIAL-A", "SERIAL-B")]
+
+
+# --- redirects and broken challenges (issue 12) --------------------------------------------------
+
+
+async def test_a_redirect_is_reported_never_followed(sim: HikvisionSim, prober: IsapiProber, clock: Clock) -> None:
+    """A 302 to another device is a `redirect` result naming the target; the other device is never asked."""
+    other, other_port = await _device(sim, "ipc-v5", serial="OTHER-SERIAL")
+    device, port = await _device(sim, "ipc-v5", redirect_to=f"http://127.0.0.1:{other_port}")
+    health = await prober.check("127.0.0.1", port, "admin", PASSWORD, "camera", now=clock.now)
+    assert health.reason == "redirect" and not health.ok
+    assert f"127.0.0.1:{other_port}/ISAPI/System/deviceInfo" in health.detail
+    assert health.identity is None  # the other host's model and serial never became this camera's
+    assert other.requests == 0 and device.requests == 1
+
+
+async def _raw_device(reply: bytes) -> tuple[asyncio.Server, int]:
+    """A device that answers every request with exactly `reply` (bytes no HTTP library would write)."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(reply)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    "challenge",
+    [
+        b'Digest realm="\xff\xfe\xfd", nonce="abc", qop="auth"',  # realm not UTF-8
+        b'Digest realm="cam", nonce="a\x01b", qop="auth"',  # a control character in the nonce
+    ],
+    ids=["invalid-utf8-realm", "control-in-nonce"],
+)
+async def test_a_malformed_challenge_is_a_result_not_a_crash(
+    prober: IsapiProber, clock: Clock, challenge: bytes
+) -> None:
+    """A digest challenge we cannot answer safely is `bad_challenge`, with no credential sent."""
+    reply = b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: " + challenge + b"\r\nContent-Length: 0\r\n\r\n"
+    server, port = await _raw_device(reply)
+    async with server:
+        health = await prober.check("127.0.0.1", port, "admin", PASSWORD, "camera", now=clock.now)
+    assert health.reason == "bad_challenge" and health.requests == 1
+    assert PASSWORD not in repr(health)
+
+
+def test_every_isapi_reason_is_in_the_readme() -> None:
+    """Every reason the client's docstring lists (`probes_total{result}` values) is in the README's table."""
+    listed = set(re.findall(r"``([a-z_<>]+)``", (client.__doc__ or "").split("Reasons:", 1)[1]))
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### Probe results", 1)[1].split("###", 1)[0]
+    assert {"auth_failed", "bad_challenge", "redirect", "locked"} <= listed
+    assert sorted(r for r in listed if f"`{r}`" not in section) == []

@@ -134,6 +134,9 @@ class SimDevice:
     """ISAPI path → hostile or broken body served there."""
     status_overrides: dict[str, int] = field(default_factory=dict)
     """ISAPI path → HTTP status answered with a ResponseStatus body."""
+    redirect_to: str = ""
+    """Answer every request with a 302 to this base URL plus the path, as firmware that
+    forces HTTPS does (`http://` → `https://`), or a hijacked address would."""
     # lockout
     max_failures: int = 7
     lock_seconds: float = 1800.0
@@ -221,6 +224,8 @@ class HikvisionSim:
         device.requests += 1
         if device.delay:
             await asyncio.sleep(device.delay)
+        if device.redirect_to:
+            raise web.HTTPFound(device.redirect_to + request.path_qs)
         if device.kind == "axpro":
             return await self._axpro(device, request)
         denial = self._authenticate(device, request)

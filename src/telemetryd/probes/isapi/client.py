@@ -24,8 +24,8 @@ Lockout safety — Hikvision locks the source address after 5–7 failed logins 
   look like a rejected password.
 
 Device faults are results, never exceptions. Reasons: ``timeout``, ``refused``,
-``unreachable``, ``error``, ``auth_failed``, ``locked``, ``too_large``, ``bad_xml``,
-``http_<code>``, ``not_supported``, ``isapi_error``, and for health ``channel_offline``,
+``unreachable``, ``error``, ``auth_failed``, ``bad_challenge``, ``locked``, ``redirect``,
+``too_large``, ``bad_xml``, ``http_<code>``, ``not_supported``, ``isapi_error``, and for health ``channel_offline``,
 ``video_loss``, ``disk_fault``, ``no_disk``, ``clock_drift``, ``not_recording`` (AX PRO:
 ``zone_fault``, ``tamper``). This module only fetches and parses (`xml`); what counts as
 wrong is decided by the pure functions of `health`.
@@ -55,7 +55,13 @@ from telemetryd.config.settings import Settings
 from telemetryd.model import Device, DeviceKind, Finding, Inventory, ProbeResult, ProbeSpec
 from telemetryd.probes.base import ProbeContext
 from telemetryd.probes.isapi import health, xml
-from telemetryd.probes.isapi.digest import DigestChallenge, authorization, choose_challenge, parse_challenges
+from telemetryd.probes.isapi.digest import (
+    DigestChallenge,
+    authorization,
+    choose_challenge,
+    digest_offered,
+    parse_challenges,
+)
 from telemetryd.probes.isapi.health import Problem
 from telemetryd.secrets import SecretMissing
 
@@ -552,6 +558,8 @@ class IsapiClient:
                 raise _Failure("locked", f"device locked us out for {self._locked_until - run.now:.0f}s", fatal=True)
             if challenge is None:
                 if fresh is None:
+                    if digest_offered(reply.challenges) and not parse_challenges(reply.challenges):
+                        raise _Failure("bad_challenge", "401 with a digest challenge that cannot be parsed", fatal=True)
                     raise _Failure(
                         "auth_failed",
                         "401 without a digest challenge we can answer (MD5/SHA-256, qop=auth)",
@@ -575,8 +583,19 @@ class IsapiClient:
         try:
             async with (
                 asyncio.timeout(self.policy.request_timeout),
-                self._session.request(method, self._base + path, headers=headers, data=body) as response,
+                self._session.request(
+                    method, self._base + path, headers=headers, data=body, allow_redirects=False
+                ) as response,
             ):
+                if 300 <= response.status < 400:
+                    # A device is one address: another host's answers must never become this camera's.
+                    target = _printable(response.headers.get("Location", "nowhere"))
+                    response.close()
+                    raise _Failure(
+                        "redirect",
+                        f"{path}: HTTP {response.status} to {target}; redirects are not followed",
+                        fatal=True,
+                    )
                 length = response.content_length
                 if length is not None and length > cap:
                     response.close()
@@ -651,6 +670,12 @@ def _parse(reply: _Reply, path: str, parse: Callable[[bytes], T]) -> T:
         raise _Failure(reason, f"{path}: {exc}") from None
     except xml.IsapiParseError as exc:
         raise _Failure("bad_xml", f"{path}: {exc}") from None
+
+
+def _printable(text: str, limit: int = 200) -> str:
+    """A peer's header value fit for a log line and a result: printable and short."""
+    cleaned = "".join(ch if ch.isprintable() else "?" for ch in text[:limit])
+    return cleaned + ("…" if len(text) > limit else "")
 
 
 def _connect_failure(exc: aiohttp.ClientConnectorError, port: int) -> _Failure:

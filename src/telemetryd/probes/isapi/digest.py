@@ -19,6 +19,7 @@ __all__ = [
     "DigestChallenge",
     "authorization",
     "choose_challenge",
+    "digest_offered",
     "parse_authorization",
     "parse_challenges",
     "response",
@@ -76,6 +77,8 @@ def parse_challenges(headers: list[str]) -> list[DigestChallenge]:
             }
             if "nonce" not in params or "realm" not in params or not params["nonce"]:
                 continue
+            if not all(_echoable(params.get(name, "")) for name in ("realm", "nonce", "opaque", "algorithm", "qop")):
+                continue  # we could not answer it without breaking (or injecting into) our own header
             challenges.append(
                 DigestChallenge(
                     realm=params["realm"],
@@ -87,6 +90,20 @@ def parse_challenges(headers: list[str]) -> list[DigestChallenge]:
                 )
             )
     return challenges
+
+
+def _echoable(value: str) -> bool:
+    """A challenge value we can hash and quote back: valid UTF-8, no quote, backslash or control character."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:  # undecodable bytes, kept by the HTTP parser as surrogates
+        return False
+    return not any(ch in '"\\' or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value)
+
+
+def digest_offered(headers: list[str]) -> bool:
+    """Whether any `WWW-Authenticate` value names the Digest scheme (parsed or not)."""
+    return any(scheme.lower() == "digest" for header in headers for scheme, _ in _split_challenges(header))
 
 
 def choose_challenge(challenges: list[DigestChallenge]) -> DigestChallenge | None:
