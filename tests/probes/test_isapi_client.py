@@ -136,6 +136,16 @@ async def test_no_recent_recording(sim: HikvisionSim, prober: IsapiProber, clock
     assert dict(health.recording) == {1: True, 2: True, 3: False, 4: True}
 
 
+async def test_a_match_that_ended_weeks_ago_is_no_recording(
+    sim: HikvisionSim, prober: IsapiProber, clock: Clock
+) -> None:
+    """A search of the last hour answered with one segment that ended three weeks ago is not_recording."""
+    _, port = await _device(sim, "nvr-v4", stale_channels={2})
+    health = await prober.check("127.0.0.1", port, "admin", PASSWORD, "nvr", now=clock.now)
+    assert (health.ok, health.reason) == (False, "not_recording")
+    assert dict(health.recording) == {1: True, 2: False, 3: True, 4: True}
+
+
 async def test_video_loss(sim: HikvisionSim, prober: IsapiProber, clock: Clock) -> None:
     """Signal loss in the working status is reported as video_loss on that channel."""
     _, port = await _device(sim, "nvr-isapi", video_loss={1})

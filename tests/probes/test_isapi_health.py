@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -212,3 +212,19 @@ def test_problem_is_re_exported_from_client_and_package() -> None:
     """The old import paths of Problem and the summary still name health's objects."""
     assert client.Problem is isapi.Problem is health.Problem
     assert isapi.summarize is health.summarize
+
+
+def test_recorded_since_needs_a_segment_of_the_track_ending_in_the_window() -> None:
+    """numOfMatches proves nothing: only a segment of this track (or of no named track) ending in the window counts."""
+    since = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
+    recent, old = since + timedelta(minutes=20), since - timedelta(days=21)
+
+    def search(*segments: tuple[int | None, datetime]) -> xml.RecordingSearch:
+        return xml.RecordingSearch(ok=True, status="OK", matches=len(segments) or 1, segments=segments)
+
+    assert health.recorded_since(search((201, recent)), 201, since)
+    assert health.recorded_since(search((None, recent)), 201, since)  # the search asked for this track only
+    assert not health.recorded_since(search((201, old)), 201, since)  # matched, but weeks before the window
+    assert not health.recorded_since(search((301, recent)), 201, since)  # another camera's segment
+    assert not health.recorded_since(search(), 201, since)  # numOfMatches 1 and no segment
+    assert health.recorded_since(search((201, old), (201, recent)), 201, since)

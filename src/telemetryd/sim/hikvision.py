@@ -128,6 +128,8 @@ class SimDevice:
     time_mode: str = "NTP"
     idle_channels: set[int] = field(default_factory=set)
     """Channels without recordings in the recent past."""
+    stale_channels: set[int] = field(default_factory=set)
+    """Channels a search answers with one match whose segment ended three weeks ago (seen on real NVRs)."""
     video_loss: set[int] = field(default_factory=set)
     delay: float = 0.0
     body_faults: dict[str, BodyFault] = field(default_factory=dict)
@@ -555,8 +557,9 @@ def _search(device: SimDevice, fw: Firmware, query: bytes, now: float) -> web.Re
             "<searchID>x</searchID><responseStatus>true</responseStatus>"
             "<responseStatusStrg>NO MATCHES</responseStatusStrg><numOfMatches>0</numOfMatches><matchList/>",
         )
-    end = datetime.fromtimestamp(now - 30, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    begin = datetime.fromtimestamp(now - 1830, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    ago = 21 * 86400 if channel in device.stale_channels else 0
+    end = datetime.fromtimestamp(now - ago - 30, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    begin = datetime.fromtimestamp(now - ago - 1830, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return _xml(
         fw,
         "CMSearchResult",

@@ -381,7 +381,7 @@ class IsapiClient:
                     raise
                 run.problems.append(Problem("recording", failure.reason, f"search on track {track}: {failure.detail}"))
                 continue
-            results.append((number, search.matches > 0))
+            results.append((number, health.recorded_since(search, track, start)))
         return tuple(results)
 
     async def axpro_status(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import NamedTuple
 
 from telemetryd.probes.isapi import xml
@@ -21,6 +22,7 @@ __all__ = [
     "channel_problems",
     "clock_problems",
     "online_channels",
+    "recorded_since",
     "recording_problems",
     "storage_problems",
     "summarize",
@@ -112,6 +114,18 @@ def working_recording(working: xml.WorkingStatus, online: Iterable[int]) -> tupl
     """(channel, recording) per online channel from the working status; a channel it does not list did not record."""
     by_channel = {c.channel: c for c in working.channels}
     return tuple((number, bool(by_channel[number].recording) if number in by_channel else False) for number in online)
+
+
+def recorded_since(search: xml.RecordingSearch, track: int, since: datetime) -> bool:
+    """Whether a matched segment of `track` ended after `since`.
+
+    `numOfMatches` alone proves nothing: firmware answers a search of the last hour with a
+    segment that ended weeks before it. A segment that names another track does not count;
+    one that names none does (the search asked for this track only).
+    """
+    return any(
+        end > since and (segment_track is None or segment_track == track) for segment_track, end in search.segments
+    )
 
 
 def recording_problems(recording: Iterable[tuple[int, bool]], window: float) -> tuple[Problem, ...]:

@@ -180,6 +180,8 @@ class RecordingSearch:
     matches: int
     track_ids: tuple[int, ...] = ()
     latest_end: datetime | None = None
+    segments: tuple[tuple[int | None, datetime], ...] = ()
+    """(trackID when given, end) of every matched segment with a readable end, UTC."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -506,15 +508,20 @@ def parse_search_result(body: bytes | str) -> RecordingSearch:
     matches = _int(root, "numOfMatches")
     if matches is None:
         matches = len(items)
-    ends = [end for item in items if (end := _datetime(_text(item, "timeSpan/endTime"))) is not None]
+    segments = tuple(
+        (_int(item, "trackID"), end if end.tzinfo else end.replace(tzinfo=UTC))
+        for item in items
+        if (end := _datetime(_text(item, "timeSpan/endTime"))) is not None
+    )
     tracks = sorted({track for item in items if (track := _int(item, "trackID")) is not None})
-    aware_ends = [end if end.tzinfo else end.replace(tzinfo=UTC) for end in ends]
+    aware_ends = [end for _, end in segments]
     return RecordingSearch(
         ok=bool(ok) or status.upper() in ("OK", "MORE", "NO MATCHES"),
         status=status,
         matches=matches,
         track_ids=tuple(tracks),
         latest_end=max(aware_ends, default=None),
+        segments=segments,
     )
 
 
