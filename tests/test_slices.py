@@ -23,6 +23,18 @@ def _counting(steps: int) -> slices.Steps[int]:
     return total
 
 
+class _Ticks:
+    """A task that counts its turns on the loop: proof that other work got the loop."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def run(self, every: float) -> None:
+        while True:
+            self.count += 1
+            await asyncio.sleep(every)
+
+
 def test_finish_returns_the_result() -> None:
     """A generator run at once gives its return value; errors inside propagate."""
     assert slices.finish(_counting(5)) == 5
@@ -37,19 +49,12 @@ def test_finish_returns_the_result() -> None:
 
 async def test_sliced_hands_the_loop_to_other_tasks() -> None:
     """With a zero slice (and no share of the wait) every step gives the loop back: a concurrent task runs between."""
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            ticks += 1
-            await asyncio.sleep(0)
-
-    task = asyncio.create_task(ticker())
+    ticks = _Ticks()
+    task = asyncio.create_task(ticks.run(every=0.0))
     await asyncio.sleep(0)
-    before = ticks
+    before = ticks.count
     assert await slices.sliced(_counting(50), slice_seconds=0.0, share=0.0) == 50
-    assert ticks - before >= 50
+    assert ticks.count - before >= 50
     task.cancel()
 
 
@@ -111,20 +116,13 @@ def test_finish_waits_for_a_future_a_step_yields() -> None:
 
 async def test_sliced_awaits_a_future_while_the_loop_runs() -> None:
     """`sliced` awaits a yielded future instead of blocking: other tasks run until it is done."""
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            ticks += 1
-            await asyncio.sleep(0.001)
-
-    task = asyncio.create_task(ticker())
+    ticks = _Ticks()
+    task = asyncio.create_task(ticks.run(every=0.001))
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         future = pool.submit(lambda: (time.sleep(0.2), 41)[1])
         assert await slices.sliced(_waiting_on(future)) == 42
     task.cancel()
-    assert ticks >= 20  # a blocking wait would have left the ticker at 0 or 1
+    assert ticks.count >= 20  # a blocking wait would have left the ticker at 0 or 1
 
 
 async def test_a_reload_parsed_by_helper_processes_on_a_running_loop(
