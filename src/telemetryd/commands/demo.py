@@ -48,6 +48,7 @@ def write_demo_config(
         "listen": listen,
         "inventory": "inventory",
         "credentials_directory": "credentials",
+        "state_directory": "state",
         "probes": {
             "icmp": {"interval": interval, "timeout": "2s"},
             "tcp": {"interval": interval, "timeout": "2s"},

@@ -300,6 +300,8 @@ def loading_config(path: Path, previous: Inventory | None = None) -> Steps[Confi
         settings = settings.model_copy(
             update={"credentials_directory": str(path.parent / settings.credentials_directory)}
         )
+    if settings.state_directory and not Path(settings.state_directory).is_absolute():
+        settings = settings.model_copy(update={"state_directory": str(path.parent / settings.state_directory)})
     spool = Path(settings.history.spool_directory)
     if not spool.is_absolute():
         history = settings.history.model_copy(update={"spool_directory": str(path.parent / spool)})

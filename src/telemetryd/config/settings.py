@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
@@ -244,6 +246,11 @@ class Settings(Strict):
     credentials_directory: str | None = Field(
         None, description="where named secrets live; $CREDENTIALS_DIRECTORY wins when set"
     )
+    state_directory: str | None = Field(
+        None,
+        description="what must survive a restart (credentials a device rejected, its capabilities, certificate "
+        "pins); relative to this file; $STATE_DIRECTORY (systemd StateDirectory=) when unset; none: memory only",
+    )
     shard: Annotated[Shard, BeforeValidator(Shard.parse)] = Shard(index=0, count=1)
     probes: ProbeSettings = ProbeSettings()
     device_kinds: dict[DeviceKind, DeviceKindSettings] = Field(default_factory=dict)
@@ -262,6 +269,12 @@ class Settings(Strict):
         if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError("expected host:port, e.g. 0.0.0.0:9817 or 127.0.0.1:9817")
         return value
+
+    @property
+    def state_path(self) -> Path | None:
+        """Where the daemon keeps what must survive a restart: the setting, else systemd's $STATE_DIRECTORY."""
+        where = self.state_directory or os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+        return Path(where) if where else None
 
     @property
     def listen_host(self) -> str:
