@@ -7,7 +7,6 @@ import re
 import socket
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -17,37 +16,10 @@ from telemetryd.config.settings import Settings
 from telemetryd.model import Device, DeviceKind, ProbeSpec
 from telemetryd.probes import isapi
 from telemetryd.probes.base import ProbeContext
-from telemetryd.probes.isapi import AuthState, IsapiPolicy, IsapiProber, client
+from telemetryd.probes.isapi import AuthState, IsapiProber, client
 from telemetryd.secrets import Secrets
 from telemetryd.sim.hikvision import FIRMWARE, HikvisionSim, SimDevice
-
-PASSWORD = "Correct-Horse-7"
-WRONG = "Wrong-Battery-9"
-POLICY = IsapiPolicy(request_timeout=1.0, check_timeout=5.0, max_body_bytes=256 * 1024)
-
-
-@dataclass
-class Clock:
-    """A wall clock the test moves by hand, shared by the simulator and the checks."""
-
-    now: float
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> Clock:
-    """Sim and client time, starting at the real time."""
-    return Clock(time.time())
-
-
-@pytest.fixture
-async def sim(clock: Clock) -> AsyncIterator[HikvisionSim]:
-    """A simulator on 127.0.0.1 ephemeral ports."""
-    simulator = HikvisionSim(clock=clock)
-    yield simulator
-    await simulator.close()
+from tests.probes.isapi_sim import PASSWORD, POLICY, WRONG, Clock, add_device
 
 
 @pytest.fixture
@@ -57,19 +29,12 @@ async def prober() -> AsyncIterator[IsapiProber]:
         yield isapi
 
 
-async def _device(sim: HikvisionSim, firmware: str = "ipc-v5", **faults: object) -> tuple[SimDevice, int]:
-    kind = "nvr" if firmware.startswith("nvr") else "camera"
-    device = SimDevice(kind=kind, firmware=FIRMWARE[firmware], password=PASSWORD, **faults)  # type: ignore[arg-type]
-    _host, port = await sim.add(device)
-    return device, port
-
-
 @pytest.mark.parametrize("firmware", ["ipc-v5", "ipc-old", "ipc-sha256", "ipc-strict-nonce"])
 async def test_healthy_camera_every_firmware(
     sim: HikvisionSim, prober: IsapiProber, clock: Clock, firmware: str
 ) -> None:
     """A healthy camera of each firmware line checks ok with identity, uptime and a clock within tolerance."""
-    device, port = await _device(sim, firmware)
+    device, port = await add_device(sim, firmware)
     for _ in range(3):  # repeated checks reuse nonces and connections without tripping anything
         health = await prober.check("127.0.0.1", port, "admin", PASSWORD, "camera", now=clock.now)
         assert health.ok, health.detail
@@ -86,7 +51,7 @@ async def test_healthy_nvr_reports_channels_disks_and_recording(
     sim: HikvisionSim, prober: IsapiProber, clock: Clock, firmware: str
 ) -> None:
     """A healthy NVR has every channel online, its disk ok and recent recording on each channel."""
-    _, port = await _device(sim, firmware, channels=4)
+    _, port = await add_device(sim, firmware, channels=4)
     health = await prober.check("127.0.0.1", port, "admin", PASSWORD, "nvr", now=clock.now)
     assert health.ok, health.detail
     assert [c.online for c in health.channels] == [True] * 4
@@ -99,7 +64,7 @@ async def test_offline_channel_reported_with_reason(
     sim: HikvisionSim, prober: IsapiProber, clock: Clock, firmware: str
 ) -> None:
     """An offline NVR channel fails the check as channel_offline, naming the channel and chanDetectResult."""
-    _, port = await _device(sim, firmware, offline_channels={2: "netUnreachable"})
+    _, port = await add_device(sim, firmware, offline_channels={2: "netUnreachable"})
     health = await prober.check("127.0.0.1", port, "admin", PASSWORD, "nvr", now=clock.now)
     assert (health.ok, health.reason) == (False, "channel_offline")
     assert "2 (netUnreachable)" in health.detail
@@ -112,7 +77,7 @@ async def test_offline_channel_reported_with_reason(
 )
 async def test_disk_faults(sim: HikvisionSim, prober: IsapiProber, clock: Clock, status: str, reason: str) -> None:
     """A disk in error or unformatted is disk_fault; an NVR with only empty bays is no_disk."""
-    _, port = await _device(sim, "nvr-v4", disk_status=status)
+    _, port = await add_device(sim, "nvr-v4", disk_status=status)
     health = await prober.check("127.0.0.1", port, "admin", PASSWORD, "nvr", now=clock.now)
     assert reason in [p.reason for p in health.problems]
     assert not health.ok
@@ -120,7 +85,7 @@ async def test_disk_faults(sim: HikvisionSim, prober: IsapiProber, clock: Clock,
 
 async def test_clock_drift(sim: HikvisionSim, prober: IsapiProber, clock: Clock) -> None:
     """A device clock 5 minutes fast is clock_drift with the drift measured to the second."""
-    _, port = await _device(sim, "ipc-old", clock_offset=300.0, time_mode="manual")
+    _, port = await add_device(sim, "ipc-old", clock_offset=300.0, time_mode="manual")
     health = await prober.check("127.0.0.1", port, "admin", PASSWORD, "camera", now=clock.now)
     assert (health.ok, health.reason) == (False, "clock_drift")
     assert health.clock_drift == pytest.approx(300, abs=2)
@@ -130,7 +95,7 @@ async def test_clock_drift(sim: HikvisionSim, prober: IsapiProber, clock: Clock)
 @pytest.mark.parametrize("firmware", ["nvr-isapi", "nvr-v4"])
 async def test_no_recent_recording(sim: HikvisionSim, prober: IsapiProber, clock: Clock, firmware: str) -> None:
     """A channel without recordings in the window is not_recording, by working status or by search."""
-    _, port = await _device(sim, firmware, idle_channels={3})
+    _, port = await add_device(sim, firmware, idle_channels={3})
     health = await prober.check("127.0.0.1", port, "admin", PASSWORD, "nvr", now=clock.now)
     assert (health.ok, health.reason) == (False, "not_recording")
     assert dict(health.recording) == {1: True, 2: True, 3: False, 4: True}
@@ -140,7 +105,7 @@ async def test_a_match_that_ended_weeks_ago_is_no_recording(
     sim: HikvisionSim, prober: IsapiProber, clock: Clock
 ) -> None:
     """A search of the last hour answered with one segment that ended three weeks ago is not_recording."""
-    _, port = await _device(sim, "nvr-v4", stale_channels={2})
+    _, port = await add_device(sim, "nvr-v4", stale_channels={2})
     health = await prober.check("127.0.0.1", port, "admin", PASSWORD, "nvr", now=clock.now)
     assert (health.ok, health.reason) == (False, "not_recording")
     assert dict(health.recording) == {1: True, 2: False, 3: True, 4: True}
@@ -148,22 +113,23 @@ async def test_a_match_that_ended_weeks_ago_is_no_recording(
 
 async def test_video_loss(sim: HikvisionSim, prober: IsapiProber, clock: Clock) -> None:
     """Signal loss in the working status is reported as video_loss on that channel."""
-    _, port = await _device(sim, "nvr-isapi", video_loss={1})
+    _, port = await add_device(sim, "nvr-isapi", video_loss={1})
     health = await prober.check("127.0.0.1", port, "admin", PASSWORD, "nvr", now=clock.now)
     assert "video_loss" in [p.reason for p in health.problems]
     assert health.video_loss == (1,)
 
 
-async def test_camera_checked_as_nvr_is_not_supported(sim: HikvisionSim, prober: IsapiProber, clock: Clock) -> None:
-    """A camera asked for NVR channel status answers notSupport, reported as not_supported (not bad_xml)."""
-    _, port = await _device(sim, "ipc-v5")
+async def test_camera_checked_as_nvr_lacks_the_nvr_checks(sim: HikvisionSim, prober: IsapiProber, clock: Clock) -> None:
+    """A camera asked for NVR channel status answers notSupport: a capability it lacks, not a fault (nor bad_xml)."""
+    _, port = await add_device(sim, "ipc-v5")
     health = await prober.check("127.0.0.1", port, "admin", PASSWORD, "nvr", now=clock.now)
-    assert "not_supported" in [p.reason for p in health.problems if p.step == "channels"]
+    assert "channels" in health.unsupported and "working_status" in health.unsupported
+    assert not [p for p in health.problems if p.step == "channels"]
 
 
 async def test_device_error_on_one_step_keeps_the_others(sim: HikvisionSim, prober: IsapiProber, clock: Clock) -> None:
     """An HTTP 500 on System/status is http_500 for that step; deviceInfo and time are still read."""
-    _, port = await _device(sim, "ipc-v5", status_overrides={"/ISAPI/System/status": 500})
+    _, port = await add_device(sim, "ipc-v5", status_overrides={"/ISAPI/System/status": 500})
     health = await prober.check("127.0.0.1", port, "admin", PASSWORD, "camera", now=clock.now)
     assert health.reason == "http_500" and "Device Error" in health.detail
     assert health.identity is not None and health.time is not None and health.status is None
@@ -171,7 +137,7 @@ async def test_device_error_on_one_step_keeps_the_others(sim: HikvisionSim, prob
 
 async def test_reboot_detected(sim: HikvisionSim, prober: IsapiProber, clock: Clock) -> None:
     """Uptime that restarted between checks marks the second check rebooted, and only that one."""
-    device, port = await _device(sim, "ipc-v5")
+    device, port = await add_device(sim, "ipc-v5")
     first = await prober.check("127.0.0.1", port, "admin", PASSWORD, "camera", now=clock.now)
     clock.now += 60
     device.reboot(clock.now - 10)
@@ -189,7 +155,7 @@ async def test_exactly_one_failed_login_per_credential(
     sim: HikvisionSim, prober: IsapiProber, clock: Clock, firmware: str
 ) -> None:
     """A wrong password costs one failed login; repeating it sends nothing; each new credential costs at most one."""
-    device, port = await _device(sim, firmware)
+    device, port = await add_device(sim, firmware)
     kind = "nvr" if firmware.startswith("nvr") else "camera"
     first = await prober.check("127.0.0.1", port, "admin", WRONG, kind, now=clock.now)
     assert (first.ok, first.reason, first.auth) == (False, "auth_failed", AuthState.AUTH_FAILED)
@@ -210,7 +176,7 @@ async def test_password_changed_on_device_costs_one_failed_login(
     sim: HikvisionSim, prober: IsapiProber, clock: Clock
 ) -> None:
     """When the device's password changes under a working login, the reused nonce fails once and then nothing."""
-    device, port = await _device(sim, "ipc-v5")
+    device, port = await add_device(sim, "ipc-v5")
     assert (await prober.check("127.0.0.1", port, "admin", PASSWORD, "camera", now=clock.now)).ok
     device.password = "Rotated-By-Installer-1"
     for _ in range(5):
@@ -221,7 +187,7 @@ async def test_password_changed_on_device_costs_one_failed_login(
 
 async def test_concurrent_checks_still_one_failed_login(sim: HikvisionSim, prober: IsapiProber, clock: Clock) -> None:
     """Ten simultaneous checks with a wrong password are serialised into one failed login."""
-    device, port = await _device(sim, "ipc-v5")
+    device, port = await add_device(sim, "ipc-v5")
     results = await asyncio.gather(
         *(prober.check("127.0.0.1", port, "admin", WRONG, "camera", now=clock.now) for _ in range(10))
     )
@@ -231,7 +197,7 @@ async def test_concurrent_checks_still_one_failed_login(sim: HikvisionSim, probe
 
 async def test_locked_device_untouched_until_unlock(sim: HikvisionSim, prober: IsapiProber, clock: Clock) -> None:
     """A lock reported in the 401 body stops all traffic to the device until its unlock time, then one try."""
-    device, port = await _device(sim, "ipc-v5", max_failures=1, lock_seconds=600)
+    device, port = await add_device(sim, "ipc-v5", max_failures=1, lock_seconds=600)
     locked = await prober.check("127.0.0.1", port, "admin", WRONG, "camera", now=clock.now)
     assert (locked.reason, locked.auth) == ("locked", AuthState.LOCKED)
     assert locked.locked_until == pytest.approx(clock.now + 600, abs=1)
@@ -250,7 +216,7 @@ async def test_lock_by_someone_else_is_learned_without_an_attempt(
     sim: HikvisionSim, prober: IsapiProber, clock: Clock
 ) -> None:
     """A device locked by others (same NAT) is seen on the unauthenticated challenge: no digest is ever sent."""
-    device, port = await _device(sim, "ipc-v5")
+    device, port = await add_device(sim, "ipc-v5")
     device._locked_until["127.0.0.1"] = clock.now + 900
     health = await prober.check("127.0.0.1", port, "admin", PASSWORD, "camera", now=clock.now)
     assert health.reason == "locked" and health.requests == 1
@@ -261,7 +227,7 @@ async def test_after_lock_unchanged_bad_credential_is_still_not_retried(
     sim: HikvisionSim, prober: IsapiProber, clock: Clock
 ) -> None:
     """Once a lock lifts, the credential that was rejected is still not sent again."""
-    device, port = await _device(sim, "ipc-v5", max_failures=1, lock_seconds=60)
+    device, port = await add_device(sim, "ipc-v5", max_failures=1, lock_seconds=60)
     await prober.check("127.0.0.1", port, "admin", WRONG, "camera", now=clock.now)
     clock.now += 61
     health = await prober.check("127.0.0.1", port, "admin", WRONG, "camera", now=clock.now)
@@ -271,7 +237,7 @@ async def test_after_lock_unchanged_bad_credential_is_still_not_retried(
 
 async def test_stale_nonce_is_not_a_failed_login(sim: HikvisionSim, prober: IsapiProber, clock: Clock) -> None:
     """An expired nonce answered stale=TRUE is retried once with the new nonce and the check stays ok."""
-    device, port = await _device(sim, "ipc-sha256", nonce_lifetime=30)
+    device, port = await add_device(sim, "ipc-sha256", nonce_lifetime=30)
     assert (await prober.check("127.0.0.1", port, "admin", PASSWORD, "camera", now=clock.now)).ok
     clock.now += 120
     later = await prober.check("127.0.0.1", port, "admin", PASSWORD, "camera", now=clock.now)
@@ -281,7 +247,7 @@ async def test_stale_nonce_is_not_a_failed_login(sim: HikvisionSim, prober: Isap
 
 async def test_basic_only_device_gets_no_password(sim: HikvisionSim, prober: IsapiProber, clock: Clock) -> None:
     """A device that offers no digest we can answer is auth_failed without any credential sent."""
-    device, port = await _device(sim, "ipc-v5")
+    device, port = await add_device(sim, "ipc-v5")
     object.__setattr__(device, "firmware", FIRMWARE["ipc-v5"].__class__("basic", None, algorithms=("SHA-512",)))
     health = await prober.check("127.0.0.1", port, "admin", PASSWORD, "camera", now=clock.now)
     assert health.reason == "auth_failed" and health.requests == 1
@@ -294,7 +260,7 @@ async def test_basic_only_device_gets_no_password(sim: HikvisionSim, prober: Isa
 @pytest.mark.parametrize("fault", ["garbage", "truncated", "billion_laughs"])
 async def test_bad_xml(sim: HikvisionSim, prober: IsapiProber, clock: Clock, fault: str) -> None:
     """Garbage, truncated and entity-bomb deviceInfo bodies are bad_xml; the rest of the check still runs."""
-    _, port = await _device(sim, "ipc-v5", body_faults={"/ISAPI/System/deviceInfo": fault})
+    _, port = await add_device(sim, "ipc-v5", body_faults={"/ISAPI/System/deviceInfo": fault})
     health = await prober.check("127.0.0.1", port, "admin", PASSWORD, "camera", now=clock.now)
     assert health.reason == "bad_xml" and health.identity is None
     assert health.status is not None
@@ -305,7 +271,7 @@ async def test_huge_and_endless_bodies_are_cut_at_the_cap(
     sim: HikvisionSim, prober: IsapiProber, clock: Clock, fault: str
 ) -> None:
     """A 1 GB body (with or without length) or an endless stream is too_large, well within the timeout."""
-    _, port = await _device(sim, "ipc-v5", body_faults={"/ISAPI/System/deviceInfo": fault})
+    _, port = await add_device(sim, "ipc-v5", body_faults={"/ISAPI/System/deviceInfo": fault})
     started = time.monotonic()
     health = await prober.check("127.0.0.1", port, "admin", PASSWORD, "camera", now=clock.now)
     assert health.reason == "too_large"
@@ -315,7 +281,7 @@ async def test_huge_and_endless_bodies_are_cut_at_the_cap(
 
 async def test_trickling_body_times_out(sim: HikvisionSim, prober: IsapiProber, clock: Clock) -> None:
     """A body that trickles forever under the cap ends as timeout at the request deadline, not later."""
-    _, port = await _device(sim, "ipc-v5", body_faults={"/ISAPI/System/deviceInfo": "trickle"})
+    _, port = await add_device(sim, "ipc-v5", body_faults={"/ISAPI/System/deviceInfo": "trickle"})
     health = await prober.check("127.0.0.1", port, "admin", PASSWORD, "camera", now=clock.now)
     assert health.reason == "timeout"
     assert POLICY.request_timeout <= health.duration < POLICY.request_timeout + 1
@@ -323,7 +289,7 @@ async def test_trickling_body_times_out(sim: HikvisionSim, prober: IsapiProber, 
 
 async def test_slow_device_times_out(sim: HikvisionSim, prober: IsapiProber, clock: Clock) -> None:
     """Replies slower than the request timeout end the check as timeout within its deadline."""
-    _, port = await _device(sim, "ipc-v5", delay=3.0)
+    _, port = await add_device(sim, "ipc-v5", delay=3.0)
     health = await prober.check("127.0.0.1", port, "admin", PASSWORD, "camera", now=clock.now)
     assert health.reason == "timeout" and health.duration < POLICY.request_timeout + 1
 
@@ -342,7 +308,7 @@ async def test_closed_port_is_refused(prober: IsapiProber, clock: Clock) -> None
 
 async def test_secrets_never_in_results_or_logs(sim: HikvisionSim, prober: IsapiProber, clock: Clock) -> None:
     """Neither password nor any digest header appears in results, their repr, or log events."""
-    _, port = await _device(sim, "ipc-v5", max_failures=2, lock_seconds=600)
+    _, port = await add_device(sim, "ipc-v5", max_failures=2, lock_seconds=600)
     with capture_logs() as logs:
         results = [await prober.check("127.0.0.1", port, "admin", PASSWORD, "camera", now=clock.now)]
         results.append(await prober.check("127.0.0.1", port, "admin", WRONG, "camera", now=clock.now))
@@ -414,8 +380,8 @@ async def test_swapped_camera_is_logged(tmp_path: Path) -> None:
 
 async def test_a_redirect_is_reported_never_followed(sim: HikvisionSim, prober: IsapiProber, clock: Clock) -> None:
     """A 302 to another device is a `redirect` result naming the target; the other device is never asked."""
-    other, other_port = await _device(sim, "ipc-v5", serial="OTHER-SERIAL")
-    device, port = await _device(sim, "ipc-v5", redirect_to=f"http://127.0.0.1:{other_port}")
+    other, other_port = await add_device(sim, "ipc-v5", serial="OTHER-SERIAL")
+    device, port = await add_device(sim, "ipc-v5", redirect_to=f"http://127.0.0.1:{other_port}")
     health = await prober.check("127.0.0.1", port, "admin", PASSWORD, "camera", now=clock.now)
     assert health.reason == "redirect" and not health.ok
     assert f"127.0.0.1:{other_port}/ISAPI/System/deviceInfo" in health.detail

@@ -10,6 +10,7 @@ from typing import TextIO
 
 from pydantic import ValidationError
 
+from telemetryd import logs
 from telemetryd.config import ConfigError, Settings, load_config
 from telemetryd.config.inventory import ProbeEntry, parse_probe
 from telemetryd.model import Device, DeviceKind, Direction, ProbeResult, ProbeSpec, SpeedResult
@@ -54,6 +55,9 @@ def format_finding(result: ProbeResult) -> list[str]:
     if found.channels:
         offline = [str(c.id) for c in found.channels if not c.online]
         lines.append(f"channels: {len(found.channels)}, offline: {', '.join(offline) or 'none'}")
+    if found.inputs:
+        lost = [str(i.id) for i in found.inputs if i.enabled and not i.has_video]
+        lines.append(f"analog inputs: {len(found.inputs)}, no video: {', '.join(lost) or 'none'}")
     for disk in found.disks:
         if disk.present:
             lines.append(f"disk {disk.id}: {disk.status}" + ("" if disk.healthy else " (fault)"))
@@ -61,6 +65,8 @@ def format_finding(result: ProbeResult) -> list[str]:
         idle = [str(channel) for channel, recorded in found.recording if not recorded]
         recorded = len(found.recording) - len(idle)
         lines.append(f"recording: {recorded}/{len(found.recording)} channels, idle: {', '.join(idle) or 'none'}")
+    if found.unsupported:
+        lines.append("not offered (judged without): " + ", ".join(found.unsupported))
     lines.extend(f"problem [{p.step}] {p.reason}: {p.detail}" for p in found.problems)
     return lines
 
@@ -80,6 +86,7 @@ def _specs(names: list[str] | None, default: tuple[ProbeSpec, ...]) -> tuple[Pro
 
 async def run_probe(target: str, config_path: Path | None, probe_names: list[str] | None) -> int:
     """Probe a device id (needs the config) or an address; exit 0 when every probe passed."""
+    logs.configure("console", "warning", stream=sys.stderr)  # stdout is the result; the probers' log lines are not
     settings = Settings()
     device: Device | None = None
     if config_path is not None:

@@ -14,9 +14,11 @@ handler finds the device by the socket the request arrived on. Behaviour follows
   401 body and features;
 * faults set on a `SimDevice` at any time: offline channels with a reason, disk states,
   clock offset, channels that stopped recording, video loss, a changed password,
-  slow replies, garbage or hostile XML, a lazily streamed 1 GB body, an endless stream.
+  slow replies, garbage or hostile XML, a lazily streamed 1 GB body, an endless stream;
+* models that lack endpoints (`lacks`: 403 notSupport, or 404 on old firmware), DVRs with
+  analog inputs some of which read NO VIDEO.
 
-Counters on each device (`failed_logins`, `authenticated`, `requests`) let tests assert
+Counters on each device (`failed_logins`, `authenticated`, `requests`, `asked` per path) let tests assert
 exactly how a client behaved. `clock` is injectable so lock expiry can be tested
 without sleeping.
 
@@ -115,6 +117,7 @@ class SimDevice:
     password: str = "Sch00l-cam"
     model: str = ""
     serial: str = ""
+    firmware_version: str = "V5.7.14"
     channels: int = 4
     realm: str = "IP Camera(C2183)"
     boot_time: float = 0.0
@@ -136,6 +139,13 @@ class SimDevice:
     """ISAPI path → hostile or broken body served there."""
     status_overrides: dict[str, int] = field(default_factory=dict)
     """ISAPI path → HTTP status answered with a ResponseStatus body."""
+    lacks: set[str] = field(default_factory=set)
+    """ISAPI paths this model (or the user's role) does not offer: 403 ``notSupport`` as current
+    firmware answers, the HTML 404 page on old firmware (`Firmware.html_401`)."""
+    analog_inputs: int = 0
+    """A DVR or hybrid recorder: analog inputs 1..n in `System/Video/inputs/channels`."""
+    no_video_inputs: set[int] = field(default_factory=set)
+    """Analog inputs whose signal is gone: ``resDesc`` reads NO VIDEO."""
     redirect_to: str = ""
     """Answer every request with a 302 to this base URL plus the path, as firmware that
     forces HTTPS does (`http://` → `https://`), or a hijacked address would."""
@@ -146,6 +156,8 @@ class SimDevice:
     nonce_lifetime: float = 60.0
     # counters
     requests: int = 0
+    asked: dict[str, int] = field(default_factory=dict)
+    """ISAPI path → requests that reached it authenticated."""
     authenticated: int = 0
     failed_logins: int = 0
     locked_rejections: int = 0
@@ -337,6 +349,11 @@ class HikvisionSim:
 
     async def _serve(self, device: SimDevice, request: web.Request) -> web.StreamResponse:
         path = request.path
+        device.asked[path] = device.asked.get(path, 0) + 1
+        if path in device.lacks:
+            if device.firmware.html_401:
+                return web.Response(status=404, body=_HTML_404, content_type="text/html")
+            return _status(device, 403, path, "Invalid Operation", "notSupport")
         fault = device.body_faults.get(path)
         if fault is not None:
             return await _hostile(request, fault)
@@ -351,7 +368,7 @@ class HikvisionSim:
                 "DeviceInfo",
                 f"<deviceName>{device.kind}-{device.serial[-4:]}</deviceName><deviceID>6aff4000</deviceID>"
                 f"<model>{device.model}</model><serialNumber>{device.serial}</serialNumber>"
-                f"<macAddress>14:92:3c:4f:f8:42</macAddress><firmwareVersion>V5.7.14</firmwareVersion>"
+                f"<macAddress>14:92:3c:4f:f8:42</macAddress><firmwareVersion>{device.firmware_version}</firmwareVersion>"
                 f"<firmwareReleasedDate>build 231028</firmwareReleasedDate><deviceType>{device_type}</deviceType>",
             )
         if path == "/ISAPI/System/status":
@@ -392,7 +409,17 @@ class HikvisionSim:
             )
             return _xml(fw, "InputProxyChannelStatusList", entries)
         elif path == "/ISAPI/System/Video/inputs/channels":
-            return _status(device, 403, path, "Invalid Operation", "notSupport")
+            if not device.analog_inputs:
+                return _status(device, 403, path, "Invalid Operation", "notSupport")
+            entries = "".join(
+                f'<VideoInputChannel version="2.0"><id>{n}</id><inputPort>{n}</inputPort>'
+                f"<videoInputEnabled>true</videoInputEnabled><name>Camera {n:02d}</name><videoFormat>PAL</videoFormat>"
+                f"<portType>Analog</portType>"
+                f"<resDesc>{'NO VIDEO' if n in device.no_video_inputs else '1920*1080P25'}</resDesc>"
+                "</VideoInputChannel>"
+                for n in range(1, device.analog_inputs + 1)
+            )
+            return _xml(fw, "VideoInputChannelList", entries)
         elif path == "/ISAPI/System/workingstatus" and fw.working_status:
             return web.json_response(
                 {
@@ -548,7 +575,8 @@ def _search(device: SimDevice, fw: Firmware, query: bytes, now: float) -> web.Re
     start = text.find("<trackID>")
     track = int(text[start + 9 : text.find("</trackID>")]) if start >= 0 else 0
     channel = track // 100
-    recorded = 1 <= channel <= device.channels and channel not in device.idle_channels
+    recorded = 1 <= channel <= max(device.channels, device.analog_inputs) and channel not in device.idle_channels
+    recorded = recorded and channel not in device.no_video_inputs
     recorded = recorded and channel not in device.offline_channels
     if not recorded:
         return _xml(

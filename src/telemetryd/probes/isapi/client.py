@@ -36,8 +36,6 @@ from __future__ import annotations
 import asyncio
 import enum
 import errno
-import hashlib
-import hmac
 import os
 import time
 import uuid
@@ -63,6 +61,7 @@ from telemetryd.probes.isapi.digest import (
     parse_challenges,
 )
 from telemetryd.probes.isapi.health import Problem
+from telemetryd.probes.isapi.memory import DeviceMemory, Login
 from telemetryd.secrets import SecretMissing
 
 __all__ = [
@@ -84,9 +83,9 @@ __all__ = [
 Kind = Literal["camera", "nvr"]
 T = TypeVar("T")
 
-_FINGERPRINT_KEY = os.urandom(32)
-"""Per-process key: credential fingerprints are useless outside this process (no offline guessing)."""
 _UNREACHABLE = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN}
+_LACKING = ("not_supported", "http_403", "http_404", "http_405", "http_501")
+"""Step results that mean the model (or the user's role) does not offer the endpoint: a capability, not a fault."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +148,10 @@ class IsapiHealth(Finding):
     recording: tuple[tuple[int, bool], ...] = ()
     """(channel, recorded within the window) for each online channel checked."""
     video_loss: tuple[int, ...] = ()
+    inputs: tuple[xml.VideoInput, ...] = ()
+    """A DVR's analog inputs, with whether each has a video signal."""
+    unsupported: tuple[str, ...] = ()
+    """Checks the device does not offer (a capability, not a fault): it is judged on the rest."""
     problems: tuple[Problem, ...] = ()
     requests: int = 0
     """HTTP requests sent (unauthenticated challenge fetches included)."""
@@ -195,11 +198,6 @@ class _Reply(NamedTuple):
     cookies: list[str]
 
 
-def fingerprint(username: str, password: str) -> bytes:
-    """A keyed hash standing in for the credential: equal credentials compare equal, nothing is recoverable."""
-    return hmac.new(_FINGERPRINT_KEY, f"{username}\0{password}".encode(), hashlib.sha256).digest()
-
-
 class _Login:
     """The credential of one check, held only for its duration; its repr never shows the password."""
 
@@ -231,6 +229,10 @@ class _Run:
     disks: tuple[xml.Disk, ...] = ()
     recording: tuple[tuple[int, bool], ...] = ()
     video_loss: tuple[int, ...] = ()
+    inputs: tuple[xml.VideoInput, ...] = ()
+    lacking: frozenset[str] = frozenset()
+    """Checks the device was found lacking (memory): not asked this time."""
+    unsupported: list[str] = field(default_factory=list)
 
     def wall(self) -> float:
         """Our epoch time now: the injected start plus what has elapsed since."""
@@ -252,11 +254,14 @@ class IsapiClient:
         *,
         policy: IsapiPolicy | None = None,
         scheme: str = "http",
+        memory: DeviceMemory | None = None,
         log: structlog.typing.FilteringBoundLogger | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.policy = policy or IsapiPolicy()
+        self.endpoint = f"{host}:{port}"
+        self._memory = memory or DeviceMemory(None)
         self._session = session
         self._base = f"{scheme}://{host}:{port}"
         self._log = log or structlog.get_logger("telemetryd.probe.isapi")
@@ -273,8 +278,12 @@ class IsapiClient:
         self._last_identity: xml.DeviceIdentity | None = None
         self._web_session: str | None = None
         """AX PRO session cookie ("WebSession…=…"): a bearer secret, never logged."""
-        self._working_status: bool | None = None
-        """Whether the firmware answers the JSON working status; None until asked."""
+        remembered = self._memory.login(self.endpoint)
+        if remembered.rejected is not None:
+            # Rejected before a restart: the same credential is still not sent.
+            self._credential, self._rejected, self._auth = remembered.rejected, True, AuthState.AUTH_FAILED
+        if remembered.locked_until is not None:
+            self._locked_until, self._auth = remembered.locked_until, AuthState.LOCKED
 
     @property
     def auth(self) -> AuthState:
@@ -307,82 +316,127 @@ class IsapiClient:
                 run.problems.insert(
                     0, Problem("device", "timeout", f"check not done in {self.policy.check_timeout:g}s")
                 )
+            finally:
+                self._remember()
             return self._health(run)
 
     # --- the steps ----------------------------------------------------------------------
 
     async def _check_steps(self, run: _Run, kind: Kind) -> None:
-        async def step(
-            name: str, method: str, path: str, parse: Callable[[bytes], T], body: bytes | None = None
-        ) -> T | None:
-            try:
-                reply = await self._request(run, method, path, body)
-                return _parse(reply, path, parse)
-            except _Failure as failure:
-                if failure.fatal:
-                    raise
-                run.problems.append(Problem(name, failure.reason, failure.detail))
-                return None
-
-        run.identity = await step("device_info", "GET", "/ISAPI/System/deviceInfo", xml.parse_device_info)
-        status = run.status = await step("status", "GET", "/ISAPI/System/status", xml.parse_device_status)
+        run.identity = await self._step(run, "device_info", "GET", "/ISAPI/System/deviceInfo", xml.parse_device_info)
+        run.lacking = self._memory.lacks(
+            self.endpoint, run.identity.firmware if run.identity is not None else None, run.now
+        )
+        status = run.status = await self._step(run, "status", "GET", "/ISAPI/System/status", xml.parse_device_status)
         if status is not None and status.uptime is not None:
             at = run.wall()
             if self._last_uptime is not None:
                 run.rebooted = xml.rebooted(*self._last_uptime, status.uptime, at)
             self._last_uptime = (status.uptime, at)
-        device_time = run.time = await step("time", "GET", "/ISAPI/System/time", xml.parse_device_time)
+        device_time = run.time = await self._step(run, "time", "GET", "/ISAPI/System/time", xml.parse_device_time)
         if device_time is not None:
             drift = run.clock_drift = xml.clock_drift(device_time.local_time, run.wall())
             run.problems.extend(health.clock_problems(device_time, drift, self.policy.max_clock_drift))
         if kind != "nvr":
             return
 
-        channels = await step("channels", "GET", "/ISAPI/ContentMgmt/InputProxy/channels/status", xml.parse_channels)
+        channels = await self._step(
+            run, "channels", "GET", "/ISAPI/ContentMgmt/InputProxy/channels/status", xml.parse_channels
+        )
         run.channels = channels or ()
         run.problems.extend(health.channel_problems(run.channels))
+        # A DVR or hybrid recorder: analog inputs report "NO VIDEO" when the camera's signal is gone.
+        inputs = await self._step(
+            run, "video_inputs", "GET", "/ISAPI/System/Video/inputs/channels", xml.parse_video_inputs
+        )
+        run.inputs = inputs or ()
+        run.problems.extend(health.input_problems(run.inputs))
 
-        disks = await step("storage", "GET", "/ISAPI/ContentMgmt/Storage", xml.parse_storage)
+        disks = await self._step(run, "storage", "GET", "/ISAPI/ContentMgmt/Storage", xml.parse_storage)
         run.disks = disks or ()
         if disks is not None:  # a failed storage read is its own problem, not "no disk"
             run.problems.extend(health.storage_problems(disks))
 
-        recording = run.recording = await self._recording(run, health.online_channels(run.channels))
+        online = health.online_channels(run.channels) + health.live_inputs(run.inputs)
+        recording = run.recording = await self._recording(run, online)
         run.problems.extend(health.recording_problems(recording, self.policy.recording_window))
+
+    async def _step(
+        self,
+        run: _Run,
+        check: str,
+        method: str,
+        path: str,
+        parse: Callable[[bytes], T],
+        *,
+        body: bytes | None = None,
+        about: str = "",
+    ) -> T | None:
+        """One read of the check; a failure is a problem, an endpoint the device lacks a capability.
+
+        A check the device was found lacking within the last day (and firmware) is not asked
+        at all; the device is judged on what it offers. Only the identity is not optional.
+        """
+        if check in run.lacking:
+            run.unsupported.append(check)
+            return None
+        try:
+            reply = await self._request(run, method, path, body)
+            parsed = _parse(reply, path, parse)
+        except _Failure as failure:
+            if failure.fatal:
+                raise
+            if check != "device_info" and failure.reason in _LACKING:
+                firmware = run.identity.firmware if run.identity is not None else ""
+                self._memory.remember_lack(self.endpoint, firmware, check, run.now)
+                run.unsupported.append(check)
+                self._log.debug(
+                    "isapi_check_unsupported", host=self.host, port=self.port, check=check, reason=failure.reason
+                )
+            else:
+                run.problems.append(Problem(check, failure.reason, about + failure.detail))
+            return None
+        self._memory.remember_offered(self.endpoint, check)
+        return parsed
 
     async def _recording(self, run: _Run, online: list[int]) -> tuple[tuple[int, bool], ...]:
         """Per online channel: did it record in the window? The working status answers all at once."""
-        if self._working_status is not False:
-            try:
-                reply = await self._request(run, "GET", "/ISAPI/System/workingstatus?format=json")
-                working = _parse(reply, "/ISAPI/System/workingstatus", xml.parse_working_status)
-            except _Failure as failure:
-                if failure.fatal:
-                    raise
-                # Remember only a definite "not here"; anything else may pass and is retried next check.
-                if failure.reason in ("not_supported", "http_403", "http_404"):
-                    self._working_status = False
-            else:
-                self._working_status = True
-                run.video_loss = health.video_loss_channels(working)
-                run.problems.extend(health.video_loss_problems(working))
-                return health.working_recording(working, online)
+        # Lacking it (learnt), `_step` does not ask; the searches answer instead.
+        working = await self._quiet_step(
+            run, "working_status", "/ISAPI/System/workingstatus?format=json", xml.parse_working_status
+        )
+        if working is not None:
+            run.video_loss = health.video_loss_channels(working)
+            run.problems.extend(health.video_loss_problems(working))
+            return health.working_recording(working, online)
         results = []
         end = datetime.fromtimestamp(run.wall(), UTC)
         start = datetime.fromtimestamp(run.wall() - self.policy.recording_window, UTC)
         for number in online[: self.policy.max_search_channels]:
             track = number * 100 + 1
             query = xml.search_request(track, start, end, search_id=str(uuid.uuid4()).upper())
-            try:
-                reply = await self._request(run, "POST", "/ISAPI/ContentMgmt/search", query)
-                search = _parse(reply, "/ISAPI/ContentMgmt/search", xml.parse_search_result)
-            except _Failure as failure:
-                if failure.fatal:
-                    raise
-                run.problems.append(Problem("recording", failure.reason, f"search on track {track}: {failure.detail}"))
+            search = await self._step(
+                run,
+                "recording_search",
+                "POST",
+                "/ISAPI/ContentMgmt/search",
+                xml.parse_search_result,
+                body=query,
+                about=f"search on track {track}: ",
+            )
+            if search is None:
+                if "recording_search" in run.unsupported:
+                    break  # the recorder cannot search: no channel can prove it recorded
                 continue
             results.append((number, health.recorded_since(search, track, start)))
         return tuple(results)
+
+    async def _quiet_step(self, run: _Run, check: str, path: str, parse: Callable[[bytes], T]) -> T | None:
+        """A read with a fallback: its failure is no problem of its own (the fallback answers); lacking it is learnt."""
+        problems = len(run.problems)
+        found = await self._step(run, check, "GET", path, parse)
+        del run.problems[problems:]
+        return found
 
     async def axpro_status(
         self, username: str, password: str, *, now: float, timeout: float | None = None
@@ -410,6 +464,8 @@ class IsapiClient:
                 run.problems.insert(0, Problem(step, failure.reason, failure.detail))
             except TimeoutError:
                 run.problems.insert(0, Problem("panel", "timeout", f"check not done in {timeout:g}s"))
+            finally:
+                self._remember()
             run.problems.extend(health.zone_problems(zones))
             problems = tuple(run.problems)
             summary = health.summarize(problems)
@@ -479,7 +535,7 @@ class IsapiClient:
 
     def _admit(self, username: str, password: str, now: float) -> None:
         """Decide whether anything may be sent: a lock or a rejected, unchanged credential says no."""
-        credential = fingerprint(username, password)
+        credential = self._memory.fingerprint(username, password)
         if credential != self._credential:
             # A new credential earns one attempt; a lock (per source address) still holds.
             self._credential = credential
@@ -499,6 +555,12 @@ class IsapiClient:
                 self._auth = AuthState.AUTH_FAILED if self._rejected else AuthState.UNKNOWN
         if self._rejected:
             raise _Failure("auth_failed", "credential rejected; waiting for a changed credential", fatal=True)
+
+    def _remember(self) -> None:
+        """Put the rejection and the lock on disk (when they changed) so a restart keeps to them."""
+        self._memory.remember_login(
+            self.endpoint, Login(self._credential if self._rejected else None, self._locked_until)
+        )
 
     def _learn_lock(self, reply: _Reply, now: float) -> bool:
         """Read a `userCheck` 401 body; on a lock, leave the device alone until it lifts. True when locked."""
@@ -649,6 +711,8 @@ class IsapiClient:
             disks=run.disks,
             recording=run.recording,
             video_loss=run.video_loss,
+            inputs=run.inputs,
+            unsupported=tuple(run.unsupported),
             problems=problems,
             requests=run.requests,
         )
@@ -702,9 +766,11 @@ class IsapiProber:
         connections: int = 256,
         connections_per_device: int = 2,
         keepalive: float = 8.0,
+        memory: DeviceMemory | None = None,
         log: structlog.typing.FilteringBoundLogger | None = None,
     ) -> None:
         self.policy = policy or IsapiPolicy()
+        self.memory = memory or DeviceMemory(None)
         self._log = log or structlog.get_logger("telemetryd.probe.isapi")
         # keepalive below Hikvision's "Keep-Alive: timeout=10" so we never reuse a socket the camera is closing.
         connector = aiohttp.TCPConnector(
@@ -724,7 +790,7 @@ class IsapiProber:
         client = self._clients.get(key)
         if client is None:
             client = self._clients[key] = IsapiClient(
-                self.session, device_host, port, policy=self.policy, log=self._log
+                self.session, device_host, port, policy=self.policy, memory=self.memory, log=self._log
             )
         return client
 
@@ -741,7 +807,10 @@ class IsapiProber:
         return await self.client(device_host, port).axpro_status(username, password, now=now, timeout=timeout)
 
     def forget(self, device_host: str, port: int = 80) -> None:
-        """Drop a removed device's state (on config reload)."""
+        """Drop a removed device's session state (on config reload).
+
+        What it rejected stays in `memory`: were it added back, the same credential is still not sent.
+        """
         self._clients.pop((device_host, port), None)
 
     def reconfigure(self, settings: Settings, inventory: Inventory) -> None:
@@ -763,7 +832,8 @@ class IsapiProber:
         return len(self._clients)
 
     async def close(self) -> None:
-        """Close the shared session and its connections."""
+        """Close the shared session and its connections; write what was learnt."""
+        self.memory.flush(force=True)
         await self.session.close()
 
     async def __aenter__(self) -> IsapiProber:
@@ -794,7 +864,14 @@ def isapi_endpoints(inventory: Inventory) -> set[tuple[str, int]]:
 @asynccontextmanager
 async def open_prober(settings: Settings) -> AsyncIterator[IsapiProber]:
     """The shared ISAPI session for the life of the context (the daemon's, or one `telemetryd probe`)."""
-    async with IsapiProber(policy=policy_from(settings)) as prober:
+    state = settings.state_path
+    if state is None:
+        structlog.get_logger("telemetryd.probe.isapi").warning(
+            "isapi_memory_volatile",
+            detail="no state_directory: a restart forgets which credentials devices rejected",
+        )
+    memory = DeviceMemory(state / "isapi" if state is not None else None)
+    async with IsapiProber(policy=policy_from(settings), memory=memory) as prober:
         yield prober
 
 

@@ -3,7 +3,8 @@
 The client (`client`) fetches and parses (`xml`); these functions decide what is wrong,
 in the order the check reports it, and `summarize` turns the problems into the result's
 ``ok``, first reason and detail sentence. Reasons: ``clock_drift``, ``channel_offline``,
-``no_disk``, ``disk_fault``, ``video_loss``, ``not_recording``, ``zone_fault``, ``tamper``.
+``no_disk``, ``disk_fault``, ``video_loss`` (a working-status signal loss or an analog
+input's NO VIDEO), ``not_recording``, ``zone_fault``, ``tamper``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ __all__ = [
     "Summary",
     "channel_problems",
     "clock_problems",
+    "input_problems",
+    "live_inputs",
     "online_channels",
     "recorded_since",
     "recording_problems",
@@ -78,6 +81,20 @@ def channel_problems(channels: Iterable[xml.Channel]) -> tuple[Problem, ...]:
         return ()
     listed = ", ".join(f"{c.id} ({c.detect_result or 'no reason'})" for c in offline)
     return (Problem("channels", "channel_offline", f"channel(s) offline: {listed}"),)
+
+
+def input_problems(inputs: Iterable[xml.VideoInput]) -> tuple[Problem, ...]:
+    """One `video_loss` naming every enabled analog input that reports NO VIDEO."""
+    lost = [i for i in inputs if i.enabled and not i.has_video]
+    if not lost:
+        return ()
+    listed = ", ".join(f"{i.id} ({i.name})" if i.name else str(i.id) for i in lost)
+    return (Problem("video_inputs", "video_loss", f"no video on analog input(s) {listed}"),)
+
+
+def live_inputs(inputs: Iterable[xml.VideoInput]) -> list[int]:
+    """Numbers of the enabled analog inputs with a signal: expected to be recording, like online IP channels."""
+    return [i.id for i in inputs if i.enabled and i.has_video]
 
 
 def online_channels(channels: Iterable[xml.Channel]) -> list[int]:

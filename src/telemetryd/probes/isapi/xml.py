@@ -149,6 +149,25 @@ class Channel:
 
 
 @dataclass(frozen=True, slots=True)
+class VideoInput:
+    """One analog input of a DVR or hybrid recorder from `VideoInputChannel`.
+
+    `resolution` is the firmware's ``resDesc``: the detected signal ("1920*1080P25") or
+    ``NO VIDEO`` when the camera's signal is gone (cut cable, dead camera, no power).
+    """
+
+    id: int
+    enabled: bool
+    resolution: str
+    name: str = ""
+
+    @property
+    def has_video(self) -> bool:
+        """A signal is present (an input whose resDesc is missing is not judged: assumed present)."""
+        return self.resolution.strip().upper().replace("_", " ") != "NO VIDEO"
+
+
+@dataclass(frozen=True, slots=True)
 class Disk:
     """One HDD or NAS from `/ISAPI/ContentMgmt/Storage` (capacity and free space in MB as sent)."""
 
@@ -456,6 +475,31 @@ def parse_channels(body: bytes | str) -> tuple[Channel, ...]:
             )
         )
     return tuple(channels)
+
+
+def parse_video_inputs(body: bytes | str) -> tuple[VideoInput, ...]:
+    """`/ISAPI/System/Video/inputs/channels` (`VideoInputChannelList`): a DVR's analog inputs.
+
+    An IP camera answers the same path with its one sensor (``resDesc`` absent or a
+    resolution), an NVR without analog inputs an empty list or ``notSupport``.
+    """
+    root = _expect(body, "VideoInputChannelList", "VideoInputChannel")
+    entries = [root] if root.tag == "VideoInputChannel" else root.findall("VideoInputChannel")
+    inputs = []
+    for entry in entries:
+        number = _int(entry, "id")
+        if number is None:
+            raise IsapiParseError("VideoInputChannel without a numeric <id>")
+        enabled = _bool(_text(entry, "videoInputEnabled"))
+        inputs.append(
+            VideoInput(
+                id=number,
+                enabled=enabled is not False,
+                resolution=_text(entry, "resDesc"),
+                name=_text(entry, "name"),
+            )
+        )
+    return tuple(inputs)
 
 
 def parse_storage(body: bytes | str) -> tuple[Disk, ...]:
