@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from telemetryd.cameras.channels import Reachability, camera_verdicts
-from telemetryd.cameras.verdict import Verdict
+from telemetryd.cameras.verdict import Judgement, Verdict
 from telemetryd.model import Contract, Device, DeviceKind, Inventory, ProbeResult, ProbeSpec, School
 from telemetryd.reachability.state import State
 
@@ -23,7 +23,7 @@ def _state() -> State:
     return state
 
 
-def _verdicts(state: State, memo: Reachability | None) -> dict[str, Verdict]:
+def _verdicts(state: State, memo: Reachability | None) -> dict[str, Judgement]:
     return {camera.id: verdict for camera, verdict in camera_verdicts(state.roster, memo)}
 
 
@@ -45,8 +45,10 @@ def test_the_memo_gives_the_verdicts_a_fresh_judgement_gives() -> None:
         with_memo = _verdicts(state, memo)
         assert with_memo == _verdicts(state, None), (device, probe, result)
         seen.append(with_memo)
-    assert seen[2]["cam-1"] is Verdict.NVR_DOWN and seen[3]["cam-1"] is Verdict.OK
-    assert seen[4]["cam-2"] is Verdict.CAMERA_DOWN and seen[5]["cam-2"] is Verdict.OK
+    # Alive again, but a 401 carries no channel view: not "ok" without evidence.
+    assert seen[2]["cam-1"].verdict is Verdict.NVR_DOWN
+    assert seen[3]["cam-1"] == Judgement(Verdict.UNKNOWN, "nvr_not_checked")
+    assert seen[4]["cam-2"].verdict is Verdict.CAMERA_DOWN and seen[5]["cam-2"] == Judgement(Verdict.UNKNOWN, "no_nvr")
     assert "nvr" not in memo  # ISAPI-only: never remembered
     assert memo["cam-2"][1] == state.devices["cam-2"].version
 
@@ -58,4 +60,4 @@ def test_a_stale_memo_entry_is_not_used() -> None:
     memo: Reachability = {}
     _verdicts(state, memo)
     state.apply("cam-2", "icmp", TIMEOUT, 1.0)
-    assert _verdicts(state, memo)["cam-2"] is Verdict.CAMERA_DOWN
+    assert _verdicts(state, memo)["cam-2"].verdict is Verdict.CAMERA_DOWN

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from telemetryd.cameras.verdict import ChannelView, SchoolCameras, Verdict, attribute, reachability
+from telemetryd.cameras.verdict import ChannelView, Judgement, SchoolCameras, Verdict, attribute, reachability
 from telemetryd.model import Health
 
 QUIET = SchoolCameras(down=1, known=30)
@@ -14,7 +14,7 @@ QUIET = SchoolCameras(down=1, known=30)
 @pytest.mark.parametrize(
     ("camera", "nvr", "channel", "school", "verdict"),
     [
-        (Health.UNKNOWN, Health.UP, None, QUIET, Verdict.UNKNOWN),
+        (Health.UNKNOWN, Health.UP, None, QUIET, Judgement(Verdict.UNKNOWN, "not_probed")),
         (Health.DOWN, Health.UP, ChannelView(online=False), QUIET, Verdict.CAMERA_DOWN),
         (Health.DOWN, Health.UP, None, SchoolCameras(down=20, known=30), Verdict.LAN_FAULT),
         (Health.DOWN, Health.DOWN, None, SchoolCameras(down=20, known=30), Verdict.LAN_FAULT),
@@ -25,22 +25,42 @@ QUIET = SchoolCameras(down=1, known=30)
         (Health.UP, Health.UP, ChannelView(online=False, reason="netUnreachable"), QUIET, Verdict.NOT_RECORDED),
         (Health.UP, Health.UP, ChannelView(online=True, recording=False), QUIET, Verdict.NOT_RECORDED),
         (Health.UP, Health.UP, ChannelView(online=True, recording=True), QUIET, Verdict.OK),
-        (Health.UP, None, None, QUIET, Verdict.OK),
-        (Health.UP, Health.UP, None, QUIET, Verdict.OK),
+        # No evidence, no "ok": each gap is unknown with its reason.
+        (Health.UP, None, None, QUIET, Judgement(Verdict.UNKNOWN, "no_nvr")),
+        (Health.UP, Health.UP, None, QUIET, Judgement(Verdict.UNKNOWN, "nvr_not_checked")),
+        (Health.UP, Health.UNKNOWN, None, QUIET, Judgement(Verdict.UNKNOWN, "nvr_not_checked")),
+        (
+            Health.UP,
+            Health.UP,
+            ChannelView(missing="nvr_auth_failed"),
+            QUIET,
+            Judgement(Verdict.UNKNOWN, "nvr_auth_failed"),
+        ),
+        (
+            Health.UP,
+            Health.UP,
+            ChannelView(missing="nvr_cannot_report_channel"),
+            QUIET,
+            Judgement(Verdict.UNKNOWN, "nvr_cannot_report_channel"),
+        ),
+        (Health.UP, Health.UP, ChannelView(online=True), QUIET, Judgement(Verdict.UNKNOWN, "no_recording_evidence")),
+        # A channel the NVR sees offline is not recorded, whatever the recording evidence.
+        (Health.UP, Health.UP, ChannelView(online=False, recording=None), QUIET, Verdict.NOT_RECORDED),
     ],
 )
 def test_verdicts(
-    camera: Health, nvr: Health | None, channel: ChannelView | None, school: SchoolCameras, verdict: Verdict
+    camera: Health, nvr: Health | None, channel: ChannelView | None, school: SchoolCameras, verdict: Verdict | Judgement
 ) -> None:
-    """Each combination of camera, NVR and channel state gets its one verdict."""
-    assert attribute(camera, nvr, channel, school) is verdict
+    """Each combination of camera, NVR and channel state gets its one verdict, and an unknown its reason."""
+    expected = verdict if isinstance(verdict, Judgement) else Judgement(verdict)
+    assert attribute(camera, nvr, channel, school) == expected
 
 
 def test_lan_threshold_is_configurable() -> None:
     """Half the school's cameras down is a LAN fault by default, not with a stricter share."""
     school = SchoolCameras(down=10, known=20)
-    assert attribute(Health.DOWN, None, None, school) is Verdict.LAN_FAULT
-    assert attribute(Health.DOWN, None, None, school, lan_share=0.8) is Verdict.CAMERA_DOWN
+    assert attribute(Health.DOWN, None, None, school).verdict is Verdict.LAN_FAULT
+    assert attribute(Health.DOWN, None, None, school, lan_share=0.8).verdict is Verdict.CAMERA_DOWN
 
 
 @pytest.mark.parametrize(

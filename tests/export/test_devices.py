@@ -116,9 +116,9 @@ class VerdictReference(Collector):
 
     def collect(self) -> Iterator[Metric]:
         """One series per camera, its verdict in a label."""
-        family = GaugeMetricFamily(VERDICT.name, VERDICT.doc, labels=["school", "device", "verdict"])
-        for camera, verdict in camera_verdicts(self.roster):
-            family.add_metric([camera.school_id, camera.id, verdict.value], 1.0)
+        family = GaugeMetricFamily(VERDICT.name, VERDICT.doc, labels=["school", "device", "verdict", "reason"])
+        for camera, (verdict, reason) in camera_verdicts(self.roster):
+            family.add_metric([camera.school_id, camera.id, verdict.value, reason], 1.0)
         yield family
 
 
@@ -130,7 +130,7 @@ def test_camera_verdicts_are_byte_for_byte_prometheus_clients(openmetrics: bool)
     reference = (generate_openmetrics if openmetrics else generate_latest)(VerdictReference(roster))
     assert ours == reference.removesuffix(b"# EOF\n")
     assert b'device="\\xd1\\x88' not in ours  # UTF-8 stays UTF-8
-    assert 'device="школа-камера",school="s1",verdict="camera_down"} 1.0'.encode() in ours
+    assert 'device="школа-камера",reason="",school="s1",verdict="camera_down"} 1.0'.encode() in ours
 
 
 def test_only_a_state_change_re_encodes_a_school() -> None:
@@ -183,15 +183,17 @@ def test_verdicts_are_re_judged_when_their_inputs_move() -> None:
         assert body == generate_latest(VerdictReference(state.roster))  # the cache never shows a stale verdict
         return body.decode()
 
-    assert 'device="s1-cam-2",school="s1",verdict="ok"' in render_and_check()
+    # No NVR check yet: no evidence either way.
+    assert 'device="s1-cam-2",reason="nvr_not_checked",school="s1",verdict="unknown"' in render_and_check()
     assert exposition._generation is not None
     kept = exposition._generation.blocks["s2"]
     state.apply("s1-nvr", "isapi:80", nvr_health(channel_2_online=False).probe_result(), 2.0)  # health stays up
-    assert 'device="s1-cam-2",school="s1",verdict="not_recorded"' in render_and_check()
+    assert 'device="s1-cam-2",reason="",school="s1",verdict="not_recorded"' in render_and_check()
     state.apply("s1-nvr", "isapi:80", nvr_health(channel_2_online=True).probe_result(), 3.0)
     body = render_and_check()
-    assert 'device="s1-cam-2",school="s1",verdict="ok"' in body
-    assert 'device="s1-cam-1",school="s1",verdict="ok"' in body
+    # Channel 2 is online now, but the finding holds no recording match for it: unknown, not ok.
+    assert 'device="s1-cam-2",reason="no_recording_evidence",school="s1",verdict="unknown"' in body
+    assert 'device="s1-cam-1",reason="",school="s1",verdict="ok"' in body
     state.apply("s1-cam-1", "icmp", ProbeResult(False, 2.0, "timeout"), 4.0)
-    assert 'device="s1-cam-1",school="s1",verdict="camera_down"' in render_and_check()
+    assert 'device="s1-cam-1",reason="",school="s1",verdict="camera_down"' in render_and_check()
     assert exposition._generation.blocks["s2"] is kept

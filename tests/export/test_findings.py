@@ -224,6 +224,45 @@ def test_two_isapi_probes_on_one_device_export_one_set_of_series(tmp_path: Path)
     assert probes == {"isapi:80", "isapi:8080"}
 
 
+def test_dvr_inputs_unsupported_checks_and_unknown_verdicts_are_exported(tmp_path: Path) -> None:
+    """A DVR's NO VIDEO input is 0, what it lacks is listed, and its cameras read unknown without a channel view."""
+    daemon = _daemon(tmp_path, [_nvr("icmp", "isapi"), *_cameras(2)])
+    registry = Exposition(daemon.export_sources())
+    dvr = dataclasses.replace(
+        nvr_health(),
+        channels=(),
+        recording=(),
+        inputs=(isapi_xml.VideoInput(1, True, "1920*1080P25", "Hall"), isapi_xml.VideoInput(3, True, "NO VIDEO")),
+        unsupported=("channels", "working_status"),
+    )
+    for device in ("s1-nvr", "s1-cam-1", "s1-cam-2"):
+        daemon.state.apply(device, "icmp", OK, NOW)
+    daemon.state.apply("s1-nvr", "isapi:80", dvr.probe_result(), NOW)
+    scraped = scrape(registry)
+    nvr = {"school": "s1", "device": "s1-nvr"}
+    assert get(scraped, "telemetryd_dvr_input_video", **nvr, input="1") == 1.0
+    assert get(scraped, "telemetryd_dvr_input_video", **nvr, input="3") == 0.0
+    lacks = {dict(labels)["check"] for name, labels in scraped if name == "telemetryd_isapi_check_unsupported"}
+    assert lacks == {"channels", "working_status"}
+    verdicts = {
+        dict(labels)["device"]: (dict(labels)["verdict"], dict(labels)["reason"])
+        for name, labels in scraped
+        if name == "telemetryd_camera_verdict"
+    }
+    # Channel 1 is a live input without a recording match; channel 2 is neither an IP channel nor an input.
+    assert verdicts == {
+        "s1-cam-1": ("unknown", "no_recording_evidence"),
+        "s1-cam-2": ("unknown", "nvr_cannot_report_channel"),
+    }
+    daemon.state.apply("s1-nvr", "isapi:80", dataclasses.replace(dvr, auth=AuthState.AUTH_FAILED).probe_result(), NOW)
+    verdicts = {
+        dict(labels)["device"]: dict(labels)["reason"]
+        for name, labels in scrape(registry)
+        if name == "telemetryd_camera_verdict"
+    }
+    assert verdicts == {"s1-cam-1": "nvr_auth_failed", "s1-cam-2": "nvr_auth_failed"}
+
+
 # ---------------------------------------------------------------- AX PRO
 
 

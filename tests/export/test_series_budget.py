@@ -90,15 +90,16 @@ def test_the_verdict_is_one_series_that_moves(daemon: Daemon) -> None:
                 if sample.name == "telemetryd_camera_verdict":
                     assert sample.labels["device"] not in out, "two verdict series for one camera"
                     assert sample.value == 1.0
-                    out[sample.labels["device"]] = sample.labels["verdict"]
+                    out[sample.labels["device"]] = f"{sample.labels['verdict']} {sample.labels['reason']}".strip()
         return out
 
-    assert verdicts() == {"cam-1": "unknown", "cam-2": "unknown"}
+    assert verdicts() == {"cam-1": "unknown not_probed", "cam-2": "unknown not_probed"}
     _apply(daemon, {})
-    assert verdicts() == {"cam-1": "ok", "cam-2": "ok"}
+    # Up, but no NVR check result (cam-1) and no NVR at all (cam-2): no recording evidence, so not "ok".
+    assert verdicts() == {"cam-1": "unknown nvr_not_checked", "cam-2": "unknown no_nvr"}
     _apply(daemon, {"cam-2": DOWN})
     assert daemon.state.devices["cam-2"].health is Health.DOWN
-    assert verdicts() == {"cam-1": "ok", "cam-2": "camera_down"}
+    assert verdicts() == {"cam-1": "unknown nvr_not_checked", "cam-2": "camera_down"}
 
 
 def test_durations_and_round_trips_are_histograms_per_protocol(daemon: Daemon) -> None:

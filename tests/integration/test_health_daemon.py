@@ -115,7 +115,9 @@ async def test_isapi_health_lockout_safety_and_panel_supervision(tmp_path: Path)
                 assert 'telemetryd_nvr_channel_up{channel="1",device="s1-nvr",school="s1"} 1.0' in metrics
                 assert wrong.failed_logins == 1
                 # cam-good is recorded on the NVR's channel 2, which the NVR sees offline.
-                verdict = 'telemetryd_camera_verdict{device="s1-cam-good",school="s1",verdict="not_recorded"} 1.0'
+                verdict = (
+                    'telemetryd_camera_verdict{device="s1-cam-good",reason="",school="s1",verdict="not_recorded"} 1.0'
+                )
                 assert verdict in metrics
                 assert good.failed_logins == 0 and good.authenticated >= 3
                 status = json.loads(await _get(daemon, "/api/v1/status?school=s1"))

@@ -10,29 +10,63 @@ from collections.abc import Iterator
 from telemetryd.cameras.verdict import (
     REACHABILITY_PROTOCOLS,
     ChannelView,
+    Judgement,
     SchoolCameras,
-    Verdict,
     attribute,
     reachability,
 )
 from telemetryd.model import Device, DeviceKind, Health, School
-from telemetryd.probes.isapi import IsapiHealth
+from telemetryd.probes.isapi import AuthState, IsapiHealth
 from telemetryd.reachability.state import DeviceState, ProbeState, Roster
 
+NOT_CHECKED = ChannelView(missing="nvr_not_checked")
+"""The NVR has no ISAPI check (or none has finished): nothing says whether it records the camera."""
+AUTH_FAILED = ChannelView(missing="nvr_auth_failed")
+CANNOT_REPORT = ChannelView(missing="nvr_cannot_report_channel")
 
-def nvr_channels(roster: Roster) -> dict[tuple[str, int], ChannelView]:
-    """(NVR id, channel) → what the NVR's last ISAPI check said about that channel."""
-    views: dict[tuple[str, int], ChannelView] = {}
+
+class NvrViews:
+    """What every NVR's last ISAPI check said about each of its channels, and why a channel has no view."""
+
+    __slots__ = ("_gaps", "_views")
+
+    def __init__(self) -> None:
+        self._views: dict[tuple[str, int], ChannelView] = {}
+        self._gaps: dict[str, ChannelView] = {}
+
+    def view(self, nvr_id: str, channel: int) -> ChannelView:
+        """The channel's view; a `ChannelView` whose `missing` names the gap when the NVR cannot give one."""
+        found = self._views.get((nvr_id, channel))
+        if found is not None:
+            return found
+        return self._gaps.get(nvr_id, NOT_CHECKED)
+
+
+def nvr_channels(roster: Roster) -> NvrViews:
+    """Every NVR's channel views (IP channels and a DVR's analog inputs) from its last ISAPI finding."""
+    views = NvrViews()
     for device_state in roster.probing("isapi"):
         if device_state.device.kind is not DeviceKind.NVR:
             continue
         found = device_state.finding(IsapiHealth)
         if found is None:
             continue
-        recorded = dict(found.recording)
         nvr_id = device_state.device.id
+        if found.auth in (AuthState.AUTH_FAILED, AuthState.LOCKED):
+            views._gaps[nvr_id] = AUTH_FAILED
+            continue  # an old channel list says nothing about now
+        views._gaps[nvr_id] = CANNOT_REPORT if found.identity is not None else NOT_CHECKED
+        recorded = dict(found.recording)
         for channel in found.channels:
-            views[nvr_id, channel.id] = ChannelView(channel.online, recorded.get(channel.id), channel.detect_result)
+            views._views[nvr_id, channel.id] = ChannelView(
+                channel.online, recorded.get(channel.id), channel.detect_result
+            )
+        for analog in found.inputs:
+            if not analog.enabled or (nvr_id, analog.id) in views._views:
+                continue  # a hybrid recorder's IP channel of the same number is the one the inventory means
+            views._views[nvr_id, analog.id] = ChannelView(
+                analog.has_video, recorded.get(analog.id), "" if analog.has_video else "NO VIDEO"
+            )
     return views
 
 
@@ -40,7 +74,7 @@ Reachability = dict[str, tuple[DeviceState, int, Health]]
 """device id → (its state, the `DeviceState.version` it was judged at, whether it answers): a memo."""
 
 
-def camera_verdicts(roster: Roster, memo: Reachability | None = None) -> Iterator[tuple[Device, Verdict]]:
+def camera_verdicts(roster: Roster, memo: Reachability | None = None) -> Iterator[tuple[Device, Judgement]]:
     """(camera, verdict) for every camera, school by school in inventory order."""
     channels = nvr_channels(roster)
     for school in roster.inventory.schools:
@@ -50,9 +84,9 @@ def camera_verdicts(roster: Roster, memo: Reachability | None = None) -> Iterato
 def school_verdicts(
     roster: Roster,
     school: School,
-    channels: dict[tuple[str, int], ChannelView],
+    channels: NvrViews,
     memo: Reachability | None = None,
-) -> list[tuple[Device, Verdict]]:
+) -> list[tuple[Device, Judgement]]:
     """(camera, verdict) for the school's cameras, given every NVR's channel view (`nvr_channels`).
 
     With a `memo` (one per roster), a device with a reachability probe is judged again only
@@ -88,8 +122,8 @@ def school_verdicts(
         channel = None
         if device.nvr is not None:
             nvr_id, channel_id = device.nvr
-            nvr_health = answers(nvr_id)
-            channel = channels.get((nvr_id, channel_id))
+            nvr_health = answers(nvr_id) or Health.UNKNOWN  # named but not in this roster: not "no NVR"
+            channel = channels.view(nvr_id, channel_id)
         verdicts.append((device, attribute(alive[device.id], nvr_health, channel, summary)))
     return verdicts
 

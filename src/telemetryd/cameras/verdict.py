@@ -6,19 +6,28 @@ The verdict is one of a fixed set, so it can be a metric label.
 
 Rules, first match wins:
 
-1. camera not probed yet → ``unknown``;
+1. camera not probed yet → ``unknown`` (``not_probed``);
 2. camera down, and at least `lan_share` of the school's cameras (and at least `lan_min`
    of them) down together → ``lan_fault``: a switch or the school's LAN, not each camera;
 3. camera down → ``camera_down``;
 4. camera up, its NVR down → ``nvr_down``: nothing records it;
-5. camera up, the NVR sees its channel offline or not recording → ``not_recorded``;
-6. camera up, and no NVR named for it or the NVR records it → ``ok``.
+5. camera up, no NVR named for it → ``unknown`` (``no_nvr``): nothing can show it records;
+6. camera up, the NVR gives no view of its channel → ``unknown`` with why
+   (`ChannelView.missing`: ``nvr_not_checked``, ``nvr_auth_failed``, ``nvr_cannot_report_channel``);
+7. camera up, the NVR sees its channel offline or not recording → ``not_recorded``;
+8. camera up, channel online but no recording evidence either way → ``unknown``
+   (``no_recording_evidence``: the search failed, or the recorder cannot search);
+9. camera up, channel online and a recording inside the window → ``ok``.
+
+So ``ok`` always stands on two pieces of evidence, a channel view and a recording match;
+without them the verdict is ``unknown`` with its reason, never a guess.
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from telemetryd.model import Health
 
@@ -36,10 +45,18 @@ class Verdict(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class ChannelView:
-    """What the NVR says about the camera's channel (None: not reported)."""
+    """What the NVR says about the camera's channel (None: not reported); `missing` says why there is no view."""
 
     online: bool | None = None
     recording: bool | None = None
+    reason: str = ""
+    missing: str = ""
+
+
+class Judgement(NamedTuple):
+    """A verdict and, for ``unknown``, the missing evidence (a metric label: a fixed set of words)."""
+
+    verdict: Verdict
     reason: str = ""
 
 
@@ -84,16 +101,22 @@ def attribute(
     *,
     lan_share: float = LAN_SHARE,
     lan_min: int = LAN_MIN,
-) -> Verdict:
+) -> Judgement:
     """The verdict for one camera; `nvr` is None when the inventory names no NVR for it."""
     if camera is Health.UNKNOWN:
-        return Verdict.UNKNOWN
+        return Judgement(Verdict.UNKNOWN, "not_probed")
     if camera is Health.DOWN:
         if school.known and school.down >= lan_min and school.down / school.known >= lan_share:
-            return Verdict.LAN_FAULT
-        return Verdict.CAMERA_DOWN
+            return Judgement(Verdict.LAN_FAULT)
+        return Judgement(Verdict.CAMERA_DOWN)
     if nvr is Health.DOWN:
-        return Verdict.NVR_DOWN
-    if channel is not None and (channel.online is False or channel.recording is False):
-        return Verdict.NOT_RECORDED
-    return Verdict.OK
+        return Judgement(Verdict.NVR_DOWN)
+    if nvr is None:
+        return Judgement(Verdict.UNKNOWN, "no_nvr")
+    if channel is None or channel.missing:
+        return Judgement(Verdict.UNKNOWN, channel.missing if channel is not None else "nvr_not_checked")
+    if channel.online is False or channel.recording is False:
+        return Judgement(Verdict.NOT_RECORDED)
+    if channel.online is None or channel.recording is None:
+        return Judgement(Verdict.UNKNOWN, "no_recording_evidence")
+    return Judgement(Verdict.OK)

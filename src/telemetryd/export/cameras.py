@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 from prometheus_client.metrics_core import GaugeMetricFamily, InfoMetricFamily, Metric
 
-from telemetryd.cameras.channels import Reachability, nvr_channels, school_verdicts, verdict_inputs
-from telemetryd.cameras.verdict import ChannelView, Verdict
+from telemetryd.cameras.channels import NvrViews, Reachability, nvr_channels, school_verdicts, verdict_inputs
+from telemetryd.cameras.verdict import Judgement
 from telemetryd.export.families import DEVICE_LABELS, Family, RosterCollector, escape, flag
 from telemetryd.model import Device, School
 from telemetryd.probes.isapi import AuthState, IsapiHealth
@@ -58,6 +58,17 @@ class CameraCollector(RosterCollector):
             "1 when the channel has footage within probes.isapi.recording_window.",
             labels=channel_labels,
         )
+        unsupported = GaugeMetricFamily(
+            "telemetryd_isapi_check_unsupported",
+            "1 for each ISAPI check the device does not offer (a capability, not a fault: it is judged on the rest); "
+            "asked again daily or after a firmware change.",
+            labels=[*labels, "check"],
+        )
+        input_video = GaugeMetricFamily(
+            "telemetryd_dvr_input_video",
+            "1 when the DVR's analog input has a video signal, 0 for NO VIDEO (cut cable, dead or unpowered camera).",
+            labels=["school", "device", "input"],
+        )
         disk_labels = ["school", "device", "disk"]
         disk_ok = GaugeMetricFamily("telemetryd_nvr_disk_healthy", "1 when the disk reports ok.", labels=disk_labels)
         disk_size = GaugeMetricFamily("telemetryd_nvr_disk_capacity_bytes", "Disk capacity.", labels=disk_labels)
@@ -84,6 +95,11 @@ class CameraCollector(RosterCollector):
                 channel_up.add_metric([device.school_id, device.id, str(channel.id)], flag(channel.online))
             for channel_id, recorded in found.recording:
                 recording.add_metric([device.school_id, device.id, str(channel_id)], flag(recorded))
+            for check in found.unsupported:
+                unsupported.add_metric([*base, check], 1.0)
+            for analog in found.inputs:
+                if analog.enabled:
+                    input_video.add_metric([device.school_id, device.id, str(analog.id)], flag(analog.has_video))
             for disk in found.disks:
                 if not disk.present:
                     continue
@@ -93,13 +109,16 @@ class CameraCollector(RosterCollector):
                     disk_size.add_metric(disk_values, disk.capacity_mb * MIB)
                 if disk.free_mb is not None:
                     disk_free.add_metric(disk_values, disk.free_mb * MIB)
-        yield from (hardware, auth, locked, drift, ntp, uptime, channel_up, recording, disk_ok, disk_size, disk_free)
+        yield from (hardware, auth, locked, drift, ntp, uptime, channel_up, recording, unsupported, input_video)
+        yield from (disk_ok, disk_size, disk_free)
 
 
 VERDICT = Family(
     "telemetryd_camera_verdict",
     "gauge",
-    "1, labelled with the camera's current verdict: ok, camera_down, not_recorded, lan_fault, nvr_down or unknown.",
+    "1, labelled with the camera's current verdict: ok, camera_down, not_recorded, lan_fault, nvr_down or unknown "
+    "(with the missing evidence in reason: not_probed, no_nvr, nvr_not_checked, nvr_auth_failed, "
+    "nvr_cannot_report_channel, no_recording_evidence).",
 )
 
 
@@ -134,7 +153,7 @@ class VerdictExposition:
             schools = tuple((school, *verdict_inputs(roster, school)) for school in roster.inventory.schools)
             generation = self._generation = _VerdictGeneration(roster, schools, {})
         blocks = generation.blocks
-        channels: dict[tuple[str, int], ChannelView] | None = None
+        channels: NvrViews | None = None
         lines = [VERDICT.header(openmetrics=openmetrics)]
         for school, others, volatile in generation.schools:
             # Read before the states they stand for (see State.apply): a race only re-judges later.
@@ -153,6 +172,10 @@ class VerdictExposition:
         return "".join(lines).encode()
 
 
-def _verdict_line(camera: Device, verdict: Verdict) -> str:
-    labels = f'device="{escape(camera.id)}",school="{escape(camera.school_id)}",verdict="{verdict.value}"'
+def _verdict_line(camera: Device, judgement: Judgement) -> str:
+    # `reason` is always there (empty unless unknown): one label set per family, as Prometheus clients write it.
+    labels = (
+        f'device="{escape(camera.id)}",reason="{judgement.reason}",'
+        f'school="{escape(camera.school_id)}",verdict="{judgement.verdict.value}"'
+    )
     return f"{VERDICT.sample}{{{labels}}} 1.0\n"

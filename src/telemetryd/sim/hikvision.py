@@ -87,6 +87,8 @@ class Firmware:
     """Reject a nonce's use beyond this with a 401 `userCheck` and no challenge (access-terminal behaviour)."""
     storage_namespace: str | None = None
     """hddList in a different namespace than its storage parent, as captured."""
+    says_stale: bool = True
+    """An expired nonce gets ``stale=TRUE``; some firmware answers ``stale=FALSE`` (a plain 401, not counted)."""
 
 
 HIK20 = "http://www.hikvision.com/ver20/XMLSchema"
@@ -101,6 +103,7 @@ FIRMWARE: dict[str, Firmware] = {
         Firmware("ipc-old", STDCGI10, "1.0", localized_uptime=True, naive_local_time=True, html_401=True),
         Firmware("ipc-sha256", None, algorithms=("SHA-256", "MD5")),
         Firmware("ipc-strict-nonce", ISAPI20, algorithms=("SHA-256",), nonce_max_uses=2),
+        Firmware("ipc-quiet-expiry", HIK20, says_stale=False),
         Firmware("nvr-isapi", ISAPI20, algorithms=("SHA-256", "MD5"), working_status=True, storage_namespace=HIK10),
         Firmware("nvr-v4", HIK10, "1.0", localized_uptime=True),
     )
@@ -160,6 +163,8 @@ class SimDevice:
     """ISAPI path → requests that reached it authenticated."""
     authenticated: int = 0
     failed_logins: int = 0
+    nonce_refusals: int = 0
+    """Right password on a nonce the device no longer takes (expired or used up): not failed logins."""
     locked_rejections: int = 0
     _failures: dict[str, int] = field(default_factory=dict)
     _locked_until: dict[str, float] = field(default_factory=dict)
@@ -332,10 +337,12 @@ class HikvisionSim:
         )
         issued = device._nonces.get(nonce)
         if valid and (issued is None or now - issued[0] > device.nonce_lifetime):
-            return self._unauthorized(device, address, stale=True)  # right password, old nonce: not a failed login
+            device.nonce_refusals += 1  # right password, old nonce: not a failed login
+            return self._unauthorized(device, address, stale=device.firmware.says_stale)
         if valid and issued is not None:
             limit = device.firmware.nonce_max_uses
             if limit is not None and issued[1] >= limit:
+                device.nonce_refusals += 1
                 return self._unauthorized(device, address, challenge=False)  # not counted, but no challenge either
             device._nonces[nonce] = (issued[0], issued[1] + 1)
             device._failures[address] = 0

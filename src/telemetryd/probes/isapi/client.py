@@ -104,8 +104,12 @@ class IsapiPolicy:
     """An online channel must have recorded within this long (continuous recording is assumed)."""
     default_lock_seconds: float = 1800.0
     """Lock length when the device says it is locked but not for how long (manual: 30 minutes)."""
-    nonce_uses: int = 2
-    """Requests per nonce before fetching a fresh one (some firmware rejects the 3rd use)."""
+    nonce_uses: int | None = None
+    """Requests per nonce before fetching a fresh one; None: reuse while the device accepts it, learning its limit
+    (some firmware refuses the 3rd use of a nonce with a 401 that carries no challenge)."""
+    nonce_max_age: float = 30.0
+    """A nonce older than this is not used again: firmware that lets nonces expire without saying ``stale``
+    would otherwise make a correct password look rejected."""
     retry_stale_nonce: bool = True
     max_search_channels: int = 64
 
@@ -274,6 +278,12 @@ class IsapiClient:
         self._retry_login_time: int | None = None
         self._challenge: DigestChallenge | None = None
         self._nonce_count = 0
+        self._nonce_at = 0.0
+        """When the held challenge came (monotonic)."""
+        self._nonce_limit: int | None = None
+        """Uses per nonce the device allows, once learnt (a refused use with a proven credential)."""
+        self._proven = False
+        """The current credential was accepted at least once."""
         self._last_uptime: tuple[int, float] | None = None
         self._last_identity: xml.DeviceIdentity | None = None
         self._web_session: str | None = None
@@ -539,11 +549,11 @@ class IsapiClient:
         if credential != self._credential:
             # A new credential earns one attempt; a lock (per source address) still holds.
             self._credential = credential
-            self._challenge = None
+            self._set_challenge(None)
             self._retry_login_time = None
-            self._rejected = False
+            self._rejected = self._proven = False
             self._web_session = None
-            if self._auth is AuthState.AUTH_FAILED:
+            if self._auth is not AuthState.LOCKED:
                 self._auth = AuthState.UNKNOWN
         if self._locked_until is not None:
             if now < self._locked_until:
@@ -578,47 +588,43 @@ class IsapiClient:
         return True
 
     async def _request(self, run: _Run, method: str, path: str, body: bytes | None = None) -> _Reply:
-        """One ISAPI request with digest auth under the one-attempt rule; a 401 never returns from here."""
-        stale_retried = False
-        for _ in range(3):  # unauthenticated challenge fetch, the attempt, one stale-nonce retry
+        """One ISAPI request with digest auth under the one-attempt rule; a 401 never returns from here.
+
+        A nonce is reused with an increasing ``nc`` while the device accepts it (within
+        `nonce_max_age`, and below the use limit learnt for the device). A 401 to our digest is
+        a rejected credential unless the device says otherwise: ``stale=true``, or, for a
+        credential it has accepted before on a nonce used before, a 401 that did not count
+        as a failed login (no new challenge, or ``retryLoginTime`` not lower than before).
+        Only then is the request tried once more, on a fresh nonce.
+        """
+        refreshed = False
+        for _ in range(4):  # challenge fetch, the attempt, a fetch after a spent nonce, one retry on a fresh nonce
             headers: dict[str, str] = {}
-            challenge = self._challenge
+            challenge = self._usable_challenge()
+            nc = 0
             if challenge is not None:
-                self._nonce_count += 1
-                if self._nonce_count >= self.policy.nonce_uses:
-                    self._challenge = None  # this is the nonce's last use
-                cnonce = os.urandom(8).hex()
+                nc = self._nonce_count = self._nonce_count + 1
                 headers["Authorization"] = authorization(
                     challenge,
                     method,
                     path,
                     username=run.login.username,
                     password=run.login.password,
-                    nc=self._nonce_count,
-                    cnonce=cnonce,
+                    nc=nc,
+                    cnonce=os.urandom(8).hex(),
                 )
+            left_before = self._retry_login_time
             reply = await self._send(run, method, path, headers, body)
             if reply.status != 401:
-                if challenge is not None and self._auth is not AuthState.OK:
-                    self._auth = AuthState.OK
+                if challenge is not None:
+                    self._auth, self._proven = AuthState.OK, True
                 return reply
             fresh = choose_challenge(parse_challenges(reply.challenges))
-            self._challenge, self._nonce_count = fresh, 0
-            retry_stale = (
-                challenge is not None
-                and fresh is not None
-                and fresh.stale
-                and self.policy.retry_stale_nonce
-                and not stale_retried
-            )
-            if challenge is not None and not retry_stale:
-                # Our digest was refused: this credential is spent, whatever else the reply says (even a lock).
-                self._rejected = True
-                self._auth = AuthState.AUTH_FAILED
-            if self._learn_lock(reply, run.now):
-                assert self._locked_until is not None
-                raise _Failure("locked", f"device locked us out for {self._locked_until - run.now:.0f}s", fatal=True)
-            if challenge is None:
+            self._set_challenge(fresh)
+            locked = self._learn_lock(reply, run.now)
+            if challenge is None:  # an unauthenticated fetch: never a failed login
+                if locked:
+                    raise self._locked_failure(run)
                 if fresh is None:
                     if digest_offered(reply.challenges) and not parse_challenges(reply.challenges):
                         raise _Failure("bad_challenge", "401 with a digest challenge that cannot be parsed", fatal=True)
@@ -628,15 +634,60 @@ class IsapiClient:
                         fatal=True,
                     )
                 continue
-            if retry_stale:
-                stale_retried = True
+            if not refreshed and not locked and self._nonce_refused(fresh, nc, left_before):
+                refreshed = True
+                if fresh is None or not fresh.stale:
+                    self._learn_nonce_limit(nc)
                 continue
-            self._challenge = None
+            # Our digest was refused: this credential is spent, whatever else the reply says (even a lock).
+            self._rejected = True
+            self._auth = AuthState.LOCKED if locked else AuthState.AUTH_FAILED
+            self._set_challenge(None)
+            if locked:
+                raise self._locked_failure(run)
             self._log.warning(
                 "isapi_auth_failed", host=self.host, port=self.port, retry_login_time=self._retry_login_time
             )
             raise _Failure("auth_failed", "credential rejected (401); no further attempt until it changes", fatal=True)
         raise _Failure("auth_failed", "no digest challenge settled", fatal=True)  # pragma: no cover - loop bound
+
+    def _usable_challenge(self) -> DigestChallenge | None:
+        """The held challenge if its nonce may be used once more; None means fetch a fresh one first."""
+        challenge = self._challenge
+        if challenge is None:
+            return None
+        limit = self._nonce_limit if self.policy.nonce_uses is None else self.policy.nonce_uses
+        # A challenge not used yet is always tried: it is as fresh as the device makes them.
+        too_old = self._nonce_count > 0 and time.monotonic() - self._nonce_at > self.policy.nonce_max_age
+        if too_old or (limit is not None and self._nonce_count >= limit):
+            self._set_challenge(None)
+            return None
+        return challenge
+
+    def _set_challenge(self, challenge: DigestChallenge | None) -> None:
+        self._challenge, self._nonce_count, self._nonce_at = challenge, 0, time.monotonic()
+
+    def _nonce_refused(self, fresh: DigestChallenge | None, nc: int, left_before: int | None) -> bool:
+        """Whether a 401 to our digest refused the nonce, not the credential (see `_request`)."""
+        if fresh is not None and fresh.stale:
+            return self.policy.retry_stale_nonce
+        if not self._proven or nc <= 1:
+            return False  # a first use, or a credential never accepted: the device judged the password
+        if fresh is None:
+            return True  # firmware refusing a spent nonce answers 401 without a challenge; a bad password gets one
+        left = self._retry_login_time
+        return left is not None and left_before is not None and left >= left_before
+
+    def _learn_nonce_limit(self, refused_nc: int) -> None:
+        """The device refused use `refused_nc` of a nonce it took before: from now on fetch a fresh one sooner."""
+        limit = max(1, refused_nc - 1)
+        if self._nonce_limit is None or limit < self._nonce_limit:
+            self._nonce_limit = limit
+            self._log.info("isapi_nonce_limit_learnt", host=self.host, port=self.port, uses=limit)
+
+    def _locked_failure(self, run: _Run) -> _Failure:
+        assert self._locked_until is not None
+        return _Failure("locked", f"device locked us out for {self._locked_until - run.now:.0f}s", fatal=True)
 
     async def _send(self, run: _Run, method: str, path: str, headers: dict[str, str], body: bytes | None) -> _Reply:
         """Send one request and read at most `max_body_bytes` of the reply within `request_timeout`."""
