@@ -13,7 +13,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from telemetryd.probes.isapi import IsapiPolicy, IsapiProber
-from telemetryd.probes.isapi.pins import PIN_FILE, PinStore, endpoint, short
+from telemetryd.probes.isapi.pins import PIN_FILE, PinFileError, PinStore, endpoint, short
 from telemetryd.sim.certs import certificate_authority, der_sha256, issued_by
 from telemetryd.sim.hikvision import FIRMWARE, HikvisionSim, SimDevice
 
@@ -125,6 +125,17 @@ async def test_a_certificate_for_another_address_is_rejected_with_a_ca_bundle(
     assert health.reason == "tls_error" and device.requests == 0  # type: ignore[attr-defined]
 
 
+async def test_an_expired_certificate_is_rejected_with_a_ca_bundle(sim: HikvisionSim, tmp_path: Path) -> None:
+    """A CA-signed certificate past its notAfter is tls_error naming the expiry; nothing is sent."""
+    ca = certificate_authority(tmp_path)
+    device, (_host, port) = await _https_camera(sim, certificate=issued_by(ca, tmp_path, "127.0.0.1", days=0))
+    await asyncio.sleep(1.1)  # notAfter is the second it was made
+    async with _prober(None, ca_file=str(ca.cert)) as prober:
+        health = await _check(prober, port)
+    assert health.reason == "tls_error" and "expired" in health.detail, health.detail  # type: ignore[attr-defined]
+    assert device.requests == 0
+
+
 async def test_plain_http_on_the_tls_port_is_a_tls_error(sim: HikvisionSim) -> None:
     """A device answering plain HTTP where TLS was configured is tls_error, quickly, and got no credential."""
     device = SimDevice(firmware=FIRMWARE["ipc-v5"], password=PASSWORD)
@@ -217,3 +228,18 @@ def test_pin_store_merges_with_what_another_process_wrote(tmp_path: Path) -> Non
     daemon.save()
     assert [key for key, _ in PinStore.in_state(tmp_path).items()] == ["10.0.0.2:443"]
     assert daemon.get("10.0.0.1:443") is None
+
+
+def test_a_corrupt_pin_file_is_never_overwritten(tmp_path: Path) -> None:
+    """A pin learned while the file is corrupt stays in memory; the file keeps its bytes; forget refuses, naming it."""
+    store = PinStore.in_state(tmp_path)
+    store.learn("10.0.0.1:443", b"\x01" * 32, now=0)
+    corrupt = b'{"version": 1, "pins": {"10.0.0.9:443": {"sha256": "zz"}}}'
+    (tmp_path / PIN_FILE).write_bytes(corrupt)
+    store.save()
+    assert store.problem is not None and str(tmp_path / PIN_FILE) in str(store.problem)
+    assert (tmp_path / PIN_FILE).read_bytes() == corrupt
+    assert store.get("10.0.0.1:443") == b"\x01" * 32 and store.dirty
+    with pytest.raises(PinFileError, match=PIN_FILE):
+        store.forget("10.0.0.9:443")
+    assert (tmp_path / PIN_FILE).read_bytes() == corrupt

@@ -57,8 +57,8 @@ def certificate_authority(directory: Path) -> CertPair:
     return pair
 
 
-def issued_by(ca: CertPair, directory: Path, ip: str) -> CertPair:
-    """A device certificate for `ip` (IP SAN) signed by `ca`."""
+def issued_by(ca: CertPair, directory: Path, ip: str, *, days: int = 365) -> CertPair:
+    """A device certificate for `ip` (IP SAN) signed by `ca`; ``days=0`` expires at once (notAfter = now)."""
     pair = _paths(directory, "issued")
     request = pair.cert.with_suffix(".csr")
     _openssl(
@@ -67,7 +67,7 @@ def issued_by(ca: CertPair, directory: Path, ip: str) -> CertPair:
     )  # fmt: skip
     _openssl(
         "x509", "-req", "-in", str(request), "-CA", str(ca.cert), "-CAkey", str(ca.key), "-CAcreateserial",
-        "-out", str(pair.cert), "-days", "365", "-copy_extensions", "copyall",
+        "-out", str(pair.cert), "-days", str(days), "-copy_extensions", "copyall",
     )  # fmt: skip
     request.unlink()
     return pair

@@ -838,8 +838,8 @@ class IsapiProber:
         """HTTPS devices' certificate pins (memory only unless given a store on a state directory)."""
         self._trust = TlsTrust(self.pins, _ca_context(ca_file))
         self._save_timer: asyncio.TimerHandle | None = None
-        if self.pins.problem is not None:
-            self._log.error("isapi_pin_file_unreadable", path=str(self.pins.problem.path), why=self.pins.problem.why)
+        self._reported_problem = ""
+        self._report_pin_problem()
         # keepalive below Hikvision's "Keep-Alive: timeout=10" so we never reuse a socket the camera is closing.
         connector = aiohttp.TCPConnector(
             limit=connections, limit_per_host=connections_per_device, keepalive_timeout=keepalive, ttl_dns_cache=None
@@ -869,6 +869,8 @@ class IsapiProber:
         found = await self.client(device_host, port, tls=tls).check(username, password, kind, now=now)
         if self.pins.dirty:
             self._save_pins_soon()
+        if self.pins.problem is not None or self._reported_problem:
+            self._report_pin_problem()  # the file went bad (or was fixed) while we run
         return found
 
     def _save_pins_soon(self) -> None:
@@ -882,8 +884,15 @@ class IsapiProber:
             self.pins.save()
         except OSError as exc:  # kept in memory; the next new pin tries again
             self._log.error("isapi_pin_save_failed", path=str(self.pins.path), error=f"{type(exc).__name__}: {exc}")
-        if self.pins.problem is not None and self.pins.dirty:
-            self._log.error("isapi_pin_file_unreadable", path=str(self.pins.problem.path), why=self.pins.problem.why)
+        self._report_pin_problem()
+
+    def _report_pin_problem(self) -> None:
+        """Log a corrupt pin file once per distinct problem, not at every save attempt."""
+        problem = self.pins.problem
+        text = str(problem) if problem is not None else ""
+        if problem is not None and text != self._reported_problem:
+            self._log.error("isapi_pin_file_unreadable", path=str(problem.path), why=problem.why)
+        self._reported_problem = text
 
     async def axpro_status(
         self, device_host: str, port: int, username: str, password: str, *, now: float, timeout: float | None = None
@@ -903,6 +912,7 @@ class IsapiProber:
         self.policy = policy_from(settings)
         self._trust = TlsTrust(self.pins, _ca_context(settings.probes.isapi.ca_file))
         self.pins.refresh()  # pins forgotten with `telemetryd pins forget`, a pin file fixed by hand
+        self._report_pin_problem()
         kept = isapi_endpoints(inventory)
         for key in list(self._clients):
             if key not in kept:
