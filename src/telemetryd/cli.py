@@ -1,4 +1,4 @@
-"""The `telemetryd` command: run, check-config, probe, speedtest, db, report, responder, inventory, demo, simulate."""
+"""`telemetryd`: run, check-config, probe, speedtest, pins, db, report, responder, inventory, demo, simulate."""
 
 from __future__ import annotations
 
@@ -44,6 +44,14 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="probe to run, e.g. icmp or tcp:554 (repeatable; default: the device's probes, or icmp)",
     )
+
+    pins = sub.add_parser("pins", help="certificates trusted for HTTPS devices (isapis probes)")
+    pins_sub = pins.add_subparsers(dest="pins_command", required=True, metavar="ACTION")
+    pins_list = pins_sub.add_parser("list", help="every pinned HOST:PORT with its SHA-256 prefix")
+    pins_list.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG)
+    forget = pins_sub.add_parser("forget", help="re-trust a replaced device: its next check pins what it shows")
+    forget.add_argument("endpoint", metavar="HOST:PORT")
+    forget.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG)
 
     inventory = sub.add_parser("inventory", help="inventory tools")
     inv_sub = inventory.add_subparsers(dest="inventory_command", required=True, metavar="ACTION")
@@ -142,6 +150,10 @@ def main(argv: list[str] | None = None) -> int:
         from telemetryd.report.command import run_report  # noqa: PLC0415
 
         return run_report(args)
+    if args.command == "pins":
+        from telemetryd.commands.pins import run_pins  # noqa: PLC0415
+
+        return run_pins(args.pins_command, args.config, getattr(args, "endpoint", None))
     if args.command == "inventory":
         from telemetryd.config.csv_import import run_import  # noqa: PLC0415
 

@@ -68,11 +68,14 @@ class ProbeSpec:
 
     protocol: str
     port: int | None = None
+    tls: bool = False
+    """Over TLS (``isapis:443``: ISAPI over HTTPS); the protocol stays ``isapi`` for settings and findings."""
     name: str = field(init=False, compare=False, repr=False)
-    """The probe's label value, e.g. ``tcp:554`` (kept: schedules and state look it up millions of times)."""
+    """The probe's label value, e.g. ``tcp:554``, ``isapis:443`` (kept: looked up millions of times)."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "name", self.protocol if self.port is None else f"{self.protocol}:{self.port}")
+        protocol = f"{self.protocol}s" if self.tls else self.protocol
+        object.__setattr__(self, "name", protocol if self.port is None else f"{protocol}:{self.port}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,6 +46,7 @@ _FAMILIES = """
         segment_utilisation_ratio segment_saturated snmp_polls_total speedtests_running
         speedtest_budget_reserved_bytes_per_second speedtest_budget_bytes_per_second
         speedtests_deferred_total device_hardware_info isapi_auth_ok isapi_locked_until_timestamp_seconds
+        isapi_certificate_changed
         device_clock_drift_seconds device_time_ntp device_uptime_seconds nvr_channel_up
         nvr_channel_recording nvr_disk_healthy nvr_disk_capacity_bytes nvr_disk_free_bytes camera_verdict
         alarm_panel_heartbeat_age_seconds sia_frames_total probes_total probe_slots_skipped_total

@@ -74,6 +74,6 @@ async def test_a_restart_costs_no_further_failed_login(tmp_path: Path) -> None:
             assert not [r for r in records if r["event"] == "isapi_memory_volatile"]
             # The first run met the rejection; the second knew it from disk and never sent the digest.
             assert len([r for r in records if r["event"] == "isapi_auth_failed"]) == (1 if run == 0 else 0)
-    state = tmp_path / "state" / "isapi"
+    state = tmp_path / "state"
     assert (state / "isapi-logins.json").stat().st_mode & 0o077 == 0
     assert PASSWORD.encode() not in (state / "isapi-logins.json").read_bytes()

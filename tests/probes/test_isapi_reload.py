@@ -42,16 +42,16 @@ def _inventory(*ports: int, protocol: str = "isapi") -> Inventory:
 
 
 def test_isapi_endpoints_are_the_isapi_and_axpro_probes() -> None:
-    """Every isapi and axpro probe's (host, port) is an endpoint, the default port 80 filled in; icmp is not."""
+    """Every isapi and axpro probe's (host, port, tls) is an endpoint, default ports 80/443 filled in; icmp is not."""
     device = Device(
         id="nvr",
         school_id="s1",
         kind=DeviceKind.NVR,
         host="10.0.0.5",
-        probes=(ProbeSpec("icmp"), ProbeSpec("isapi"), ProbeSpec("axpro", 8080)),
+        probes=(ProbeSpec("icmp"), ProbeSpec("isapi"), ProbeSpec("axpro", 8080), ProbeSpec("isapi", tls=True)),
     )
     inventory = Inventory.build([School("s1", "School 1", "Abay", Contract(), (device,))])
-    assert isapi_endpoints(inventory) == {("10.0.0.5", 80), ("10.0.0.5", 8080)}
+    assert isapi_endpoints(inventory) == {("10.0.0.5", 80, False), ("10.0.0.5", 8080, False), ("10.0.0.5", 443, True)}
 
 
 async def test_reload_forgets_removed_devices_and_keeps_a_rejected_credential_rejected(sim: HikvisionSim) -> None:

@@ -87,7 +87,11 @@ def reachability(probes: dict[str, tuple[Health, str | None]]) -> Health:
         return Health.DOWN
     if Health.UP in direct:
         return Health.UP
-    reasons = [reason for name, (_, reason) in probes.items() if name.split(":")[0] == "isapi" and reason is not None]
+    reasons = [
+        reason
+        for name, (_, reason) in probes.items()
+        if name.split(":")[0] in ("isapi", "isapis") and reason is not None
+    ]
     if not reasons:
         return Health.UNKNOWN
     return Health.DOWN if all(reason in NO_ANSWER for reason in reasons) else Health.UP

@@ -50,6 +50,11 @@ def format_finding(result: ProbeResult) -> list[str]:
             f"model {identity.model}, firmware {identity.firmware}, serial {identity.serial}"
             + (f", type {identity.device_type}" if identity.device_type else "")
         )
+    if found.certificate:
+        lines.append(
+            f"certificate {found.certificate} (pinned)"
+            + (" - the device shows another" if found.certificate_changed else "")
+        )
     if found.clock_drift is not None:
         lines.append(f"clock {found.clock_drift:+.1f} s against this machine")
     if found.channels:

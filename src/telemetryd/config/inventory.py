@@ -27,12 +27,15 @@ from telemetryd.model import (
     SpeedTestTarget,
 )
 
-PROTOCOLS = ("icmp", "tcp", "rtsp", "isapi", "axpro")
-DEFAULT_PORTS = {"rtsp": 554, "isapi": 80, "axpro": 80}
+PROTOCOLS = ("icmp", "tcp", "rtsp", "isapi", "isapis", "axpro")
+DEFAULT_PORTS = {"rtsp": 554, "isapi": 80, "isapis": 443, "axpro": 80}
 """Protocols with a well-known port may leave it out (``rtsp`` means ``rtsp:554``)."""
-NEEDS_CREDENTIALS = ("isapi", "axpro")
+OVER_TLS = {"isapis": "isapi"}
+"""Written name → the protocol it runs over TLS (``isapis:443`` is ISAPI over HTTPS, one prober for both)."""
+NEEDS_CREDENTIALS = ("isapi", "isapis", "axpro")
 KINDS_FOR = {
     "isapi": (DeviceKind.CAMERA, DeviceKind.NVR),
+    "isapis": (DeviceKind.CAMERA, DeviceKind.NVR),
     "axpro": (DeviceKind.ALARM_PANEL,),
     "rtsp": (DeviceKind.CAMERA, DeviceKind.NVR),
 }
@@ -87,7 +90,9 @@ class ProbeEntry(Strict):
     @property
     def spec(self) -> ProbeSpec:
         """The domain ProbeSpec, well-known ports filled in."""
-        return ProbeSpec(self.protocol, self.port if self.port is not None else DEFAULT_PORTS.get(self.protocol))
+        port = self.port if self.port is not None else DEFAULT_PORTS.get(self.protocol)
+        tls_of = OVER_TLS.get(self.protocol)
+        return ProbeSpec(tls_of, port, tls=True) if tls_of else ProbeSpec(self.protocol, port)
 
 
 class SnmpEntry(Strict):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import ssl
 import types
 import typing
 from dataclasses import dataclass, field
@@ -124,7 +125,23 @@ def load_settings(path: Path) -> Settings:
     if problems:
         raise ConfigError(problems)
     assert isinstance(settings, Settings)
-    return settings
+    return _with_ca_file(settings, path, source)
+
+
+def _with_ca_file(settings: Settings, path: Path, source: SourceMap) -> Settings:
+    """`probes.isapi.ca_file` made absolute (relative to the settings file) and proven to hold certificates."""
+    ca_file = settings.probes.isapi.ca_file
+    if ca_file is None:
+        return settings
+    where = Path(ca_file) if Path(ca_file).is_absolute() else path.parent / ca_file
+    try:
+        ssl.create_default_context(cafile=str(where))
+    except (OSError, ssl.SSLError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "no PEM certificate in it"
+        loc = ("probes", "isapi", "ca_file")
+        raise ConfigError([source.problem(loc, f"{where}: {why}; expected a PEM bundle of CA certificates")]) from None
+    isapi = settings.probes.isapi.model_copy(update={"ca_file": str(where)})
+    return settings.model_copy(update={"probes": settings.probes.model_copy(update={"isapi": isapi})})
 
 
 def inventory_files(path: Path) -> list[Path]:

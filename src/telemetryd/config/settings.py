@@ -77,6 +77,11 @@ class IsapiSettings(Strict):
     max_clock_drift: Seconds = Field(10.0, description="device clock vs this server before `clock_drift`")
     recording_window: Seconds = Field(3600.0, description="an NVR channel must have footage this recent")
     max_body_bytes: int = Field(1 << 20, ge=4096, description="replies larger than this are cut off")
+    ca_file: str | None = Field(
+        None,
+        description="PEM bundle that signs the devices' HTTPS certificates (chain and IP SAN checked); relative to "
+        "this file; none: trust each device's certificate on first use and pin it",
+    )
 
 
 class AxProSettings(Strict):

@@ -42,6 +42,12 @@ class CameraCollector(RosterCollector):
             "The device locked logins from us until then; no request is sent before.",
             labels=labels,
         )
+        certificate = GaugeMetricFamily(
+            "telemetryd_isapi_certificate_changed",
+            "1 when an HTTPS device shows another certificate than the one pinned on first use; nothing is sent to it "
+            "until `telemetryd pins forget HOST:PORT`.",
+            labels=labels,
+        )
         drift = GaugeMetricFamily(
             "telemetryd_device_clock_drift_seconds",
             "Device clock minus this server's (positive: ahead).",
@@ -82,6 +88,8 @@ class CameraCollector(RosterCollector):
             auth.add_metric(base, flag(found.auth not in (AuthState.AUTH_FAILED, AuthState.LOCKED)))
             if found.locked_until is not None:
                 locked.add_metric(base, found.locked_until)
+            if found.certificate or found.certificate_changed:  # pinned HTTPS devices only
+                certificate.add_metric(base, flag(found.certificate_changed))
             if found.identity is not None:
                 identity = found.identity
                 hardware.add_metric([*base, identity.model, identity.firmware, identity.serial], {})
@@ -109,8 +117,8 @@ class CameraCollector(RosterCollector):
                     disk_size.add_metric(disk_values, disk.capacity_mb * MIB)
                 if disk.free_mb is not None:
                     disk_free.add_metric(disk_values, disk.free_mb * MIB)
-        yield from (hardware, auth, locked, drift, ntp, uptime, channel_up, recording, unsupported, input_video)
-        yield from (disk_ok, disk_size, disk_free)
+        yield from (hardware, auth, locked, certificate, drift, ntp, uptime, channel_up, recording, unsupported)
+        yield from (input_video, disk_ok, disk_size, disk_free)
 
 
 VERDICT = Family(

@@ -18,6 +18,11 @@ handler finds the device by the socket the request arrived on. Behaviour follows
 * models that lack endpoints (`lacks`: 403 notSupport, or 404 on old firmware), DVRs with
   analog inputs some of which read NO VIDEO.
 
+HTTPS (`SimDevice.tls`): the device serves TLS with its own self-signed certificate, made
+at `add` with the `openssl` command (`sim.certs`); `swap_certificate` gives it another (a
+replaced camera, or an interceptor) and drops its open connections, as a new box would.
+Firmware that forces HTTPS is a second, plain device with `redirect_to` set.
+
 Counters on each device (`failed_logins`, `authenticated`, `requests`, `asked` per path) let tests assert
 exactly how a client behaved. `clock` is injectable so lock expiry can be tested
 without sleeping.
@@ -34,11 +39,14 @@ import contextlib
 import json
 import os
 import socket
+import ssl
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Literal
 
 import uvloop
@@ -46,6 +54,7 @@ from aiohttp import web
 
 from telemetryd.probes.isapi.digest import ALGORITHMS, DigestChallenge, parse_authorization, response
 from telemetryd.probes.isapi.xml import SessionLoginCap, session_login_password
+from telemetryd.sim.certs import CertPair, self_signed
 
 SimKind = Literal["camera", "nvr", "axpro"]
 BodyFault = Literal["garbage", "truncated", "billion_laughs", "huge", "huge_unsized", "endless", "trickle"]
@@ -152,6 +161,9 @@ class SimDevice:
     redirect_to: str = ""
     """Answer every request with a 302 to this base URL plus the path, as firmware that
     forces HTTPS does (`http://` → `https://`), or a hijacked address would."""
+    tls: bool = False
+    """Serve HTTPS with `certificate` (a self-signed one made at `add` when not given)."""
+    certificate: CertPair | None = None
     # lockout
     max_failures: int = 7
     lock_seconds: float = 1800.0
@@ -176,6 +188,7 @@ class SimDevice:
     tampered_zones: set[int] = field(default_factory=set)
     _login_caps: dict[str, SessionLoginCap] = field(default_factory=dict)
     _web_sessions: set[str] = field(default_factory=set)
+    _connections: set[asyncio.BaseTransport] = field(default_factory=set)
 
     def locked_until(self, address: str = "127.0.0.1") -> float | None:
         """When the lock on `address` lifts (sim clock), if locked."""
@@ -197,6 +210,8 @@ class HikvisionSim:
         self._runner = web.AppRunner(self._app, access_log=None, handle_signals=False)
         self._started = False
         self._sites: list[web.SockSite] = []
+        self._tls: dict[tuple[str, int], ssl.SSLContext] = {}
+        self._cert_dir: tempfile.TemporaryDirectory[str] | None = None
 
     async def add(self, device: SimDevice, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
         """Start serving `device` on host:port (port 0: an ephemeral one); returns where it listens."""
@@ -217,16 +232,45 @@ class HikvisionSim:
             device.model = "DS-7608NXI-I2" if device.kind == "nvr" else "DS-2CD2386G2-IU"
         if not device.serial:
             device.serial = f"{device.model}20260101AAWR{len(self.devices):09d}"
-        site = web.SockSite(self._runner, sock)
+        context = None
+        if device.tls:
+            if device.certificate is None:
+                device.certificate = await asyncio.to_thread(self_signed, self.cert_directory, where[0])
+            context = self._tls[(where[0], where[1])] = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(device.certificate.cert, device.certificate.key)
+        site = web.SockSite(self._runner, sock, ssl_context=context)
         await site.start()
         self._sites.append(site)
         self.devices[(where[0], where[1])] = device
         return where[0], where[1]
 
+    @property
+    def cert_directory(self) -> Path:
+        """Where this simulator's certificates are made (removed on `close`)."""
+        if self._cert_dir is None:
+            self._cert_dir = tempfile.TemporaryDirectory(prefix="hiksim-certs-")
+        return Path(self._cert_dir.name)
+
+    async def swap_certificate(self, where: tuple[str, int], certificate: CertPair | None = None) -> CertPair:
+        """Serve another certificate at `where` (a new self-signed one unless given); open connections are dropped."""
+        device = self.devices[where]
+        context = self._tls[where]
+        if certificate is None:
+            certificate = await asyncio.to_thread(self_signed, self.cert_directory, where[0])
+        context.load_cert_chain(certificate.cert, certificate.key)  # new handshakes only
+        device.certificate = certificate
+        for transport in list(device._connections):
+            transport.close()
+        device._connections.clear()
+        return certificate
+
     async def close(self) -> None:
         """Stop every device."""
         if self._started:
             await self._runner.cleanup()
+        if self._cert_dir is not None:
+            self._cert_dir.cleanup()
+            self._cert_dir = None
 
     async def __aenter__(self) -> HikvisionSim:
         return self
@@ -241,6 +285,10 @@ class HikvisionSim:
         host, port = request.transport.get_extra_info("sockname")[:2]
         device = self.devices[(host, port)]
         device.requests += 1
+        if device.tls:
+            if len(device._connections) > 64:  # keep-alive sockets of a long bench: forget the closed
+                device._connections = {t for t in device._connections if not t.is_closing()}
+            device._connections.add(request.transport)
         if device.delay:
             await asyncio.sleep(device.delay)
         if device.redirect_to:

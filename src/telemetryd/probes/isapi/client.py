@@ -23,8 +23,15 @@ Lockout safety — Hikvision locks the source address after 5–7 failed logins 
   the third use of a nonce with a 401 that carries no challenge, which would otherwise
   look like a rejected password.
 
+HTTPS (``isapis:443``): the certificate is checked before any HTTP request goes out, so
+no credential reaches a device that is not the one we trusted. With `probes.isapi.ca_file`
+the chain and the IP SAN are verified; otherwise the first handshake (a bare TLS handshake,
+no HTTP) pins the leaf certificate's SHA-256 (`pins`) and every connection after must show
+it; aiohttp's `Fingerprint` checks it at connect time, before the request is written.
+
 Device faults are results, never exceptions. Reasons: ``timeout``, ``refused``,
-``unreachable``, ``error``, ``auth_failed``, ``bad_challenge``, ``locked``, ``redirect``,
+``unreachable``, ``error``, ``tls_error``, ``certificate_changed``, ``pins_unreadable``,
+``auth_failed``, ``bad_challenge``, ``locked``, ``redirect``,
 ``too_large``, ``bad_xml``, ``http_<code>``, ``not_supported``, ``isapi_error``, and for health ``channel_offline``,
 ``video_loss``, ``disk_fault``, ``no_disk``, ``clock_drift``, ``not_recording`` (AX PRO:
 ``zone_fault``, ``tamper``). This module only fetches and parses (`xml`); what counts as
@@ -37,6 +44,7 @@ import asyncio
 import enum
 import errno
 import os
+import ssl
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -62,6 +70,7 @@ from telemetryd.probes.isapi.digest import (
 )
 from telemetryd.probes.isapi.health import Problem
 from telemetryd.probes.isapi.memory import DeviceMemory, Login
+from telemetryd.probes.isapi.pins import PinStore, certificate_fingerprint, endpoint, short
 from telemetryd.secrets import SecretMissing
 
 __all__ = [
@@ -72,6 +81,7 @@ __all__ = [
     "IsapiPolicy",
     "IsapiProber",
     "Problem",
+    "TlsTrust",
     "credential_pair",
     "isapi_endpoints",
     "open_prober",
@@ -159,6 +169,10 @@ class IsapiHealth(Finding):
     problems: tuple[Problem, ...] = ()
     requests: int = 0
     """HTTP requests sent (unauthenticated challenge fetches included)."""
+    certificate: str = ""
+    """HTTPS: the trusted certificate's fingerprint prefix (``sha256:…``); empty over HTTP or with a CA bundle."""
+    certificate_changed: bool = False
+    """HTTPS: the device shows another certificate than the pinned one; nothing is sent until re-trusted."""
 
     def probe_result(self) -> ProbeResult:
         """The scheduler's view: ok, duration, first reason and a detail sentence."""
@@ -193,6 +207,25 @@ class _Failure(Exception):
         self.reason = reason
         self.detail = detail
         self.fatal = fatal
+
+
+@dataclass(frozen=True, slots=True)
+class TlsTrust:
+    """How HTTPS devices are trusted: a CA bundle's context (chain and IP SAN), else the pins (first use)."""
+
+    pins: PinStore
+    ca: ssl.SSLContext | None = None
+
+
+def _handshake_context() -> ssl.SSLContext:
+    """For the first-use handshake only: any certificate is accepted, then pinned."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+_FIRST_USE = _handshake_context()
 
 
 class _Reply(NamedTuple):
@@ -259,6 +292,7 @@ class IsapiClient:
         policy: IsapiPolicy | None = None,
         scheme: str = "http",
         memory: DeviceMemory | None = None,
+        trust: TlsTrust | None = None,
         log: structlog.typing.FilteringBoundLogger | None = None,
     ) -> None:
         self.host = host
@@ -266,8 +300,12 @@ class IsapiClient:
         self.policy = policy or IsapiPolicy()
         self.endpoint = f"{host}:{port}"
         self._memory = memory or DeviceMemory(None)
+        self.trust = trust
+        """HTTPS when set: how the device's certificate is trusted."""
         self._session = session
-        self._base = f"{scheme}://{host}:{port}"
+        self._base = f"{'https' if trust is not None else scheme}://{host}:{port}"
+        self._changed_to: bytes | None = None
+        """The unpinned certificate the device last showed (certificate_changed), until re-trusted."""
         self._log = log or structlog.get_logger("telemetryd.probe.isapi")
         self._serial = asyncio.Lock()
         self._credential: bytes | None = None
@@ -691,13 +729,14 @@ class IsapiClient:
 
     async def _send(self, run: _Run, method: str, path: str, headers: dict[str, str], body: bytes | None) -> _Reply:
         """Send one request and read at most `max_body_bytes` of the reply within `request_timeout`."""
+        verify = await self._verification(run)
         run.requests += 1
         cap = self.policy.max_body_bytes
         try:
             async with (
                 asyncio.timeout(self.policy.request_timeout),
                 self._session.request(
-                    method, self._base + path, headers=headers, data=body, allow_redirects=False
+                    method, self._base + path, headers=headers, data=body, allow_redirects=False, ssl=verify
                 ) as response,
             ):
                 if 300 <= response.status < 400:
@@ -730,10 +769,78 @@ class IsapiClient:
             raise _Failure(
                 "timeout", f"{path}: no complete answer in {self.policy.request_timeout:g}s", fatal=True
             ) from None
+        except aiohttp.ServerFingerprintMismatch as exc:
+            raise self._certificate_changed(exc.expected, exc.got) from None
+        except aiohttp.ClientConnectorCertificateError as exc:
+            why = getattr(exc.certificate_error, "verify_message", "") or type(exc.certificate_error).__name__
+            raise _Failure("tls_error", f"port {self.port}: certificate not trusted ({why})", fatal=True) from None
         except aiohttp.ClientConnectorError as exc:
-            raise _connect_failure(exc, self.port) from None
+            raise _connect_failure(exc, self.port, tls=self.trust is not None) from None
         except (aiohttp.ClientError, OSError) as exc:
             raise _Failure("error", f"{path}: {type(exc).__name__}", fatal=True) from None
+
+    # --- HTTPS trust ------------------------------------------------------------------------
+
+    async def _verification(self, run: _Run) -> ssl.SSLContext | aiohttp.Fingerprint | bool:
+        """What aiohttp must check of the certificate before the request is written (True: its default)."""
+        trust = self.trust
+        if trust is None:
+            return True
+        if trust.ca is not None:
+            return trust.ca
+        pins = trust.pins
+        if pins.problem is not None or self._changed_to is not None:
+            pins.refresh()  # the operator may have fixed the file or re-trusted the device since
+        if pins.problem is not None:
+            raise _Failure(
+                "pins_unreadable", f"{pins.problem}; nothing is sent over HTTPS until it is fixed", fatal=True
+            )
+        key = endpoint(self.host, self.port)
+        pinned = pins.get(key)
+        if pinned is None:
+            pinned = certificate_fingerprint(await self._peer_certificate())
+            pins.learn(key, pinned, now=run.wall())
+            self._changed_to = None
+            self._log.info("isapi_certificate_pinned", host=self.host, port=self.port, fingerprint=short(pinned))
+        return aiohttp.Fingerprint(pinned)
+
+    async def _peer_certificate(self) -> bytes:
+        """The device's certificate from a bare TLS handshake: nothing else is sent before it is pinned."""
+        writer = None
+        try:
+            async with asyncio.timeout(self.policy.request_timeout):
+                _reader, writer = await asyncio.open_connection(self.host, self.port, ssl=_FIRST_USE)
+                ssl_object = writer.get_extra_info("ssl_object")
+                der: bytes | None = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        except TimeoutError:
+            raise _Failure(
+                "timeout", f"port {self.port}: no TLS handshake in {self.policy.request_timeout:g}s", fatal=True
+            ) from None
+        except ssl.SSLError as exc:
+            raise _Failure(
+                "tls_error", f"port {self.port}: TLS handshake failed ({_ssl_reason(exc)})", fatal=True
+            ) from None
+        except OSError as exc:
+            raise _socket_failure(exc, self.port, tls=True) from None
+        finally:
+            if writer is not None:
+                writer.transport.abort()
+        if not der:
+            raise _Failure("tls_error", f"port {self.port}: the device showed no certificate", fatal=True)
+        return der
+
+    def _certificate_changed(self, expected: bytes, got: bytes) -> _Failure:
+        if got != self._changed_to:
+            self._changed_to = got  # once per change: a device stuck on the new certificate is not logged every check
+            self._log.warning(
+                "isapi_certificate_changed", host=self.host, port=self.port, pinned=short(expected), shown=short(got)
+            )
+        return _Failure(
+            "certificate_changed",
+            f"port {self.port}: certificate {short(got)} is not the pinned {short(expected)}; nothing sent "
+            f"(re-trust with `telemetryd pins forget {self.host}:{self.port}` if the device was replaced)",
+            fatal=True,
+        )
 
     def _health(self, run: _Run) -> IsapiHealth:
         replaced = None
@@ -766,7 +873,15 @@ class IsapiClient:
             unsupported=tuple(run.unsupported),
             problems=problems,
             requests=run.requests,
+            certificate=self._pinned_display(),
+            certificate_changed=self._changed_to is not None,
         )
+
+    def _pinned_display(self) -> str:
+        if self.trust is None or self.trust.ca is not None:
+            return ""
+        pinned = self.trust.pins.get(endpoint(self.host, self.port))
+        return short(pinned) if pinned is not None else ""
 
 
 def _parse(reply: _Reply, path: str, parse: Callable[[bytes], T]) -> T:
@@ -793,8 +908,19 @@ def _printable(text: str, limit: int = 200) -> str:
     return cleaned + ("…" if len(text) > limit else "")
 
 
-def _connect_failure(exc: aiohttp.ClientConnectorError, port: int) -> _Failure:
-    os_error = exc.os_error
+def _ssl_reason(exc: ssl.SSLError) -> str:
+    return _printable(str(exc.reason or type(exc).__name__))
+
+
+def _connect_failure(exc: aiohttp.ClientConnectorError, port: int, *, tls: bool = False) -> _Failure:
+    return _socket_failure(exc.os_error, port, tls=tls)
+
+
+def _socket_failure(os_error: OSError, port: int, *, tls: bool = False) -> _Failure:
+    if isinstance(os_error, ssl.SSLError):
+        return _Failure("tls_error", f"port {port}: TLS handshake failed ({_ssl_reason(os_error)})", fatal=True)
+    if tls and isinstance(os_error, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)):
+        return _Failure("tls_error", f"port {port}: connection closed during the TLS handshake", fatal=True)
     if isinstance(os_error, ConnectionRefusedError):
         return _Failure("refused", f"port {port} refused the connection", fatal=True)
     if isinstance(os_error, TimeoutError):
@@ -818,11 +944,19 @@ class IsapiProber:
         connections_per_device: int = 2,
         keepalive: float = 8.0,
         memory: DeviceMemory | None = None,
+        pins: PinStore | None = None,
+        ca_file: str | None = None,
         log: structlog.typing.FilteringBoundLogger | None = None,
     ) -> None:
         self.policy = policy or IsapiPolicy()
         self.memory = memory or DeviceMemory(None)
         self._log = log or structlog.get_logger("telemetryd.probe.isapi")
+        self.pins = pins if pins is not None else PinStore(None)
+        """HTTPS devices' certificate pins (memory only unless given a store on a state directory)."""
+        self._trust = TlsTrust(self.pins, _ca_context(ca_file))
+        self._save_timer: asyncio.TimerHandle | None = None
+        self._reported_problem = ""
+        self._report_pin_problem()
         # keepalive below Hikvision's "Keep-Alive: timeout=10" so we never reuse a socket the camera is closing.
         connector = aiohttp.TCPConnector(
             limit=connections, limit_per_host=connections_per_device, keepalive_timeout=keepalive, ttl_dns_cache=None
@@ -833,23 +967,55 @@ class IsapiProber:
             timeout=aiohttp.ClientTimeout(total=None),  # per-request deadlines are ours (asyncio.timeout)
             headers={"User-Agent": "telemetryd"},
         )
-        self._clients: dict[tuple[str, int], IsapiClient] = {}
+        self._clients: dict[tuple[str, int, bool], IsapiClient] = {}
 
-    def client(self, device_host: str, port: int = 80) -> IsapiClient:
+    def client(self, device_host: str, port: int = 80, *, tls: bool = False) -> IsapiClient:
         """The device's client, created on first use (it carries the login state between checks)."""
-        key = (device_host, port)
+        key = (device_host, port, tls)
         client = self._clients.get(key)
         if client is None:
             client = self._clients[key] = IsapiClient(
-                self.session, device_host, port, policy=self.policy, memory=self.memory, log=self._log
+                self.session,
+                device_host,
+                port,
+                policy=self.policy,
+                trust=self._trust if tls else None,
+                memory=self.memory,
+                log=self._log,
             )
         return client
 
     async def check(
-        self, device_host: str, port: int, username: str, password: str, kind: Kind, *, now: float
+        self, device_host: str, port: int, username: str, password: str, kind: Kind, *, now: float, tls: bool = False
     ) -> IsapiHealth:
-        """Health of one camera or NVR; never raises for device faults."""
-        return await self.client(device_host, port).check(username, password, kind, now=now)
+        """Health of one camera or NVR (over HTTPS when `tls`); never raises for device faults."""
+        found = await self.client(device_host, port, tls=tls).check(username, password, kind, now=now)
+        if self.pins.dirty:
+            self._save_pins_soon()
+        if self.pins.problem is not None or self._reported_problem:
+            self._report_pin_problem()  # the file went bad (or was fixed) while we run
+        return found
+
+    def _save_pins_soon(self) -> None:
+        """Write new pins within a second: 10,000 new HTTPS devices cost a few writes, not 10,000."""
+        if self._save_timer is None:
+            self._save_timer = asyncio.get_running_loop().call_later(1.0, self._save_pins)
+
+    def _save_pins(self) -> None:
+        self._save_timer = None
+        try:
+            self.pins.save()
+        except OSError as exc:  # kept in memory; the next new pin tries again
+            self._log.error("isapi_pin_save_failed", path=str(self.pins.path), error=f"{type(exc).__name__}: {exc}")
+        self._report_pin_problem()
+
+    def _report_pin_problem(self) -> None:
+        """Log a corrupt pin file once per distinct problem, not at every save attempt."""
+        problem = self.pins.problem
+        text = str(problem) if problem is not None else ""
+        if problem is not None and text != self._reported_problem:
+            self._log.error("isapi_pin_file_unreadable", path=str(problem.path), why=problem.why)
+        self._reported_problem = text
 
     async def axpro_status(
         self, device_host: str, port: int, username: str, password: str, *, now: float, timeout: float | None = None
@@ -857,12 +1023,12 @@ class IsapiProber:
         """Areas and zones of one AX PRO alarm panel; never raises for device faults."""
         return await self.client(device_host, port).axpro_status(username, password, now=now, timeout=timeout)
 
-    def forget(self, device_host: str, port: int = 80) -> None:
+    def forget(self, device_host: str, port: int = 80, tls: bool = False) -> None:
         """Drop a removed device's session state (on config reload).
 
         What it rejected stays in `memory`: were it added back, the same credential is still not sent.
         """
-        self._clients.pop((device_host, port), None)
+        self._clients.pop((device_host, port, tls), None)
 
     def reconfigure(self, settings: Settings, inventory: Inventory) -> None:
         """A reload: the new policy for every device, and removed devices forgotten.
@@ -870,12 +1036,18 @@ class IsapiProber:
         A device that stays keeps its login state, so a rejected credential is still never retried.
         """
         self.policy = policy_from(settings)
+        self._trust = TlsTrust(self.pins, _ca_context(settings.probes.isapi.ca_file))
+        self.pins.refresh()  # pins forgotten with `telemetryd pins forget`, a pin file fixed by hand
+        self._report_pin_problem()
         kept = isapi_endpoints(inventory)
         for key in list(self._clients):
             if key not in kept:
                 self.forget(*key)
             else:
-                self._clients[key].policy = self.policy
+                client = self._clients[key]
+                client.policy = self.policy
+                if client.trust is not None:
+                    client.trust = self._trust
 
     @property
     def devices(self) -> int:
@@ -883,8 +1055,12 @@ class IsapiProber:
         return len(self._clients)
 
     async def close(self) -> None:
-        """Close the shared session and its connections; write what was learnt."""
+        """Write what was learnt (pins not yet written, capabilities), close the shared session."""
         self.memory.flush(force=True)
+        if self._save_timer is not None:
+            self._save_timer.cancel()
+        if self.pins.dirty:
+            self._save_pins()
         await self.session.close()
 
     async def __aenter__(self) -> IsapiProber:
@@ -902,14 +1078,23 @@ def credential_pair(secret: str) -> tuple[str, str]:
     return username, password
 
 
-def isapi_endpoints(inventory: Inventory) -> set[tuple[str, int]]:
-    """(host, port) of every ISAPI and AX PRO probe in the inventory."""
+def isapi_endpoints(inventory: Inventory) -> set[tuple[str, int, bool]]:
+    """(host, port, over TLS) of every ISAPI and AX PRO probe in the inventory."""
     return {
-        (device.host, spec.port or 80)
+        (device.host, _port(spec), spec.tls)
         for device in inventory.devices_by_id.values()
         for spec in device.probes
         if spec.protocol in ("isapi", "axpro")
     }
+
+
+def _port(spec: ProbeSpec) -> int:
+    return spec.port or (443 if spec.tls else 80)
+
+
+def _ca_context(ca_file: str | None) -> ssl.SSLContext | None:
+    """Chain and IP SAN verification against the bundle (Python matches an IP address against IP SANs only)."""
+    return ssl.create_default_context(cafile=ca_file) if ca_file else None
 
 
 @asynccontextmanager
@@ -919,10 +1104,12 @@ async def open_prober(settings: Settings) -> AsyncIterator[IsapiProber]:
     if state is None:
         structlog.get_logger("telemetryd.probe.isapi").warning(
             "isapi_memory_volatile",
-            detail="no state_directory: a restart forgets which credentials devices rejected",
+            detail="no state_directory: a restart forgets which credentials devices rejected and which certificates",
         )
-    memory = DeviceMemory(state / "isapi" if state is not None else None)
-    async with IsapiProber(policy=policy_from(settings), memory=memory) as prober:
+    memory, pins = DeviceMemory(state), PinStore.in_state(state)
+    async with IsapiProber(
+        policy=policy_from(settings), memory=memory, pins=pins, ca_file=settings.probes.isapi.ca_file
+    ) as prober:
         yield prober
 
 
@@ -950,14 +1137,14 @@ async def _login_for(device: Device, ctx: ProbeContext) -> tuple[str, str] | Pro
 
 
 async def probe(device: Device, spec: ProbeSpec, ctx: ProbeContext) -> ProbeResult:
-    """ISAPI health of a camera or NVR (``isapi:80``); the full finding rides on the result into State."""
+    """ISAPI health of a camera or NVR (``isapi:80``, ``isapis:443``); the finding rides on the result into State."""
     login = await _login_for(device, ctx)
     if isinstance(login, ProbeResult):
         return login
     prober = ctx.resource(IsapiProber)
     assert prober is not None
     kind: Literal["camera", "nvr"] = "nvr" if device.kind is DeviceKind.NVR else "camera"
-    found = await prober.check(device.host, spec.port or 80, *login, kind, now=time.time())
+    found = await prober.check(device.host, _port(spec), *login, kind, now=time.time(), tls=spec.tls)
     if found.replaced_identity is not None and found.identity is not None:
         _log_identity_change(ctx, device, found.replaced_identity, found.identity)
     return found.probe_result()
