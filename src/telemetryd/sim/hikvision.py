@@ -96,6 +96,12 @@ class Firmware:
     """Reject a nonce's use beyond this with a 401 `userCheck` and no challenge (access-terminal behaviour)."""
     storage_namespace: str | None = None
     """hddList in a different namespace than its storage parent, as captured."""
+    event_json: bool = False
+    """The event stream writes JSON parts (newer firmware) instead of XML."""
+    event_images: bool = False
+    """Each event is followed by an image/jpeg snapshot part."""
+    event_lengths: bool = True
+    """Parts carry Content-Length; some firmware leaves it out (a part then ends at the next boundary)."""
     says_stale: bool = True
     """An expired nonce gets ``stale=TRUE``; some firmware answers ``stale=FALSE`` (a plain 401, not counted)."""
 
@@ -113,6 +119,8 @@ FIRMWARE: dict[str, Firmware] = {
         Firmware("ipc-sha256", None, algorithms=("SHA-256", "MD5")),
         Firmware("ipc-strict-nonce", ISAPI20, algorithms=("SHA-256",), nonce_max_uses=2),
         Firmware("ipc-quiet-expiry", HIK20, says_stale=False),
+        Firmware("ipc-json-events", ISAPI20, algorithms=("SHA-256", "MD5"), event_json=True, event_lengths=False),
+        Firmware("nvr-snapshots", HIK20, working_status=True, event_images=True),
         Firmware("nvr-isapi", ISAPI20, algorithms=("SHA-256", "MD5"), working_status=True, storage_namespace=HIK10),
         Firmware("nvr-v4", HIK10, "1.0", localized_uptime=True),
     )
@@ -158,6 +166,14 @@ class SimDevice:
     """A DVR or hybrid recorder: analog inputs 1..n in `System/Video/inputs/channels`."""
     no_video_inputs: set[int] = field(default_factory=set)
     """Analog inputs whose signal is gone: ``resDesc`` reads NO VIDEO."""
+    heartbeat_interval: float = 10.0
+    """The event stream's heartbeat (``videoloss`` / ``inactive``, as the firmware sends it)."""
+    event_repeat: float = 1.0
+    """An active event is sent again this often while it lasts (``activePostCount`` counting up)."""
+    active_events: dict[tuple[str, int], int] = field(default_factory=dict)
+    """(eventType, channel) → posts so far, while active; set with `raise_event`, ended with `clear_event`."""
+    stream_fault: str = ""
+    """``endless_part``: the event stream sends one part that never ends."""
     redirect_to: str = ""
     """Answer every request with a 302 to this base URL plus the path, as firmware that
     forces HTTPS does (`http://` → `https://`), or a hijacked address would."""
@@ -188,11 +204,42 @@ class SimDevice:
     tampered_zones: set[int] = field(default_factory=set)
     _login_caps: dict[str, SessionLoginCap] = field(default_factory=dict)
     _web_sessions: set[str] = field(default_factory=set)
+    _outboxes: list[list[tuple[str, int, bool]]] = field(default_factory=list)
+    _wakers: list[asyncio.Event] = field(default_factory=list)
+    _stream_generation: int = 0
     _connections: set[asyncio.BaseTransport] = field(default_factory=set)
 
     def locked_until(self, address: str = "127.0.0.1") -> float | None:
         """When the lock on `address` lifts (sim clock), if locked."""
         return self._locked_until.get(address)
+
+    def raise_event(self, event_type: str, channel: int = 1) -> None:
+        """The device detects an event (``shelteralarm``, ``videoloss``, ``diskerror``…): streams send it now."""
+        self.active_events[(event_type, channel)] = 0
+        for outbox in self._outboxes:
+            outbox.append((event_type, channel, True))
+        self._wake()
+
+    def clear_event(self, event_type: str, channel: int = 1) -> None:
+        """The event ends: streams send its ``inactive`` once."""
+        self.active_events.pop((event_type, channel), None)
+        for outbox in self._outboxes:
+            outbox.append((event_type, channel, False))
+        self._wake()
+
+    def drop_streams(self) -> None:
+        """Close every open event stream of the device (a reboot, a switch port flap)."""
+        self._stream_generation += 1
+        self._wake()
+
+    @property
+    def open_streams(self) -> int:
+        """Event streams open now."""
+        return len(self._outboxes)
+
+    def _wake(self) -> None:
+        for waker in self._wakers:
+            waker.set()
 
     def reboot(self, at: float) -> None:
         """Restart: uptime starts again from zero."""
@@ -265,7 +312,9 @@ class HikvisionSim:
         return certificate
 
     async def close(self) -> None:
-        """Stop every device."""
+        """Stop every device (its event streams first: they would hold the shutdown until their next write)."""
+        for device in self.devices.values():
+            device.drop_streams()
         if self._started:
             await self._runner.cleanup()
         if self._cert_dir is not None:
@@ -449,6 +498,8 @@ class HikvisionSim:
                 f"<localTime>{_device_time(device, now, naive=fw.naive_local_time)}</localTime>"
                 "<timeZone>CST-8:00:00</timeZone>",
             )
+        if path == "/ISAPI/Event/notification/alertStream":
+            return await _alert_stream(device, request)
         if path == "/ISAPI/Security/userCheck":
             return _xml(fw, "userCheck", "<statusValue>200</statusValue><statusString>OK</statusString>")
         if device.kind != "nvr":
@@ -650,6 +701,100 @@ def _search(device: SimDevice, fw: Firmware, query: bytes, now: float) -> web.Re
         f"<numOfMatches>1</numOfMatches><matchList><searchMatchItem><sourceID>x</sourceID><trackID>{track}</trackID>"
         f"<timeSpan><startTime>{begin}</startTime><endTime>{end}</endTime></timeSpan></searchMatchItem></matchList>",
     )
+
+
+_JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 20_000 + b"\xff\xd9"
+
+
+def _alert_part(device: SimDevice, event_type: str, channel: int, active: bool, posts: int) -> bytes:
+    fw = device.firmware
+    when = datetime.now(timezone(timedelta(hours=8))).isoformat(timespec="seconds")
+    state = "active" if active else "inactive"
+    if fw.event_json:
+        body = json.dumps(
+            {
+                "ipAddress": "10.0.0.1",
+                "portNo": 80,
+                "protocol": "HTTP",
+                "channelID": channel,
+                "dateTime": when,
+                "activePostCount": posts,
+                "eventType": event_type,
+                "eventState": state,
+                "eventDescription": f"{event_type} alarm",
+            }
+        ).encode()
+        content_type = 'application/json; charset="UTF-8"'
+    else:
+        xmlns = f' xmlns="{fw.namespace}"' if fw.namespace else ""
+        body = (
+            f'<?xml version="1.0" encoding="UTF-8"?>\r\n<EventNotificationAlert version="2.0"{xmlns}>\r\n'
+            f"<ipAddress>10.0.0.1</ipAddress>\r\n<portNo>80</portNo>\r\n<protocol>HTTP</protocol>\r\n"
+            f"<macAddress>14:92:3c:4f:f8:42</macAddress>\r\n<channelID>{channel}</channelID>\r\n"
+            f"<dateTime>{when}</dateTime>\r\n<activePostCount>{posts}</activePostCount>\r\n"
+            f"<eventType>{event_type}</eventType>\r\n<eventState>{state}</eventState>\r\n"
+            f"<eventDescription>{event_type} alarm</eventDescription>\r\n</EventNotificationAlert>\r\n"
+        ).encode()
+        content_type = 'application/xml; charset="UTF-8"'
+    part = _part(fw, content_type, body)
+    if fw.event_images and active:
+        part += _part(fw, "image/jpeg", _JPEG)
+    return part
+
+
+def _part(fw: Firmware, content_type: str, body: bytes) -> bytes:
+    length = f"Content-Length: {len(body)}\r\n" if fw.event_lengths else ""
+    return f"--boundary\r\nContent-Type: {content_type}\r\n{length}\r\n".encode() + body + b"\r\n"
+
+
+async def _alert_stream(device: SimDevice, request: web.Request) -> web.StreamResponse:
+    """`/ISAPI/Event/notification/alertStream`: heartbeats, active events repeated, inactive ones once."""
+    response = web.StreamResponse(headers={"Content-Type": "multipart/mixed; boundary=boundary"})
+    await response.prepare(request)
+    outbox: list[tuple[str, int, bool]] = []
+    waker = asyncio.Event()
+    device._outboxes.append(outbox)
+    device._wakers.append(waker)
+    generation = device._stream_generation
+    loop = asyncio.get_running_loop()
+    last_heartbeat = last_repeat = -1e9
+    try:
+        if device.stream_fault == "endless_part":
+            await response.write(b"--boundary\r\nContent-Type: application/xml\r\n\r\n")
+            while True:
+                await response.write(_CHUNK)
+        while device._stream_generation == generation:
+            now = loop.time()
+            data = b""
+            if now - last_heartbeat >= device.heartbeat_interval:
+                data += _alert_part(device, "videoloss", 1, False, 0)
+                last_heartbeat = now
+            if device.active_events and now - last_repeat >= device.event_repeat:
+                for key in device.active_events:
+                    device.active_events[key] += 1
+                    data += _alert_part(device, key[0], key[1], True, device.active_events[key])
+                last_repeat = now
+            while outbox:
+                event_type, channel, active = outbox.pop(0)
+                if active:
+                    continue  # sent with the repeats above, right now
+                data += _alert_part(device, event_type, channel, False, 0)
+            if data:
+                await response.write(data)
+            waker.clear()
+            pause = device.heartbeat_interval - (now - last_heartbeat)
+            if device.active_events:
+                pause = min(pause, device.event_repeat - (now - last_repeat))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(waker.wait(), timeout=max(0.01, pause))
+            if device.active_events and any(count == 0 for count in device.active_events.values()):
+                last_repeat = -1e9  # a new event goes out at once
+    except (ConnectionError, asyncio.CancelledError):
+        pass
+    finally:
+        device._outboxes.remove(outbox)
+        device._wakers.remove(waker)
+    return response
 
 
 async def _hostile(request: web.Request, fault: BodyFault) -> web.StreamResponse:

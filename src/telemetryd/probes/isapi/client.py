@@ -51,7 +51,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal, NamedTuple, TypeVar
+from typing import Literal, NamedTuple, TypeVar, overload
 from urllib.parse import quote
 
 import aiohttp
@@ -81,6 +81,7 @@ __all__ = [
     "IsapiPolicy",
     "IsapiProber",
     "Problem",
+    "StreamRefused",
     "TlsTrust",
     "credential_pair",
     "isapi_endpoints",
@@ -228,6 +229,15 @@ def _handshake_context() -> ssl.SSLContext:
 _FIRST_USE = _handshake_context()
 
 
+class StreamRefused(Exception):
+    """The device did not open the event stream; `reason` is a probe result word (`not_supported`, `auth_failed`…)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
 class _Reply(NamedTuple):
     status: int
     body: bytes
@@ -367,6 +377,24 @@ class IsapiClient:
             finally:
                 self._remember()
             return self._health(run)
+
+    async def open_stream(self, username: str, password: str, path: str, *, now: float) -> aiohttp.ClientResponse:
+        """Open a long-lived GET (the event stream) under the rules of a check: the same login
+        state, the same one attempt per credential, the same lock. The caller reads and closes
+        the response; anything but a 2xx raises `StreamRefused` with its reason."""
+        async with self._serial:
+            run = _Run(started=time.monotonic(), now=now, login=_Login(username, password))
+            try:
+                self._admit(username, password, now)
+                reply = await self._authorized(run, "GET", path, None, stream=True)
+                if isinstance(reply, _Reply):
+                    _parse(reply, path, bytes)  # raises the step failure that says why
+                    raise _Failure(f"http_{reply.status}", f"{path}: HTTP {reply.status}")
+            except _Failure as failure:
+                raise StreamRefused(failure.reason, failure.detail) from None
+            finally:
+                self._remember()
+            return reply
 
     # --- the steps ----------------------------------------------------------------------
 
@@ -626,7 +654,15 @@ class IsapiClient:
         return True
 
     async def _request(self, run: _Run, method: str, path: str, body: bytes | None = None) -> _Reply:
-        """One ISAPI request with digest auth under the one-attempt rule; a 401 never returns from here.
+        """One ISAPI request with digest auth under the one-attempt rule; a 401 never returns from here."""
+        reply = await self._authorized(run, method, path, body, stream=False)
+        assert isinstance(reply, _Reply)
+        return reply
+
+    async def _authorized(
+        self, run: _Run, method: str, path: str, body: bytes | None, *, stream: bool
+    ) -> _Reply | aiohttp.ClientResponse:
+        """`_request`; with `stream`, a 2xx comes back as the open response for the caller to read and close.
 
         A nonce is reused with an increasing ``nc`` while the device accepts it (within
         `nonce_max_age`, and below the use limit learnt for the device). A 401 to our digest is
@@ -652,11 +688,12 @@ class IsapiClient:
                     cnonce=os.urandom(8).hex(),
                 )
             left_before = self._retry_login_time
-            reply = await self._send(run, method, path, headers, body)
+            reply = await self._send(run, method, path, headers, body, stream=stream)
             if reply.status != 401:
                 if challenge is not None:
                     self._auth, self._proven = AuthState.OK, True
                 return reply
+            assert isinstance(reply, _Reply)
             fresh = choose_challenge(parse_challenges(reply.challenges))
             self._set_challenge(fresh)
             locked = self._learn_lock(reply, run.now)
@@ -727,18 +764,39 @@ class IsapiClient:
         assert self._locked_until is not None
         return _Failure("locked", f"device locked us out for {self._locked_until - run.now:.0f}s", fatal=True)
 
-    async def _send(self, run: _Run, method: str, path: str, headers: dict[str, str], body: bytes | None) -> _Reply:
-        """Send one request and read at most `max_body_bytes` of the reply within `request_timeout`."""
+    @overload
+    async def _send(
+        self,
+        run: _Run,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        body: bytes | None,
+        *,
+        stream: Literal[False] = False,
+    ) -> _Reply: ...
+
+    @overload
+    async def _send(
+        self, run: _Run, method: str, path: str, headers: dict[str, str], body: bytes | None, *, stream: bool
+    ) -> _Reply | aiohttp.ClientResponse: ...
+
+    async def _send(
+        self, run: _Run, method: str, path: str, headers: dict[str, str], body: bytes | None, *, stream: bool = False
+    ) -> _Reply | aiohttp.ClientResponse:
+        """Send one request and read at most `max_body_bytes` of the reply within `request_timeout`.
+
+        With `stream`, a 2xx reply is returned unread once its headers are in (an event stream
+        never ends): the caller reads it under its own deadlines and closes it.
+        """
         verify = await self._verification(run)
         run.requests += 1
         cap = self.policy.max_body_bytes
         try:
-            async with (
-                asyncio.timeout(self.policy.request_timeout),
-                self._session.request(
+            async with asyncio.timeout(self.policy.request_timeout):
+                response = await self._session.request(
                     method, self._base + path, headers=headers, data=body, allow_redirects=False, ssl=verify
-                ) as response,
-            ):
+                )
                 if 300 <= response.status < 400:
                     # A device is one address: another host's answers must never become this camera's.
                     target = _printable(response.headers.get("Location", "nowhere"))
@@ -748,23 +806,12 @@ class IsapiClient:
                         f"{path}: HTTP {response.status} to {target}; redirects are not followed",
                         fatal=True,
                     )
-                length = response.content_length
-                if length is not None and length > cap:
-                    response.close()
-                    raise _Failure("too_large", f"{path}: {length} byte body over the {cap} byte cap")
-                chunks, size = [], 0
-                async for chunk in response.content.iter_any():
-                    size += len(chunk)
-                    if size > cap:
-                        response.close()  # drop the connection: the rest must not be read into the pool
-                        raise _Failure("too_large", f"{path}: body over the {cap} byte cap")
-                    chunks.append(chunk)
-                return _Reply(
-                    response.status,
-                    b"".join(chunks),
-                    response.headers.getall("WWW-Authenticate", []),
-                    response.headers.getall("Set-Cookie", []),
-                )
+                if stream and 200 <= response.status < 300:
+                    return response
+                try:
+                    return await _read_capped(response, path, cap)
+                finally:
+                    response.release()
         except TimeoutError:
             raise _Failure(
                 "timeout", f"{path}: no complete answer in {self.policy.request_timeout:g}s", fatal=True
@@ -882,6 +929,27 @@ class IsapiClient:
             return ""
         pinned = self.trust.pins.get(endpoint(self.host, self.port))
         return short(pinned) if pinned is not None else ""
+
+
+async def _read_capped(response: aiohttp.ClientResponse, path: str, cap: int) -> _Reply:
+    """The whole reply, at most `cap` bytes of body; beyond it the connection is dropped (`too_large`)."""
+    length = response.content_length
+    if length is not None and length > cap:
+        response.close()
+        raise _Failure("too_large", f"{path}: {length} byte body over the {cap} byte cap")
+    chunks, size = [], 0
+    async for chunk in response.content.iter_any():
+        size += len(chunk)
+        if size > cap:
+            response.close()  # drop the connection: the rest must not be read into the pool
+            raise _Failure("too_large", f"{path}: body over the {cap} byte cap")
+        chunks.append(chunk)
+    return _Reply(
+        response.status,
+        b"".join(chunks),
+        response.headers.getall("WWW-Authenticate", []),
+        response.headers.getall("Set-Cookie", []),
+    )
 
 
 def _parse(reply: _Reply, path: str, parse: Callable[[bytes], T]) -> T:

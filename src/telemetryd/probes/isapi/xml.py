@@ -248,6 +248,19 @@ class UserCheck:
         return self.lock_status.lower() == "lock"
 
 
+@dataclass(frozen=True, slots=True)
+class EventAlert:
+    """One `EventNotificationAlert` from the event stream, as the device wrote it."""
+
+    event_type: str
+    """The firmware's word: videoloss, shelteralarm, diskerror, hdFull, illaccess, IO, VMD, …"""
+    active: bool
+    channel: int
+    """channelID / dynChannelID / inputIOPortID; 0 for the device itself (a disk, a login)."""
+    at: datetime | None = None
+    description: str = ""
+
+
 # --- XML plumbing ---------------------------------------------------------------------
 
 
@@ -579,6 +592,41 @@ def parse_user_check(body: bytes | str) -> UserCheck:
         unlock_time=_int(root, "unlockTime"),
         retry_login_time=_int(root, "retryLoginTime"),
     )
+
+
+def parse_event_alert(body: bytes | str) -> EventAlert:
+    """An `EventNotificationAlert` part of `/ISAPI/Event/notification/alertStream`, XML or JSON."""
+    text = body.lstrip() if isinstance(body, bytes) else body.lstrip().encode()
+    if text.startswith(b"{"):
+        document = _json(text)
+        alert = _find_key(document, "EventNotificationAlert")
+        fields = alert if isinstance(alert, dict) else document
+        if not isinstance(fields, dict):
+            raise IsapiParseError("JSON event without an object")
+        event_type = str(fields.get("eventType", "")).strip()
+        state = str(fields.get("eventState", "")).strip().lower()
+        channel = next(
+            (
+                n
+                for key in ("channelID", "dynChannelID", "inputIOPortID")
+                if (n := _as_int(fields.get(key))) is not None
+            ),
+            0,
+        )
+        when = _datetime(str(fields.get("dateTime", "")))
+        description = str(fields.get("eventDescription", ""))
+    else:
+        root = _expect(text, "EventNotificationAlert")
+        event_type = _text(root, "eventType")
+        state = _text(root, "eventState").lower()
+        channel = next(
+            (n for key in ("channelID", "dynChannelID", "inputIOPortID") if (n := _int(root, key)) is not None), 0
+        )
+        when = _datetime(_text(root, "dateTime"))
+        description = _text(root, "eventDescription")
+    if not event_type or state not in ("active", "inactive"):
+        raise IsapiParseError("event without an eventType and an eventState of active/inactive")
+    return EventAlert(_short(event_type, 40), state == "active", channel, when, _short(description))
 
 
 # --- JSON ---------------------------------------------------------------------------------
