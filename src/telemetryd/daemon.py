@@ -35,6 +35,9 @@ from telemetryd.link.monitor import LinkMonitor
 from telemetryd.model import Device, Health, ProbeResult, ProbeSpec, School, SpeedResult, StateChange
 from telemetryd.probes import PROBERS, ProbeContext, open_resources
 from telemetryd.probes.icmp import Pinger
+from telemetryd.probes.isapi import IsapiProber
+from telemetryd.probes.isapi.alerts import Change as EventChange
+from telemetryd.probes.isapi.events import EventStreams
 from telemetryd.reachability.scheduler import SchedulePlan, Scheduler, jobs_per_second
 from telemetryd.reachability.state import SIA_PROBE, RosterPlan, State
 from telemetryd.sdnotify import Notifier
@@ -78,6 +81,7 @@ class Daemon:
         self.instance = InstanceStatus(started_at=time.time(), shard=settings.shard, last_reload_success=time.time())
         self.sia: SiaReceiver | None = None
         self.history: History | None = None
+        self.events: EventStreams | None = None
         self.notifier = notifier or Notifier()
         self.ready = False
         self.listen_address = ""
@@ -132,6 +136,7 @@ class Daemon:
             receiver=self.sia,
             history=self.history,
             pinger=self.ctx.resource(Pinger),
+            events=self.events,
         )
 
     # ------------------------------------------------------------------ lifecycle
@@ -160,6 +165,7 @@ class Daemon:
         settings = self.config.settings
         await self._open_probe_resources(stack)
         await self._start_history(stack, settings)
+        await self._start_events(stack, settings)
         await self._start_sia(stack, settings)
         await self._listen(stack, settings)
 
@@ -225,6 +231,41 @@ class Daemon:
         await asyncio.gather(*self._background, return_exceptions=True)
         if self._scheduler_task is not None:
             await asyncio.gather(self._scheduler_task, return_exceptions=True)
+
+    async def _start_events(self, stack: contextlib.AsyncExitStack, settings: Settings) -> None:
+        """The cameras' and NVRs' event streams, over the ISAPI prober's session (closed before it)."""
+        prober = self.ctx.resource(IsapiProber)
+        if prober is None or self.ctx.secrets is None or not settings.probes.isapi.event_stream:
+            return
+        options = settings.probes.isapi
+        self.events = EventStreams(
+            prober,
+            self.ctx.secrets,
+            on_change=self._on_camera_event,
+            heartbeat_timeout=options.event_heartbeat_timeout,
+            hold=options.event_hold,
+        )
+        self.events.sync(self.config.inventory)
+        stack.push_async_callback(self.events.close)
+
+    def _on_camera_event(self, device: Device, change: EventChange) -> None:
+        """An event began or ended: a row of the outage log (probe ``event:<event>:<channel>``, down while active)."""
+        if self.history is not None:
+            up, down = Health.UP, Health.DOWN
+            self.history.record_changes(
+                [
+                    StateChange(
+                        change.at,
+                        device.school_id,
+                        device.id,
+                        device.kind,
+                        f"event:{change.event}:{change.channel}",
+                        up if change.active else down,
+                        down if change.active else up,
+                        change.event if change.active else "",
+                    )
+                ]
+            )
 
     async def _open_probe_resources(self, stack: contextlib.AsyncExitStack) -> None:
         """Every prober's resources, opened by its own module; a missing ICMP socket is logged, not fatal."""
@@ -400,6 +441,8 @@ class Daemon:
         if self.history is not None:
             self.history.inventory_changed(new.inventory, new.settings.shard)
         self.ctx.reconfigure(new.settings, new.inventory)
+        if self.events is not None:
+            self.events.sync(new.inventory)
         self.scheduler.commit(reload.schedule)
         self.link_monitor.configure(new.settings, new.inventory)
         self.supervision.configure(supervised_panels(new.inventory, new.settings), now=time.monotonic())

@@ -82,6 +82,9 @@ class IsapiSettings(Strict):
         description="PEM bundle that signs the devices' HTTPS certificates (chain and IP SAN checked); relative to "
         "this file; none: trust each device's certificate on first use and pin it",
     )
+    event_stream: bool = Field(True, description="hold each camera's and NVR's alertStream open for events in seconds")
+    event_heartbeat_timeout: Seconds = Field(30.0, description="an event stream silent this long is reopened")
+    event_hold: Seconds = Field(60.0, description="an active event not repeated for this long has ended")
 
 
 class AxProSettings(Strict):

@@ -25,7 +25,7 @@ from prometheus_client.registry import Collector
 from telemetryd.alarm.receiver import SiaReceiver
 from telemetryd.alarm.supervision import Supervision
 from telemetryd.export.alarm import AlarmCollector
-from telemetryd.export.cameras import CameraCollector, VerdictExposition
+from telemetryd.export.cameras import CameraCollector, EventCollector, VerdictExposition
 from telemetryd.export.devices import DeviceExposition
 from telemetryd.export.families import RosterCollector
 from telemetryd.export.history import HistoryCollector
@@ -37,6 +37,7 @@ from telemetryd.history.recorder import History
 from telemetryd.link.compliance import LinkState
 from telemetryd.link.monitor import LinkMonitor
 from telemetryd.probes.icmp import Pinger
+from telemetryd.probes.isapi.events import EventStreams
 from telemetryd.reachability.scheduler import Scheduler
 from telemetryd.reachability.state import Roster, State
 
@@ -54,6 +55,7 @@ class ExportSources:
     receiver: SiaReceiver | None = None
     history: History | None = None
     pinger: Pinger | None = None
+    events: EventStreams | None = None
 
     @property
     def status(self) -> StatusSources:
@@ -87,6 +89,7 @@ class Exposition:
         self.others: list[Collector] = [
             LinkCollector(sources.links, sources.link_monitor),
             HistoryCollector(sources.history),
+            EventCollector(sources.events),
             ProcessCollector(registry=None),
         ]
 

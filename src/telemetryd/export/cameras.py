@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from prometheus_client.metrics_core import GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from telemetryd.cameras.channels import NvrViews, Reachability, nvr_channels, school_verdicts, verdict_inputs
 from telemetryd.cameras.verdict import Judgement
 from telemetryd.export.families import DEVICE_LABELS, Family, RosterCollector, escape, flag
 from telemetryd.model import Device, School
 from telemetryd.probes.isapi import AuthState, IsapiHealth
+from telemetryd.probes.isapi.events import EventStreams
 from telemetryd.reachability.state import ProbeState, Roster
 
 MIB = 1024 * 1024
@@ -119,6 +121,61 @@ class CameraCollector(RosterCollector):
                     disk_free.add_metric(disk_values, disk.free_mb * MIB)
         yield from (hardware, auth, locked, certificate, drift, ntp, uptime, channel_up, recording, unsupported)
         yield from (input_video, disk_ok, disk_size, disk_free)
+
+
+class EventCollector(Collector):
+    """What the devices' event streams say now: active events, and how the streams stand.
+
+    Rendered in the scrape's worker thread while the loop updates the streams: it reads
+    copies (`list()` of a dict is taken whole under the GIL), never iterates a live dict.
+    """
+
+    def __init__(self, events: EventStreams | None) -> None:
+        self.events = events
+
+    def collect(self) -> Iterator[Metric]:
+        """Event states per (device, event, channel) ever active, stream states, event and reconnect counts."""
+        events = self.events
+        if events is None:
+            return
+        active = GaugeMetricFamily(
+            "telemetryd_camera_event_active",
+            "1 while the device's event stream reports the event (video_loss, tampering, disk_error, disk_full, "
+            "illegal_access, io_alarm) on the channel (0: the device itself); 0 once it ended.",
+            labels=["school", "device", "event", "channel"],
+        )
+        since = GaugeMetricFamily(
+            "telemetryd_camera_event_since_timestamp_seconds",
+            "When the active event began (this server's clock).",
+            labels=["school", "device", "event", "channel"],
+        )
+        for stream in list(events.streams.values()):
+            device, book = stream.device, stream.book
+            now_active = dict(book.active)
+            for event, channel in sorted(set(book.seen)):
+                labels = [device.school_id, device.id, event, str(channel)]
+                held = now_active.get((event, channel))
+                active.add_metric(labels, flag(held is not None))
+                if held is not None:
+                    since.add_metric(labels, held[0])
+        streams = GaugeMetricFamily(
+            "telemetryd_isapi_event_streams",
+            "Event streams by state: open, connecting, backoff (reconnecting), unsupported (the device has none; "
+            "asked again daily), auth_failed (waiting for a changed credential).",
+            labels=["state"],
+        )
+        for state, count in sorted(events.states().items()):
+            streams.add_metric([state], count)
+        total = CounterMetricFamily(
+            "telemetryd_isapi_stream_events", "Tracked events that became active, by event.", labels=["event"]
+        )
+        for event, count in sorted(events.events_total.items()):
+            total.add_metric([event], count)
+        reconnects = CounterMetricFamily(
+            "telemetryd_isapi_stream_reconnects", "Event streams opened again after they ended or failed."
+        )
+        reconnects.add_metric([], events.reconnects)
+        yield from (active, since, streams, total, reconnects)
 
 
 VERDICT = Family(

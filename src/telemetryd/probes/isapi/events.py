@@ -122,20 +122,22 @@ class EventStreams:
         return counts
 
     async def close(self) -> None:
-        """Stop every stream (their events end) and the expiry sweep."""
+        """Stop every stream and the expiry sweep (a shutdown ends no event: nothing is emitted)."""
         tasks = [s.task for s in self.streams.values() if s.task is not None]
         for device_id in list(self.streams):
-            self._stop(device_id)
+            self._stop(device_id, ended=False)
         if self._sweeper is not None:
             self._sweeper.cancel()
             tasks.append(self._sweeper)
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _stop(self, device_id: str) -> None:
+    def _stop(self, device_id: str, *, ended: bool = True) -> None:
         stream = self.streams.pop(device_id)
         if stream.task is not None:
             stream.task.cancel()
-        self._emit(stream, stream.book.clear(time.time()))
+        changes = stream.book.clear(time.time())
+        if ended:
+            self._emit(stream, changes)
 
     def _emit(self, stream: StreamState, changes: list[alerts.Change]) -> None:
         for change in changes:
