@@ -174,3 +174,23 @@ async def test_a_removed_device_stream_closes_and_its_events_end(real_sim: Hikvi
     finally:
         await streams.close()
         await prober.close()
+
+
+async def test_open_streams_do_not_take_the_checks_connections(real_sim: HikvisionSim, tmp_path: Path) -> None:
+    """Three streams held open on a prober whose check pool has two connections: a check still runs at once."""
+    devices = [SimDevice(password=PASSWORD) for _ in range(3)]
+    entries = []
+    for index, device in enumerate(devices):
+        host, port = await real_sim.add(device, f"127.0.0.{index + 1}")
+        entries.append((f"s1-dev-{index}", host, port, DeviceKind.CAMERA))
+    prober = IsapiProber(policy=IsapiPolicy(request_timeout=1.0, check_timeout=2.0), connections=2)
+    streams = EventStreams(prober, _secrets(tmp_path))
+    streams.sync(_inventory(*entries))
+    try:
+        await _until("three streams open", lambda: streams.states()["open"] == 3)
+        host, port = next(iter(real_sim.devices))
+        health = await prober.check(host, port, "admin", PASSWORD, "camera", now=time.time())
+        assert health.ok, health.detail
+    finally:
+        await streams.close()
+        await prober.close()

@@ -303,6 +303,7 @@ class IsapiClient:
         scheme: str = "http",
         memory: DeviceMemory | None = None,
         trust: TlsTrust | None = None,
+        stream_session: aiohttp.ClientSession | None = None,
         log: structlog.typing.FilteringBoundLogger | None = None,
     ) -> None:
         self.host = host
@@ -313,6 +314,7 @@ class IsapiClient:
         self.trust = trust
         """HTTPS when set: how the device's certificate is trusted."""
         self._session = session
+        self._stream_session = stream_session or session
         self._base = f"{'https' if trust is not None else scheme}://{host}:{port}"
         self._changed_to: bytes | None = None
         """The unpinned certificate the device last showed (certificate_changed), until re-trusted."""
@@ -794,7 +796,8 @@ class IsapiClient:
         cap = self.policy.max_body_bytes
         try:
             async with asyncio.timeout(self.policy.request_timeout):
-                response = await self._session.request(
+                session = self._stream_session if stream else self._session
+                response = await session.request(
                     method, self._base + path, headers=headers, data=body, allow_redirects=False, ssl=verify
                 )
                 if 300 <= response.status < 400:
@@ -1035,6 +1038,14 @@ class IsapiProber:
             timeout=aiohttp.ClientTimeout(total=None),  # per-request deadlines are ours (asyncio.timeout)
             headers={"User-Agent": "telemetryd"},
         )
+        # Event streams hold a connection each for hours: their own pool, unbounded in total (one per
+        # device), so 10,000 open streams never starve the checks of the bounded pool above.
+        self.stream_session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, limit_per_host=1, ttl_dns_cache=None),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            timeout=aiohttp.ClientTimeout(total=None),
+            headers={"User-Agent": "telemetryd"},
+        )
         self._clients: dict[tuple[str, int, bool], IsapiClient] = {}
 
     def client(self, device_host: str, port: int = 80, *, tls: bool = False) -> IsapiClient:
@@ -1049,6 +1060,7 @@ class IsapiProber:
                 policy=self.policy,
                 trust=self._trust if tls else None,
                 memory=self.memory,
+                stream_session=self.stream_session,
                 log=self._log,
             )
         return client
@@ -1129,6 +1141,7 @@ class IsapiProber:
             self._save_timer.cancel()
         if self.pins.dirty:
             self._save_pins()
+        await self.stream_session.close()
         await self.session.close()
 
     async def __aenter__(self) -> IsapiProber:
