@@ -113,3 +113,15 @@ def test_tampering_ends_on_its_inactive_and_untracked_events_are_ignored() -> No
 def test_boundary_of(content_type: str, boundary: bytes | None) -> None:
     """The boundary, quoted or not; none for a body that is not multipart."""
     assert alerts.boundary_of(content_type) == boundary
+
+
+def test_an_event_part_with_a_dtd_expands_nothing() -> None:
+    """Entities in an event part are never interpreted: the billion laughs reads as text, cheaply."""
+    body = (
+        b'<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;">]>'
+        b"<EventNotificationAlert><eventType>&b;</eventType><eventState>active</eventState></EventNotificationAlert>"
+    )
+    alert = xml.parse_event_alert(body)
+    assert alert.event_type == "&b;" and alerts.event_name(alert.event_type) is None
+    with pytest.raises(xml.IsapiParseError):
+        xml.parse_event_alert(b"<DeviceInfo><eventType>videoloss</eventType></DeviceInfo>")

@@ -38,6 +38,8 @@ import asyncio
 import contextlib
 import json
 import os
+import random
+import resource
 import socket
 import ssl
 import sys
@@ -824,16 +826,25 @@ async def _hostile(request: web.Request, fault: BodyFault) -> web.StreamResponse
 # --- stand-alone process for the bench ----------------------------------------------------------
 
 
-async def _serve_fleet(cameras: int, nvrs: int, password: str) -> None:
+async def _serve_fleet(
+    cameras: int, nvrs: int, password: str, heartbeat: float, events_per_minute: float, *, own_hosts: bool = False
+) -> None:
     sim = HikvisionSim()
     listed = []
     variants = ["ipc-v5", "ipc-sha256", "ipc-old"]
     for index in range(cameras + nvrs):
         nvr = index >= cameras
         firmware = FIRMWARE["nvr-isapi" if nvr else variants[index % len(variants)]]
-        host, port = await sim.add(SimDevice(kind="nvr" if nvr else "camera", firmware=firmware, password=password))
+        device = SimDevice(
+            kind="nvr" if nvr else "camera", firmware=firmware, password=password, heartbeat_interval=heartbeat
+        )
+        # own_hosts: one loopback address per device on port 80, as a city has (no ephemeral ports taken).
+        where = (f"127.20.{index // 250}.{index % 250 + 1}", 80) if own_hosts else ("127.0.0.1", 0)
+        host, port = await sim.add(device, *where)
         listed.append({"host": host, "port": port, "kind": "nvr" if nvr else "camera"})
     print(json.dumps({"devices": listed}), flush=True)
+    if events_per_minute > 0:
+        asyncio.get_running_loop().create_task(_event_schedule(sim, 60.0 / events_per_minute))
     loop = asyncio.get_running_loop()
     closed = asyncio.Event()
     loop.add_reader(sys.stdin.fileno(), closed.set)  # the parent closing our stdin ends us
@@ -843,15 +854,46 @@ async def _serve_fleet(cameras: int, nvrs: int, password: str) -> None:
         await sim.close()
 
 
+def raise_file_limit(wanted: int) -> int:
+    """Open-file limit of at least `wanted` where allowed (root may raise the hard limit); returns the limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    for limit in (max(wanted, soft), hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, max(limit, hard)))
+            return limit
+        except (ValueError, OSError):
+            continue
+    return soft
+
+
+async def _event_schedule(sim: HikvisionSim, every: float) -> None:
+    """Tampering on a random device every `every` seconds, each ending 5 s later (the bench's event load)."""
+    rng = random.Random(12)
+    devices = list(sim.devices.values())
+    while True:
+        await asyncio.sleep(every)
+        device = rng.choice(devices)
+        device.raise_event("shelteralarm", 1)
+        asyncio.get_running_loop().call_later(5.0, device.clear_event, "shelteralarm", 1)
+
+
 def main() -> None:
     """Serve a fleet of simulated cameras and NVRs on 127.0.0.1 until stdin closes."""
     parser = argparse.ArgumentParser(description="simulated Hikvision cameras/NVRs on 127.0.0.1")
     parser.add_argument("--cameras", type=int, default=450)
     parser.add_argument("--nvrs", type=int, default=50)
     parser.add_argument("--password", default="Sch00l-cam")
+    parser.add_argument("--heartbeat", type=float, default=10.0, help="event stream heartbeat, seconds")
+    parser.add_argument("--events-per-minute", type=float, default=0.0, help="tampering events across the fleet")
+    parser.add_argument("--own-hosts", action="store_true", help="each device on its own 127.20.x.y:80 (root)")
     args = parser.parse_args()
+    raise_file_limit(4 * (args.cameras + args.nvrs))  # a listening and an accepted socket per device, and spare
     with contextlib.suppress(KeyboardInterrupt):
-        uvloop.run(_serve_fleet(args.cameras, args.nvrs, args.password))
+        uvloop.run(
+            _serve_fleet(
+                args.cameras, args.nvrs, args.password, args.heartbeat, args.events_per_minute, own_hosts=args.own_hosts
+            )
+        )
 
 
 if __name__ == "__main__":

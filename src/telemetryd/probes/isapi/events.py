@@ -44,6 +44,9 @@ CREDENTIAL_RECHECK = 60.0
 _LACKING = ("not_supported", "http_403", "http_404", "http_405", "http_501")
 _REFUSED = ("auth_failed", "locked", "credentials", "bad_challenge", "certificate_changed", "pins_unreadable")
 STATES = ("connecting", "open", "backoff", "unsupported", "auth_failed")
+OPENING = 64
+"""Streams being opened at once: 10,000 opening together at start-up time out on the devices' side
+and all back off; queued, they open in seconds."""
 
 
 @dataclass(slots=True)
@@ -55,6 +58,7 @@ class StreamState:
     book: alerts.EventBook
     state: str = "connecting"
     reason: str = ""
+    detail: str = ""
     opened: int = 0
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
@@ -95,8 +99,11 @@ class EventStreams:
         self.events_total: Counter[str] = Counter()
         """Tracked events that became active, by event."""
         self.reconnects = 0
+        self.parts = 0
+        """Event parts read (heartbeats included): the streams' work."""
         self._log = log or structlog.get_logger("telemetryd.probe.isapi")
         self._sweeper: asyncio.Task[None] | None = None
+        self._opening = asyncio.Semaphore(OPENING)
 
     def sync(self, inventory: Inventory) -> None:
         """Open streams for new devices, close those of removed ones (their active events end)."""
@@ -187,9 +194,10 @@ class EventStreams:
             return CREDENTIAL_RECHECK
         client = self.prober.client(device.host, spec.port or (443 if spec.tls else 80), tls=spec.tls)
         try:
-            response = await client.open_stream(username, password, PATH, now=time.time())
+            async with self._opening:
+                response = await client.open_stream(username, password, PATH, now=time.time())
         except StreamRefused as refused:
-            stream.reason = refused.reason
+            stream.reason, stream.detail = refused.reason, refused.detail
             if refused.reason in _LACKING:
                 stream.state = "unsupported"
                 return UNSUPPORTED_RETRY
@@ -228,6 +236,7 @@ class EventStreams:
                 return
             now = time.time()
             for part in reader.feed(chunk):
+                self.parts += 1
                 try:
                     alert = xml.parse_event_alert(part.body)
                 except xml.IsapiParseError:

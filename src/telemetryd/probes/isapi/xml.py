@@ -594,6 +594,13 @@ def parse_user_check(body: bytes | str) -> UserCheck:
     )
 
 
+_ALERT_FIELD = re.compile(
+    rb"<(?:\w+:)?(eventType|eventState|channelID|dynChannelID|inputIOPortID|dateTime|eventDescription)>"
+    rb"([^<]{0,200})</"
+)
+_ALERT_CHANNELS = ("channelID", "dynChannelID", "inputIOPortID")
+
+
 def parse_event_alert(body: bytes | str) -> EventAlert:
     """An `EventNotificationAlert` part of `/ISAPI/Event/notification/alertStream`, XML or JSON."""
     text = body.lstrip() if isinstance(body, bytes) else body.lstrip().encode()
@@ -616,14 +623,16 @@ def parse_event_alert(body: bytes | str) -> EventAlert:
         when = _datetime(str(fields.get("dateTime", "")))
         description = str(fields.get("eventDescription", ""))
     else:
-        root = _expect(text, "EventNotificationAlert")
-        event_type = _text(root, "eventType")
-        state = _text(root, "eventState").lower()
-        channel = next(
-            (n for key in ("channelID", "dynChannelID", "inputIOPortID") if (n := _int(root, key)) is not None), 0
-        )
-        when = _datetime(_text(root, "dateTime"))
-        description = _text(root, "eventDescription")
+        # Every 10 s from every device: the few flat fields are read by pattern, not by building a tree
+        # (several times cheaper, and nothing like a DTD or an entity is ever interpreted).
+        if b"EventNotificationAlert" not in text[:512]:
+            raise IsapiParseError("not an EventNotificationAlert")
+        fields = {m.group(1).decode(): m.group(2) for m in _ALERT_FIELD.finditer(text)}
+        event_type = fields.get("eventType", b"").decode("utf-8", "replace").strip()
+        state = fields.get("eventState", b"").decode("ascii", "replace").strip().lower()
+        channel = next((int(n) for key in _ALERT_CHANNELS if (n := fields.get(key, b"").strip()).isdigit()), 0)
+        when = _datetime(fields.get("dateTime", b"").decode("ascii", "replace"))
+        description = fields.get("eventDescription", b"").decode("utf-8", "replace").strip()
     if not event_type or state not in ("active", "inactive"):
         raise IsapiParseError("event without an eventType and an eventState of active/inactive")
     return EventAlert(_short(event_type, 40), state == "active", channel, when, _short(description))
