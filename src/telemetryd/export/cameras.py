@@ -169,7 +169,7 @@ class EventCollector(Collector):
         total = CounterMetricFamily(
             "telemetryd_isapi_stream_events", "Tracked events that became active, by event.", labels=["event"]
         )
-        for event, count in sorted(events.events_total.items()):
+        for event, count in sorted(list(events.events_total.items())):
             total.add_metric([event], count)
         reconnects = CounterMetricFamily(
             "telemetryd_isapi_stream_reconnects", "Event streams opened again after they ended or failed."

@@ -125,7 +125,7 @@ class EventStreams:
     def states(self) -> Counter[str]:
         """Streams per state (every state present, 0 included)."""
         counts = Counter(dict.fromkeys(STATES, 0))
-        counts.update(stream.state for stream in self.streams.values())
+        counts.update(stream.state for stream in list(self.streams.values()))  # a copy: scrapes read from a thread
         return counts
 
     async def close(self) -> None:
