@@ -7,11 +7,11 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from telemetryd.sim.hikvision import HikvisionSim, SimDevice
 
 from ..daemon_process import DaemonProcess
+from ..helpers import school, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -38,23 +38,13 @@ async def test_events_reach_metrics_in_seconds_resolve_and_survive_a_dropped_str
         (tmp_path / "credentials").mkdir()
         (tmp_path / "credentials" / "hik").write_text(f"admin:{PASSWORD}\n")
         device = {"id": "s1-cam", "kind": "camera", "host": host, "credentials": "hik", "probes": [f"isapi:{port}"]}
-        (tmp_path / "inventory").mkdir()
-        (tmp_path / "inventory" / "s1.yaml").write_text(
-            yaml.safe_dump({"schools": [{"id": "s1", "name": "School 1", "district": "Abay", "devices": [device]}]})
-        )
-        config = tmp_path / "telemetryd.yaml"
-        config.write_text(
-            yaml.safe_dump(
-                {
-                    "listen": "127.0.0.1:0",
-                    "inventory": "inventory",
-                    "credentials_directory": "credentials",
-                    "state_directory": "state",
-                    # Checks every 5 minutes: whatever shows in seconds came over the event stream.
-                    "probes": {"isapi": {"interval": "5m", "timeout": 5, "event_hold": 3}},
-                    "logging": {"format": "json"},
-                }
-            )
+        config = write_config(
+            tmp_path,
+            [school("s1", [device])],
+            credentials_directory="credentials",
+            state_directory="state",
+            # Checks every 5 minutes: whatever shows in seconds came over the event stream.
+            probes={"isapi": {"interval": "5m", "timeout": 5, "event_hold": 3}},
         )
         with DaemonProcess(config) as daemon:
             await asyncio.to_thread(daemon.started)

@@ -7,11 +7,11 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from telemetryd.sim.hikvision import HikvisionSim, SimDevice
 
 from ..daemon_process import DaemonProcess
+from ..helpers import school, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -40,23 +40,13 @@ async def test_a_restart_costs_no_further_failed_login(tmp_path: Path) -> None:
             {"id": f"s1-{name}", "kind": "camera", "host": host, "credentials": "hik", "probes": [f"isapi:{port}"]}
             for name, (host, port) in (("cam-good", good_at), ("cam-wrong", wrong_at))
         ]
-        (tmp_path / "inventory").mkdir()
-        (tmp_path / "inventory" / "s1.yaml").write_text(
-            yaml.safe_dump({"schools": [{"id": "s1", "name": "School 1", "district": "Abay", "devices": devices}]})
-        )
-        config = tmp_path / "telemetryd.yaml"
-        config.write_text(
-            yaml.safe_dump(
-                {
-                    "listen": "127.0.0.1:0",
-                    "inventory": "inventory",
-                    "credentials_directory": "credentials",
-                    "state_directory": "state",
-                    "probes": {"isapi": {"interval": 0.5, "timeout": 5}},
-                    "hysteresis": {"down_after": 1, "up_after": 1},
-                    "logging": {"format": "json"},
-                }
-            )
+        config = write_config(
+            tmp_path,
+            [school("s1", devices)],
+            credentials_directory="credentials",
+            state_directory="state",
+            probes={"isapi": {"interval": 0.5, "timeout": 5}},
+            hysteresis={"down_after": 1, "up_after": 1},
         )
         rejected = 'telemetryd_isapi_auth_ok{device="s1-cam-wrong",kind="camera",school="s1"} 0.0'
         accepted = 'telemetryd_isapi_auth_ok{device="s1-cam-good",kind="camera",school="s1"} 1.0'

@@ -38,7 +38,7 @@ from typing import Any
 
 import structlog
 
-__all__ = ["CAPABILITY_SECONDS", "DeviceMemory", "Login"]
+__all__ = ["CAPABILITY_SECONDS", "DeviceMemory", "Login", "write_private"]
 
 CAPABILITY_SECONDS = 86400.0
 """A check a device lacks is asked again after this long (or at once after a firmware change)."""
@@ -183,7 +183,7 @@ class DeviceMemory:
         except FileNotFoundError:
             pass
         key = os.urandom(32)
-        _write_private(path, key)
+        write_private(path, key)
         return key
 
     def _load(self, name: str) -> dict[str, Any]:
@@ -207,18 +207,20 @@ class DeviceMemory:
         if self.directory is None:
             return
         try:
-            _write_private(self.directory / name, json.dumps(document, separators=(",", ":")).encode())
+            write_private(self.directory / name, json.dumps(document, separators=(",", ":")).encode())
         except OSError as exc:
             # Memory still holds it; the daemon goes on, loudly (a full disk must not stop the probes).
             log.error("isapi_memory_write_failed", file=str(self.directory / name), error=str(exc))
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    """Write `data` to `path` whole (temporary file, fsync, rename), readable by the owner only."""
+def write_private(path: Path, data: bytes) -> None:
+    """Write `data` to `path` whole, readable by the owner only: temporary file, fsync, rename, fsync
+    the directory, so a crash leaves the old file or the new one (the ISAPI memory and the pins)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         with os.fdopen(fd, "wb") as handle:
+            os.fchmod(fd, 0o600)  # O_CREAT's mode is ignored for a leftover file
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
@@ -227,3 +229,8 @@ def _write_private(path: Path, data: bytes) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from telemetryd.probes.isapi.memory import write_private
+
 __all__ = ["PIN_FILE", "Pin", "PinFileError", "PinStore", "certificate_fingerprint", "endpoint", "short"]
 
 PIN_FILE = "isapi-certificates.json"
@@ -218,17 +220,5 @@ class PinStore:
     def _write(self, pins: dict[str, Pin]) -> None:
         """Temporary file, fsync, rename, fsync the directory: a crash leaves the old file or the new one."""
         assert self.path is not None
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            os.fchmod(fd, 0o600)  # O_CREAT's mode is ignored for a leftover file
-            out.write(_render(pins))
-            out.flush()
-            os.fsync(fd)
-        os.replace(tmp, self.path)
-        directory = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        write_private(self.path, _render(pins))
         self._stamp = self._file_stamp()
