@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import stat
 import sys
 from pathlib import Path
 
@@ -202,7 +204,11 @@ def check_config(path: Path) -> int:
 
 def _looks_like_inventory(path: Path) -> bool:
     try:
-        head = path.read_text(encoding="utf-8", errors="replace")[:65536]
+        # Non-blocking and only the head: the path may be a FIFO or huge (the loader then says so).
+        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as file:
+            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+                return False
+            head = file.read(65536).decode("utf-8", errors="replace")
     except OSError:
         return False
     # A top-level `schools:` key or a bare list is an inventory; anything else is settings.

@@ -25,6 +25,7 @@ from telemetryd.alarm.receiver import Reception, SiaReceiver
 from telemetryd.alarm.supervision import Supervision, panel_devices, supervised_panels, supervision_results
 from telemetryd.config import Config, ConfigError, load_config, loading_config
 from telemetryd.config.settings import Settings
+from telemetryd.config.yamlsrc import unexpected
 from telemetryd.export.app import ExportSources, create_app
 from telemetryd.export.instance import InstanceStatus
 from telemetryd.history.dbcli import NoDatabase, database_access
@@ -371,11 +372,15 @@ class Daemon:
             # Parsing and planning 100,000 devices is seconds of work: on the loop in 5 ms slices
             # (a thread would hold the GIL against the loop's every socket call); only the swap
             # is one step, in time proportional to what changed.
-            new = await slices.sliced(self._reloading())
-            if new is not None:
-                self._swap(new)
-                await asyncio.sleep(0)  # the swap and the freeing of what it replaced: two stalls, not one
-                del new  # its plans hold the replaced generation: let it go now, not at the next reload
+            try:
+                new = await slices.sliced(self._reloading())
+                if new is not None:
+                    self._swap(new)
+                    await asyncio.sleep(0)  # the swap and the freeing of what it replaced: two stalls, not one
+                    del new  # its plans hold the replaced generation: let it go now, not at the next reload
+            except Exception as exc:  # a bug met by some configuration: say so and serve the next SIGHUP
+                log.exception("reload_failed", path=str(self.config.path), reason=unexpected(exc))
+                self._reload_failed()
 
     def reload(self) -> bool:
         """Load the config again; swap it in whole, or keep the old one and say why."""
@@ -392,18 +397,21 @@ class Daemon:
             try:
                 new = yield from loading_config(path, self.config.inventory)
             except ConfigError as exc:
-                self.instance.last_reload_ok = False
                 log.error(
                     "reload_failed",
                     path=str(path),
                     problems=[str(p) for p in exc.problems],
                     action="kept the running configuration",
                 )
-                self.notifier.notify(status="reload failed; running the previous configuration")
+                self._reload_failed()
                 return None
             roster = yield from self.state.planning(new.inventory)
             schedule = yield from self.scheduler.planning(new.inventory, new.settings)
             return Reload(new, roster, schedule)
+
+    def _reload_failed(self) -> None:
+        self.instance.last_reload_ok = False
+        self.notifier.notify(status="reload failed; running the previous configuration")
 
     def _swap(self, reload: Reload) -> None:
         """Put a loaded configuration in place: state, schedule, links and supervision follow it."""

@@ -130,8 +130,8 @@ def test_example_inventory_loads_with_defaults_filled_in() -> None:
         ({"speedtest": {"quiet_windows": ["08:00-25:00"]}}, 3, "speedtest.quiet_windows[0]", "hours 0-24"),
         ({"speedtest": {"below_contract_ratio": 1.5}}, 2, "speedtest.below_contract_ratio", "less than or equal to 1"),
         ({"probes": {"snmp": {"retries": 0}}}, 3, "probes.snmp.retries", "greater than or equal to 1"),
-        ({"history": {"dsn": "postgresql://t:hunter2@db/t"}}, 2, "history.dsn", "must not be in the DSN"),
-        ({"history": {"dsn": "postgresql://t@db/t?password=hunter2"}}, 2, "history.dsn", "must not be in the DSN"),
+        ({"history": {"dsn": "postgresql://t:hunter2@db/t"}}, 2, "history.dsn", "must not be in the URL"),
+        ({"history": {"dsn": "postgresql://t@db/t?password=hunter2"}}, 2, "history.dsn", "must not be in the URL"),
         ({"history": {"dsn": "mysql://t@db/t"}}, 2, "history.dsn", "expected postgresql://"),
         (
             {"history": {"maintenance": [{"start": "2026-11-14T22:00:00", "end": "2026-11-15T02:00:00+05:00"}]}},

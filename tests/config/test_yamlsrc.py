@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from telemetryd.config import yamlsrc
-from telemetryd.config.yamlsrc import MAX_EXPANDED_NODES, read_yaml
+from telemetryd.config.yamlsrc import MAX_ALIAS_NODES, MAX_DEPTH, MAX_EXPANDED_NODES, read_yaml
 from telemetryd.slices import finish
 
 DOCUMENTS = [
@@ -83,14 +83,69 @@ def test_broken_documents_are_problems_with_lines(tmp_path: Path, text: str, exp
     assert all(p.line is not None for p in problems)
 
 
-def test_an_alias_bomb_is_refused_quickly(tmp_path: Path) -> None:
-    """Nine levels of nine aliases stand for 387 million values: refused at the cap, not expanded."""
+def test_an_alias_bomb_is_refused_at_its_first_big_alias(tmp_path: Path) -> None:
+    """Nine levels of nine aliases stand for 387 million values: refused at the first alias standing for more
+    than MAX_ALIAS_NODES, with one problem at its line, not expanded."""
     lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
     lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
     path = tmp_path / "bomb.yaml"
     path.write_text("\n".join(lines) + "\n")
     _, _, problems = read_yaml(path)
+    assert [(p.line, p.message) for p in problems] == [
+        (7, f"alias *a5 stands for 531,441 values (at most {MAX_ALIAS_NODES:,})")
+    ]
+
+
+def test_many_uses_of_a_modest_alias_are_refused_at_the_total_cap(tmp_path: Path) -> None:
+    """Each alias stands for 59,049 values (under the per-alias cap), but 100 of them exceed MAX_EXPANDED_NODES."""
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 5)]
+    lines.append(f"many: [{', '.join(['*a4'] * 100)}]")
+    path = tmp_path / "wide.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    _, _, problems = read_yaml(path)
     assert [p.message for p in problems] == [f"aliases expand to more than {MAX_EXPANDED_NODES:,} values"]
+
+
+@pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 999, 5000])
+def test_nesting_deeper_than_the_limit_is_one_problem(tmp_path: Path, depth: int) -> None:
+    """Lists nested past MAX_DEPTH (also past Python's recursion limit) are one problem; past 1,000 levels
+    libyaml's scanner, reading ahead, says so before the builder does."""
+    path = tmp_path / "deep.yaml"
+    path.write_text("x: " + "[" * depth + "]" * depth + "\n")
+    _, _, problems = read_yaml(path)
+    expected = f"nested deeper than {MAX_DEPTH} levels" if depth < 1000 else "exceeded maximum nesting depth"
+    assert [p.line for p in problems] == [1]
+    assert expected in problems[0].message
+
+
+def test_nesting_at_the_limit_is_read(tmp_path: Path) -> None:
+    """MAX_DEPTH levels in all (the top mapping included) still parse."""
+    path = tmp_path / "deep.yaml"
+    path.write_text("x: " + "[" * (MAX_DEPTH - 1) + "]" * (MAX_DEPTH - 1) + "\n")
+    value, _, problems = read_yaml(path)
+    assert problems == []
+    inner = value["x"]
+    for _ in range(MAX_DEPTH - 2):
+        inner = inner[0]
+    assert inner == []
+
+
+def test_a_file_over_the_size_limit_is_refused_unread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file larger than MAX_FILE_BYTES is one problem naming its size; nothing of it is parsed."""
+    monkeypatch.setattr(yamlsrc, "MAX_FILE_BYTES", 1000)
+    path = tmp_path / "big.yaml"
+    path.write_text("schools: []\n" + "# padding\n" * 200)
+    _, _, problems = read_yaml(path)
+    assert [p.message for p in problems] == ["file is 2,012 bytes, more than 1,000"]
+
+
+def test_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    """A named pipe in the settings' place (no writer on the other end) is refused at once, not waited on."""
+    path = tmp_path / "pipe.yaml"
+    os.mkfifo(path)
+    _, _, problems = read_yaml(path)
+    assert [p.message for p in problems] == ["not a regular file"]
 
 
 def _inventory_files(tmp_path: Path, files: int, schools: int) -> list[Path]:

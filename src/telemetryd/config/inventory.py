@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from telemetryd.config.settings import parse_duration
+from telemetryd.config.settings import parse_duration, refuse_credentials
 from telemetryd.model import (
     Contract,
     Device,
@@ -219,6 +219,7 @@ class SpeedTestEntry(Strict):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
+        refuse_credentials(value)  # before anything echoes the value
         parsed = urlsplit(value.strip())
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
             raise ValueError(

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from telemetryd.config.inventory import InventoryFile, SchoolEntry
 from telemetryd.config.settings import Settings, Shard
-from telemetryd.config.yamlsrc import Loc, Problem, Readings, SourceMap, read_yaml
+from telemetryd.config.yamlsrc import Loc, Problem, Readings, SourceMap, read_yaml, unexpected
 from telemetryd.model import Inventory, School
 from telemetryd.slices import Steps, finish
 
@@ -103,6 +103,8 @@ def _validate(model: type[BaseModel], data: Any, source: SourceMap, at: Loc = ()
     """`model` from `data` found at path `at` of the file, or every problem with its place."""
     try:
         return model.model_validate(data), []
+    except (RecursionError, MemoryError) as exc:  # a value too deep or large for the validator itself
+        return None, [source.problem(at, f"cannot be validated: {unexpected(exc)}")]
     except ValidationError as exc:
         problems = []
         for error in exc.errors(include_url=False):
@@ -147,7 +149,8 @@ def _with_ca_file(settings: Settings, path: Path, source: SourceMap) -> Settings
 def inventory_files(path: Path) -> list[Path]:
     """The YAML files an inventory path stands for: itself, or a directory's files, sorted."""
     if path.is_dir():
-        return sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in INVENTORY_SUFFIXES)
+        # Not only regular files: a FIFO or device named *.yaml is reported (not a regular file), not skipped.
+        return sorted(p for p in path.rglob("*") if p.suffix in INVENTORY_SUFFIXES and not p.is_dir())
     return [path]
 
 
@@ -163,7 +166,7 @@ def loading_inventory(path: Path, previous: Inventory | None = None) -> Steps[In
     a reload then replaces only what changed, and letting go of the old generation frees
     a few containers instead of 100,000 devices at once (~0.4 s of deallocation on the loop).
     """
-    inventory, _ = yield from _loading_inventory(path, previous)
+    inventory, _ = yield from _guarded(_loading_inventory(path, previous), path)
     return inventory
 
 
@@ -303,6 +306,23 @@ def load_config(path: Path) -> Config:
 
 def loading_config(path: Path, previous: Inventory | None = None) -> Steps[Config]:
     """`load_config` in steps (see `telemetryd.slices`); unchanged schools and devices are `previous`'s objects."""
+    return (yield from _guarded(_loading_config(path, previous), path))
+
+
+_T = typing.TypeVar("_T")
+
+
+def _guarded(steps: Steps[_T], path: Path) -> Steps[_T]:
+    """`steps`, with any exception but ConfigError turned into one: a reload must say why it failed, and go on."""
+    try:
+        return (yield from steps)
+    except ConfigError:
+        raise
+    except Exception as exc:  # a hostile file reaching a bug: one line, not a traceback and a dead reload
+        raise ConfigError([Problem(str(path), None, "", f"cannot be loaded: {unexpected(exc)}")]) from exc
+
+
+def _loading_config(path: Path, previous: Inventory | None) -> Steps[Config]:
     path = path.resolve() if path.exists() else path
     problems: list[Problem] = []
     try:

@@ -184,13 +184,23 @@ class HistorySettings(Strict):
     def _no_password(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        parsed = urlsplit(value)
-        if parsed.scheme not in {"postgresql", "postgres"}:
+        if urlsplit(value).scheme not in {"postgresql", "postgres"}:
             raise ValueError("expected postgresql://user@host:port/database")
-        if parsed.password is not None or re.search(r"(?:^|[?&])password=", parsed.query):
-            # Never echo the value: it holds the secret.
-            raise ValueError("the password must not be in the DSN (it would reach logs); put it in `credentials`")
+        refuse_credentials(value, user_allowed=True)  # the database user is no secret; its password is
         return value
+
+
+def refuse_credentials(value: str, *, user_allowed: bool = False) -> None:
+    """Raise ValueError when the URL `value` carries a password (or any user, unless `user_allowed`).
+
+    Credentials in a URL reach every log line and command output that shows the URL; they belong
+    in a named secret. The message never repeats the value.
+    """
+    parsed = urlsplit(value.strip())
+    if parsed.password is not None or (parsed.username is not None and not user_allowed):
+        raise ValueError("credentials must not be in the URL (it is shown in logs and output); use `credentials`")
+    if re.search(r"(?:^|[?&])(?:password|passwd|pass|token)=", parsed.query, re.IGNORECASE):
+        raise ValueError("secrets must not be in the URL's query (it is shown in logs and output); use `credentials`")
 
 
 class DeviceKindSettings(Strict):

@@ -20,6 +20,7 @@ import concurrent.futures
 import multiprocessing
 import os
 import pickle
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +39,17 @@ _IMPLICIT = yaml.resolver.Resolver.yaml_implicit_resolvers
 EVENTS_PER_STEP = 2000
 """Events between two yields of `reading`: ~1 ms of work."""
 MAX_EXPANDED_NODES = 5_000_000
-"""Values a file may stand for once its aliases are followed (an alias bomb stands for billions)."""
+"""Values a file may stand for once its aliases are followed (an alias bomb stands for billions).
+A 100,000-device inventory stands for ~1.5 million."""
+MAX_ALIAS_NODES = 100_000
+"""Values one alias may stand for: anchors share probe lists, contracts, credentials names (tens
+of values); a nest of aliases each standing for the one before is how a bomb is built."""
+MAX_DEPTH = 64
+"""Collections inside collections: an inventory nests ~7 deep. Deeper documents are refused before
+anything (pydantic, pickle, repr) walks them recursively; libyaml's own limit (1,000) would let
+Python's recursion limit be reached first, and the pure-Python parser has none."""
+MAX_FILE_BYTES = 64 << 20
+"""A settings or inventory file larger than this is refused unread (~400,000 devices in one file)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +98,12 @@ def read_yaml_lines(source: SourceMap) -> None:
     """Read `source`'s text again, keeping the line of every path (only ever for a file with something wrong)."""
     source.keep_lines({})  # a syntax error on the way leaves it empty, not re-read for ever
     finish(_build(source, record_lines=True))
+
+
+def unexpected(exc: BaseException) -> str:
+    """An exception nobody planned for, in one line: its type and the first line of its message."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
 
 
 def format_loc(loc: Loc) -> str:
@@ -183,6 +200,9 @@ class _Builder:
             if isinstance(event, yaml.ScalarEvent):
                 self._place(stack, self._scalar(event, line), line, event.anchor, size=1)
             elif isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
+                if len(stack) >= MAX_DEPTH:
+                    self.problems.append(Problem(self.source.file, line, "", f"nested deeper than {MAX_DEPTH} levels"))
+                    return None
                 collection: dict[Any, Any] | list[Any] = {} if isinstance(event, yaml.MappingStartEvent) else []
                 loc = self._child_loc(stack)
                 if loc is None:  # a collection as a mapping key: not a plain word
@@ -201,7 +221,8 @@ class _Builder:
                 else:
                     document = done.value
             elif isinstance(event, yaml.AliasEvent):
-                self._alias(stack, event.anchor or "", line)
+                if not self._alias(stack, event.anchor or "", line):
+                    return None  # a bomb: one problem is enough
             elif isinstance(event, yaml.DocumentStartEvent):
                 documents += 1
                 if documents > 1:
@@ -275,7 +296,8 @@ class _Builder:
         if self.lines is not None:
             self.lines[child] = top.key_line
 
-    def _alias(self, stack: list[_Building], anchor: str, line: int) -> None:
+    def _alias(self, stack: list[_Building], anchor: str, line: int) -> bool:
+        """Place the anchored value; False when it stands for too much to build on."""
         if anchor not in self._anchors:
             if any(building.anchor == anchor for building in stack):
                 message = f"alias *{anchor} refers to a value that contains it"
@@ -283,8 +305,14 @@ class _Builder:
                 message = f"alias *{anchor} has no anchor &{anchor} before it"
             self.problems.append(Problem(self.source.file, line, "", message))
             self._place(stack, None, line, None, size=1)
-            return
-        self._place(stack, self._anchors[anchor], line, None, size=self._sizes[anchor])
+            return True
+        size = self._sizes[anchor]
+        if size > MAX_ALIAS_NODES:
+            message = f"alias *{anchor} stands for {size:,} values (at most {MAX_ALIAS_NODES:,})"
+            self.problems.append(Problem(self.source.file, line, "", message))
+            return False
+        self._place(stack, self._anchors[anchor], line, None, size=size)
+        return True
 
     def _scalar(self, event: yaml.ScalarEvent, line: int) -> Any:
         value: str = event.value
@@ -334,7 +362,20 @@ def read_yaml(path: Path, display: str | None = None) -> tuple[Any, SourceMap, l
 def _source(path: Path, display: str | None) -> tuple[SourceMap, list[Problem]]:
     name = display or str(path)
     try:
-        return SourceMap(name, path.read_text(encoding="utf-8")), []
+        # Opened without blocking and checked before reading: a FIFO would hang the reader, /dev/zero never end.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with open(fd, "rb") as file:
+            info = os.fstat(file.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                return SourceMap(name), [Problem(name, None, "", "not a regular file")]
+            if info.st_size > MAX_FILE_BYTES:
+                return SourceMap(name), [
+                    Problem(name, None, "", f"file is {info.st_size:,} bytes, more than {MAX_FILE_BYTES:,}")
+                ]
+            data = file.read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:  # grew while being read
+            return SourceMap(name), [Problem(name, None, "", f"file is more than {MAX_FILE_BYTES:,} bytes")]
+        return SourceMap(name, data.decode("utf-8")), []
     except OSError as exc:
         return SourceMap(name), [Problem(name, None, "", f"cannot read file: {exc.strerror}")]
     except UnicodeDecodeError:
@@ -482,6 +523,9 @@ def _build(source: SourceMap, *, record_lines: bool) -> Steps[tuple[Any, list[Pr
         return None, [Problem(source.file, line, "", f"YAML syntax error: {exc.problem}")]
     except yaml.YAMLError as exc:
         return None, [Problem(source.file, None, "", f"YAML error: {exc}")]
+    except (RecursionError, MemoryError, ValueError, TypeError) as exc:
+        # Whatever a hostile document provokes in the parser or a constructor: a problem of this file.
+        return None, [Problem(source.file, None, "", f"cannot be read: {unexpected(exc)}")]
     finally:
         builder.dispose()
     if builder.lines is not None:
