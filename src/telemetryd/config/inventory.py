@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Annotated
+from collections import Counter
+from collections.abc import Callable
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
@@ -40,6 +42,23 @@ KINDS_FOR = {
     "rtsp": (DeviceKind.CAMERA, DeviceKind.NVR),
 }
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+MAX_PROBES = 32
+"""Probes of one device: a camera has ~4; the cap stops an inventory standing for millions of them."""
+MAX_DEVICES_PER_SCHOOL = 2000
+"""A school is validated in one step of a reload (~30 µs a device): 2,000 is ~60 ms on the loop, and
+far above a school's ~40 devices."""
+
+
+def _at_most(limit: int) -> Callable[[Any], Any]:
+    """A before-validator refusing a list longer than `limit` before any item of it is validated
+    (pydantic's max_length checks after validating every item: seconds for an alias bomb's millions)."""
+
+    def check(value: Any) -> Any:
+        if isinstance(value, list) and len(value) > limit:
+            raise ValueError(f"{len(value):,} items, at most {limit:,}")
+        return value
+
+    return check
 
 DEFAULT_PROBES: dict[DeviceKind, tuple[ProbeSpec, ...]] = {
     DeviceKind.ROUTER: (ProbeSpec("icmp"),),
@@ -139,7 +158,9 @@ class DeviceEntry(Strict):
     host: str
     name: str = ""
     credentials: Annotated[str, Field(pattern=_ID)] | None = None
-    probes: list[Annotated[ProbeEntry, BeforeValidator(parse_probe)]] | None = None
+    probes: Annotated[
+        list[Annotated[ProbeEntry, BeforeValidator(parse_probe)]] | None, BeforeValidator(_at_most(MAX_PROBES))
+    ] = None
     snmp: SnmpEntry | None = None
     sia: SiaEntry | None = None
     nvr: NvrChannelEntry | None = None
@@ -184,8 +205,7 @@ class DeviceEntry(Strict):
     @classmethod
     def _unique_probes(cls, value: list[ProbeEntry] | None) -> list[ProbeEntry] | None:
         if value is not None:
-            names = [p.spec.name for p in value]
-            dupes = sorted({n for n in names if names.count(n) > 1})
+            dupes = sorted(name for name, n in Counter(p.spec.name for p in value).items() if n > 1)
             if dupes:
                 raise ValueError(f"probe listed twice: {', '.join(dupes)}")
         return value
@@ -244,7 +264,9 @@ class SchoolEntry(Strict):
     location: LocationEntry | None = None
     contract: ContractEntry = ContractEntry()
     speedtest: SpeedTestEntry | None = None
-    devices: list[DeviceEntry] = Field(default_factory=list)
+    devices: Annotated[list[DeviceEntry], BeforeValidator(_at_most(MAX_DEVICES_PER_SCHOOL))] = Field(
+        default_factory=list
+    )
 
     @model_validator(mode="after")
     def _one_snmp_router(self) -> SchoolEntry:
