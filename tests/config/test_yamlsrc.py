@@ -69,6 +69,11 @@ def test_lines_are_found_when_asked(tmp_path: Path) -> None:
         ("a: 1\n---\nb: 2\n", "single YAML document"),
         ("? [1, 2]\n: v\n", "plain words"),
         ("a: !!int nope\n", "int"),
+        # PyYAML's constructors raising other than ValueError on text their resolver would not have matched
+        # (found by tests/fuzz): AttributeError, IndexError, KeyError before the fix.
+        ("a: !!timestamp x\n", "'x' is not a valid timestamp"),
+        ('a: !!int ""\n', "'' is not a valid int"),
+        ("a: !!bool maybe\n", "'maybe' is not a valid bool"),
         ("a: " + "[" * 200_000 + "]" * 200_000 + "\n", "nesting depth"),
     ],
 )

@@ -334,7 +334,9 @@ class _Builder:
         except yaml.constructor.ConstructorError as exc:
             self.problems.append(Problem(self.source.file, line, "", str(exc.problem)))
             return None
-        except ValueError:  # e.g. `!!int nope`: the tag's constructor refused the text
+        except (ValueError, AttributeError, IndexError, KeyError, TypeError, OverflowError):
+            # e.g. `!!int nope`, `!!int ""`, `!!timestamp x`, `!!bool maybe`: PyYAML's constructors assume their
+            # resolver's regex matched, and fail in whatever way the text makes them.
             self.problems.append(
                 Problem(self.source.file, line, "", f"{value!r} is not a valid {tag.rsplit(':', 1)[-1]}")
             )
