@@ -188,6 +188,27 @@ def report(case: str, daemon: DaemonProcess, panel: LegitPanel, before: dict[str
         "rss_after_kib": after["VmRSS"],
         "rss_peak_kib": after["VmHWM"],
         "loop_lag_max_bucket_s": loop_lag_max_bucket(text),
+        "frames": {
+            f"{s.labels['verdict']}/{s.labels['reason']}": s.value
+            for f in text_string_to_metric_families(text)
+            if f.name == "telemetryd_sia_frames"
+            for s in f.samples
+            if s.name.endswith("_total")
+        },
+        "dropped": {
+            s.labels["why"]: s.value
+            for f in text_string_to_metric_families(text)
+            if f.name == "telemetryd_sia_connections_dropped"
+            for s in f.samples
+            if s.name.endswith("_total")
+        },
+        "paused": {
+            s.labels["why"]: s.value
+            for f in text_string_to_metric_families(text)
+            if f.name == "telemetryd_sia_reads_paused"
+            for s in f.samples
+            if s.name.endswith("_total")
+        },
     }
     print("FIGURES", json.dumps(figures))
 
@@ -229,6 +250,7 @@ def test_client_never_reading_its_acks(tmp_path: Path) -> None:
         assert_panel_served(daemon, panel, ages)
         grown = rss_kib(daemon.proc.pid)["VmHWM"] - before["VmRSS"]
         assert grown < 40 * 1024, f"daemon RSS grew {grown / 1024:.0f} MiB for one peer (sent {sent[0]} bytes)"
+        assert (metric(text, "telemetryd_sia_reads_paused_total", why="write") or 0) >= 1, "the peer was never paused"
 
 
 # ---- 2. 4,100 silent connections ---------------------------------------------------------------
@@ -259,7 +281,8 @@ def test_4100_silent_connections(tmp_path: Path) -> None:
                 for n in range(SILENT_CLIENTS):
                     source = f"127.0.2.{n % SOURCES + 1}"
                     with contextlib.suppress(OSError):  # refused or reset: the daemon's choice
-                        silent.append(socket.create_connection(("127.0.0.1", port), timeout=2, source_address=(source, 0)))
+                        sock = socket.create_connection(("127.0.0.1", port), timeout=2, source_address=(source, 0))
+                        silent.append(sock)
                 time.sleep(8)
             text = daemon.scrape()
         finally:
@@ -269,6 +292,11 @@ def test_4100_silent_connections(tmp_path: Path) -> None:
         assert len(silent) >= 4000, f"only {len(silent)} silent clients connected"
         assert_control_healthy(daemon, control, watch)
         assert_panel_served(daemon, panel, ages)
+        evicted = metric(text, "telemetryd_sia_connections_dropped_total", transport="tcp", why="evicted") or 0
+        assert evicted >= 1, "the cap never filled: the test did not test it"
+        assert (metric(text, "telemetryd_sia_connections") or 0) <= 4096
+        drop_lines = [r for r in daemon.records() if r.get("event") == "sia_connection_dropped"]
+        assert len(drop_lines) <= SOURCES + 1, f"{len(drop_lines)} log lines for {evicted:.0f} dropped connections"
 
 
 # ---- 3. a flood of bad frames ------------------------------------------------------------------
@@ -317,7 +345,10 @@ def test_bad_frame_flood_logs_a_bounded_summary(tmp_path: Path) -> None:
         sources = ("127.0.3.1", "127.0.3.2")
         mixed = [frame for batch in zip(*frames.values(), strict=True) for frame in batch]
         halves = (mixed[0::2], mixed[1::2])
-        floods = [threading.Thread(target=_flood, args=(port, s, h), daemon=True) for s, h in zip(sources, halves)]
+        floods = [
+            threading.Thread(target=_flood, args=(port, source, half), daemon=True)
+            for source, half in zip(sources, halves, strict=True)
+        ]
         with Watch(daemon, scrape_text=ages) as watch, LegitPanel(port) as panel:
             for flood in floods:
                 flood.start()
