@@ -108,7 +108,7 @@ def test_lowered_cap_shrinks_the_table_at_the_next_admission() -> None:
 
 def test_caps_must_be_positive() -> None:
     """A cap of zero would refuse everything: rejected."""
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="at least 1"):
         ConnectionTable(max_connections=0, max_per_source=1)
 
 
