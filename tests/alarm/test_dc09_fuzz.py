@@ -39,11 +39,13 @@ def parse_or_frame_error(raw: bytes) -> dc09.Frame | None:
     try:
         frame = dc09.parse_frame(raw)
     except FrameError as exc:
-        assert exc.reason in {"truncated", "length", "crc", "format"}
-        return None
-    dc09.events(frame)
-    _ = frame.key
-    return frame
+        reason = exc.reason
+    else:
+        dc09.events(frame)
+        _ = frame.key
+        return frame
+    assert reason in {"truncated", "length", "crc", "format"}
+    return None
 
 
 def sealed(message: bytes) -> bytes:
