@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import resource
+import select
 import socket
 import threading
 import time
@@ -269,27 +270,59 @@ def _raise_fd_limit(needed: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
 
 
+class SilentClients:
+    """`SILENT_CLIENTS` idle connections from `SOURCES` addresses; `hold` reopens each one the daemon closes."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.open: dict[int, tuple[socket.socket, str]] = {}
+        self.reopened = 0
+        self._poll = select.poll()
+
+    def connect(self, source: str) -> None:
+        with contextlib.suppress(OSError):  # refused or reset: the daemon's choice
+            sock = socket.create_connection(("127.0.0.1", self.port), timeout=2, source_address=(source, 0))
+            self.open[sock.fileno()] = (sock, source)
+            self._poll.register(sock, select.POLLIN | select.POLLHUP)
+
+    def connect_all(self) -> None:
+        for n in range(SILENT_CLIENTS):
+            self.connect(f"127.0.2.{n % SOURCES + 1}")
+
+    def hold(self, seconds: float) -> None:
+        """Keep every slot taken for `seconds`: a closed (evicted) socket is replaced at once, from its address."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            for fd, _ in self._poll.poll(min(left, 0.1) * 1000):
+                sock, source = self.open.pop(fd)
+                self._poll.unregister(fd)
+                sock.close()
+                self.connect(source)
+                self.reopened += 1
+
+    def close(self) -> None:
+        for sock, _ in self.open.values():
+            sock.close()
+
+
 def test_4100_silent_connections(tmp_path: Path) -> None:
-    """Idle sockets filling the connection cap give way, oldest first, to a panel that reconnects per message."""
+    """Idle sockets filling the connection cap, reopened as soon as closed, give way to a panel that reconnects."""
     _raise_fd_limit(2 * SILENT_CLIENTS + 1024)  # inherited by the daemon: it must not hit EMFILE before its cap
     with ControlDevice() as control, sia_daemon(tmp_path, control) as (daemon, port):
         before = rss_kib(daemon.proc.pid)
         ages = PanelAges(daemon)
-        silent: list[socket.socket] = []
+        silent = SilentClients(port)
         try:
             with Watch(daemon, scrape_text=ages) as watch, LegitPanel(port, reconnect=True) as panel:
-                for n in range(SILENT_CLIENTS):
-                    source = f"127.0.2.{n % SOURCES + 1}"
-                    with contextlib.suppress(OSError):  # refused or reset: the daemon's choice
-                        sock = socket.create_connection(("127.0.0.1", port), timeout=2, source_address=(source, 0))
-                        silent.append(sock)
-                time.sleep(8)
+                silent.connect_all()
+                connected = len(silent.open)
+                silent.hold(8)
             text = daemon.scrape()
         finally:
-            for sock in silent:
-                sock.close()
+            silent.close()
         report("silent_4100", daemon, panel, before, text)
-        assert len(silent) >= 4000, f"only {len(silent)} silent clients connected"
+        print("SILENT", json.dumps({"connected": connected, "reopened": silent.reopened}))
+        assert connected >= 4000, f"only {connected} silent clients connected"
         assert_control_healthy(daemon, control, watch)
         assert_panel_served(daemon, panel, ages)
         evicted = metric(text, "telemetryd_sia_connections_dropped_total", transport="tcp", why="evicted") or 0

@@ -10,7 +10,9 @@ bookkeeping of who was heard when, driven by whatever clock the caller passes in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
+import socket
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
@@ -40,6 +42,14 @@ DEFAULT_FRAME_BUDGET = 16
 DEFAULT_WRITE_BUFFER = 64 * 1024
 """Bytes of answers queued for a peer before we stop reading from it (~1,400 ACKs): a peer that
 does not read its ACKs is paused, not buffered."""
+LISTEN_BACKLOG = 1024
+"""Connections the kernel completes before we accept them (asyncio's default is 100): when a flood of
+connects overflows it, the kernel drops SYNs, a panel's among them, and the panel retries only a
+second or more later."""
+SOCKET_BUFFER = 64 * 1024
+"""Kernel send and receive buffer of each panel connection (Linux doubles it). Panels exchange a few
+hundred bytes per message; without it the kernel autotunes each socket up to megabytes, which a
+peer that floods us, or reads nothing, would fill on every one of thousands of connections."""
 SUMMARY_PERIOD = 5.0
 """How often pending log summaries are checked (they come out once their minute has passed)."""
 REPEAT_WINDOW = 600.0
@@ -213,7 +223,9 @@ class SiaReceiver:
         """Listen for TCP and UDP on `host`:`port`; port 0 picks one free for both."""
         loop = asyncio.get_running_loop()
         for _attempt in range(20 if port == 0 else 1):
-            server = await loop.create_server(lambda: _PanelConnection(self), host, port, reuse_address=True)
+            server = await loop.create_server(
+                lambda: _PanelConnection(self), host, port, reuse_address=True, backlog=LISTEN_BACKLOG
+            )
             bound = server.sockets[0].getsockname()[1]
             try:
                 udp, _ = await loop.create_datagram_endpoint(lambda: _PanelDatagrams(self), local_addr=(host, bound))
@@ -391,6 +403,11 @@ class _PanelConnection(asyncio.Protocol):
         receiver = self._receiver
         limits = receiver.limits
         self._transport.set_write_buffer_limits(high=limits.write_buffer)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
         for displaced in receiver._table.admit(self, source_of(self._peer)):
             receiver._dropped("tcp", "evicted", displaced._peer)
             displaced.close()
