@@ -10,12 +10,16 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+from pydantic import ValidationError
 from structlog.testing import capture_logs
 
 from telemetryd.alarm import dc09
 from telemetryd.alarm.dc09 import AccountKey
 from telemetryd.alarm.receiver import ReceiverLimits, SiaReceiver, _PanelConnection
 from telemetryd.alarm.supervision import SupervisedPanel, Supervision
+from telemetryd.config.settings import SiaSettings
+from telemetryd.daemon import receiver_limits
 
 PANEL = AccountKey("", "0", "1001")
 
@@ -236,3 +240,28 @@ async def test_dropped_connections_are_summarised_too() -> None:
     drops = [entry for entry in logs if entry["event"] == "sia_connection_dropped"]
     assert [line["count"] for line in drops] == [1, 18]
     assert drops[1]["reasons"] == {"evicted": 18}
+
+
+def test_sia_settings_become_receiver_limits() -> None:
+    """Every `sia` limit reaches the receiver under its own name."""
+    sia = SiaSettings.model_validate(
+        {
+            "idle_timeout": "30s",
+            "max_connections": 100,
+            "max_connections_per_source": 5,
+            "frame_budget": 4,
+            "write_buffer_bytes": 4096,
+        }
+    )
+    assert receiver_limits(sia) == ReceiverLimits(
+        idle_timeout=30.0, max_connections=100, max_per_source=5, frame_budget=4, write_buffer=4096
+    )
+
+
+@pytest.mark.parametrize(
+    "field", [{"idle_timeout": "2h"}, {"max_connections": 0}, {"frame_budget": 0}, {"write_buffer_bytes": 10}]
+)
+def test_sia_limits_out_of_range_are_config_errors(field: dict[str, object]) -> None:
+    """An idle timeout of hours or a cap of zero is refused at load, not discovered under attack."""
+    with pytest.raises(ValidationError, match=next(iter(field))):
+        SiaSettings.model_validate(field)
