@@ -8,6 +8,7 @@ caps over real sockets on 127.0.0.0/8.
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -15,7 +16,7 @@ from pydantic import ValidationError
 from structlog.testing import capture_logs
 
 from telemetryd.alarm import dc09
-from telemetryd.alarm.dc09 import AccountKey
+from telemetryd.alarm.dc09 import AccountKey, PanelEvent
 from telemetryd.alarm.receiver import ReceiverLimits, SiaReceiver, _PanelConnection
 from telemetryd.alarm.supervision import SupervisedPanel, Supervision
 from telemetryd.config.settings import SiaSettings
@@ -265,3 +266,33 @@ def test_sia_limits_out_of_range_are_config_errors(field: dict[str, object]) -> 
     """An idle timeout of hours or a cap of zero is refused at load, not discovered under attack."""
     with pytest.raises(ValidationError, match=next(iter(field))):
         SiaSettings.model_validate(field)
+
+
+async def test_resends_and_strangers_events_are_summarised_a_panels_new_events_never() -> None:
+    """Every new event of a supervised panel is its own log line; resends and unknown accounts' events are a
+    line per source per minute (they are still ACKed and counted)."""
+    receiver = supervising()
+    wall = datetime.now(UTC)
+    with capture_logs() as logs:
+        for n in range(200):
+            zone = f"{n:03d}"
+            receiver.handle(event_frame("1001", n + 1, zone, wall), "tcp", "127.0.0.5:1000")  # the panel, new
+            receiver.handle(event_frame("1001", 1, "000", wall), "tcp", "127.0.0.6:1000")  # resends of its first
+            receiver.handle(event_frame("BAD1", n + 1, zone, wall), "tcp", "127.0.0.6:1000")  # an unknown account
+        await receiver.stop()
+    new = [entry for entry in logs if entry["event"] == "sia_panel_event" and entry["account"] == "L0#1001"]
+    assert len(new) == 200
+    repeated = [entry for entry in logs if entry["event"] == "sia_panel_event_repeated"]
+    assert len(repeated) == 1  # the source's first line of the minute
+    assert not [entry for entry in logs if entry["event"] == "sia_panel_event" and entry["account"] == "L0#BAD1"]
+    (summary,) = [entry for entry in logs if entry["event"] == "sia_panel_events_summarised"]
+    assert (summary["source"], summary["count"]) == ("127.0.0.6", 399)
+    assert summary["reasons"] == {"repeat": 199, "unknown_account": 200}
+    assert receiver.counts.repeats["alarm"] == 200
+    assert receiver.counts.events["alarm"] == 400
+
+
+def event_frame(account: str, sequence: int, zone: str, at: datetime) -> bytes:
+    """A burglary alarm of `account`."""
+    event = PanelEvent("BA", zone=zone)
+    return dc09.build_sia_event(sequence, event, prefix="0", account=account, at=at)

@@ -199,6 +199,8 @@ class SiaReceiver:
         self._recent = _RecentFrames()
         self._rejections = RateLimitedSummary()
         self._drops = RateLimitedSummary()
+        self._side_events = RateLimitedSummary()
+        """Event lines that are not a supervised panel's new event: resends and unknown accounts."""
         self._summaries: asyncio.TimerHandle | None = None
 
     @property
@@ -255,7 +257,7 @@ class SiaReceiver:
             self._summaries.cancel()
             self._summaries = None
         now = self._clock()
-        self._log_summaries(self._rejections.flush(now), self._drops.flush(now))
+        self._log_summaries(self._rejections.flush(now), self._drops.flush(now), self._side_events.flush(now))
         self._server = self._udp = None
 
     async def __aenter__(self) -> SiaReceiver:
@@ -294,7 +296,7 @@ class SiaReceiver:
                 self._warned.add(key)  # once per account: a misconfigured panel would otherwise log every heartbeat
                 self._log.warning("sia_unknown_account", account=str(key), peer=peer, transport=transport)
         self.counts.frames[(transport, result.verdict.value, result.reason)] += 1
-        self._log_reception(transport, peer, result, key, found, repeat=repeat_of is not None)
+        self._log_reception(transport, peer, result, key, found, repeat=repeat_of is not None, supervised=supervised)
         if self._on_reception is not None:
             self._on_reception(Reception(transport, peer, result, key, supervised, found, now, repeat_of))
         return result.reply, standing
@@ -308,6 +310,7 @@ class SiaReceiver:
         found: tuple[PanelEvent, ...],
         *,
         repeat: bool,
+        supervised: bool,
     ) -> None:
         account = str(key) if key is not None else None
         if result.verdict in (Verdict.NAK, Verdict.DUH):
@@ -327,6 +330,13 @@ class SiaReceiver:
                     reasons=line.reasons,
                     seconds=line.seconds,
                 )
+        if found and (repeat or not supervised):
+            # A supervised panel's new event is always one line of its own. Resends and events of
+            # accounts nobody supervises (still ACKed, counted and stored) are summarised per source:
+            # anyone can send well-formed frames, and a flood of them must not crowd out the alarms.
+            why = "repeat" if repeat else "unknown_account"
+            if self._side_events.note(source_of(peer), why, self._clock()) is None:
+                return  # counted (in frames) for the source's next summary line
         for event in found:
             (self._log.info if repeat else self._log.warning)(
                 "sia_panel_event_repeated" if repeat else "sia_panel_event",
@@ -356,16 +366,24 @@ class SiaReceiver:
 
     def _log_due_summaries(self) -> None:
         now = self._clock()
-        self._log_summaries(self._rejections.due(now), self._drops.due(now))
+        self._log_summaries(self._rejections.due(now), self._drops.due(now), self._side_events.due(now))
         self._summaries = asyncio.get_running_loop().call_later(SUMMARY_PERIOD, self._log_due_summaries)
 
-    def _log_summaries(self, rejections: list[Summary], drops: list[Summary]) -> None:
+    def _log_summaries(self, rejections: list[Summary], drops: list[Summary], side_events: list[Summary]) -> None:
         for line in rejections:
             self._log.info(
                 "sia_frame_rejected", source=line.peer, count=line.count, reasons=line.reasons, seconds=line.seconds
             )
         for line in drops:
             self._log_drops(line)
+        for line in side_events:
+            self._log.info(
+                "sia_panel_events_summarised",
+                source=line.peer,
+                count=line.count,
+                reasons=line.reasons,
+                seconds=line.seconds,
+            )
 
 
 def _peer_name(address: object) -> str:
