@@ -217,41 +217,48 @@ def report(case: str, daemon: DaemonProcess, panel: LegitPanel, before: dict[str
 # ---- 1. a client that never reads its ACKs -----------------------------------------------------
 
 
-def _never_reading(port: int, stop: threading.Event, sent: list[int]) -> None:
-    """Valid NULL frames (strangers' accounts, no timestamp) as fast as the socket takes them; never a recv."""
+def _flooder(port: int, stop: threading.Event, sent: list[int], *, reads_acks: bool) -> None:
+    """Valid NULL frames (strangers' accounts, no timestamp) as fast as the socket takes them; with
+    `reads_acks` False never a recv, else the answers are read (and discarded) by a second thread."""
     chunk = b"".join(dc09.build_null(i % 9999 + 1, prefix="0", account=f"B{i % 16:03X}", at=None) for i in range(2000))
     with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the ACKs pile up on the daemon's side
+        if not reads_acks:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the ACKs pile up on the daemon's side
         sock.connect(("127.0.0.1", port))
         sock.settimeout(0.2)
+        if reads_acks:
+            threading.Thread(target=_drain, args=(sock,), daemon=True).start()
         while not stop.is_set():
             try:
                 sent[0] += sock.send(chunk)
             except TimeoutError:
-                continue  # the daemon stopped reading us: what it should do
+                continue  # the daemon stopped reading us: what it should do when we do not read
             except OSError:
                 return
 
 
-def test_client_never_reading_its_acks(tmp_path: Path) -> None:
-    """A peer that floods frames and never reads the ACKs is paused, not buffered: memory flat, others served."""
+@pytest.mark.parametrize("reads_acks", [False, True], ids=["never_reads_acks", "reads_acks"])
+def test_one_client_flooding_frames(tmp_path: Path, reads_acks: bool) -> None:
+    """A peer flooding frames is paused when it does not read the ACKs (memory flat) and held to a budget of
+    frames per loop turn when it does (the loop stays free): the control device and the panel are served."""
     with ControlDevice() as control, sia_daemon(tmp_path, control) as (daemon, port):
         before = rss_kib(daemon.proc.pid)
         ages = PanelAges(daemon)
         stop, sent = threading.Event(), [0]
-        attacker = threading.Thread(target=_never_reading, args=(port, stop, sent), daemon=True)
+        attacker = threading.Thread(target=_flooder, args=(port, stop, sent), kwargs={"reads_acks": reads_acks})
         with Watch(daemon, scrape_text=ages) as watch, LegitPanel(port) as panel:
             attacker.start()
             time.sleep(8)
             stop.set()
             attacker.join(timeout=5)
         text = daemon.scrape()
-        report("never_reads_acks", daemon, panel, before, text)
+        report("reads_acks" if reads_acks else "never_reads_acks", daemon, panel, before, text)
         assert_control_healthy(daemon, control, watch)
         assert_panel_served(daemon, panel, ages)
         grown = rss_kib(daemon.proc.pid)["VmHWM"] - before["VmRSS"]
         assert grown < 40 * 1024, f"daemon RSS grew {grown / 1024:.0f} MiB for one peer (sent {sent[0]} bytes)"
-        assert (metric(text, "telemetryd_sia_reads_paused_total", why="write") or 0) >= 1, "the peer was never paused"
+        if not reads_acks:
+            assert (metric(text, "telemetryd_sia_reads_paused_total", why="write") or 0) >= 1, "never paused"
 
 
 # ---- 2. 4,100 silent connections ---------------------------------------------------------------
