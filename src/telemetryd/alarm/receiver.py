@@ -165,6 +165,9 @@ class SiaReceiver:
     peer pauses while its answers are not being read or its frames wait their turn, the
     connection caps displace the idlest connection, and rejected frames and dropped
     connections are logged as one summary line per source address per minute.
+
+    limits: every per-peer limit; without it, `idle_timeout`, `max_connections` and `max_buffer`
+    override the defaults (the shorthands tests use).
     """
 
     def __init__(
