@@ -21,10 +21,10 @@ import structlog
 from aiohttp import web
 
 from telemetryd import __version__, heap, logs, slices
-from telemetryd.alarm.receiver import Reception, SiaReceiver
+from telemetryd.alarm.receiver import ReceiverLimits, Reception, SiaReceiver
 from telemetryd.alarm.supervision import Supervision, panel_devices, supervised_panels, supervision_results
 from telemetryd.config import Config, ConfigError, load_config, loading_config
-from telemetryd.config.settings import Settings
+from telemetryd.config.settings import Settings, SiaSettings
 from telemetryd.config.yamlsrc import unexpected
 from telemetryd.export.app import ExportSources, create_app
 from telemetryd.export.instance import InstanceStatus
@@ -315,7 +315,9 @@ class Daemon:
         if settings.sia.listen is None:
             return
         host, _, port = settings.sia.listen.rpartition(":")
-        receiver = SiaReceiver(self.supervision, on_reception=self._on_reception, log=log)
+        receiver = SiaReceiver(
+            self.supervision, limits=receiver_limits(settings.sia), on_reception=self._on_reception, log=log
+        )
         try:
             await receiver.start(host.strip("[]") or "0.0.0.0", int(port))
         except OSError as exc:
@@ -442,6 +444,8 @@ class Daemon:
             log.warning(
                 "sia_listen_change_needs_restart", running=old.settings.sia.listen, configured=new.settings.sia.listen
             )
+        if self.sia is not None:
+            self.sia.configure(receiver_limits(new.settings.sia))
         self.config = new
         self.state.down_after = new.settings.hysteresis.down_after
         self.state.up_after = new.settings.hysteresis.up_after
@@ -488,6 +492,17 @@ class Daemon:
             f"{len(self.config.inventory.schools)} schools, {len(self.state.devices)} devices: "
             f"{counts[Health.UP]} up, {counts[Health.DOWN]} down"
         )
+
+
+def receiver_limits(sia: SiaSettings) -> ReceiverLimits:
+    """The DC-09 receiver's per-peer limits from the `sia` settings."""
+    return ReceiverLimits(
+        idle_timeout=sia.idle_timeout,
+        max_connections=sia.max_connections,
+        max_per_source=sia.max_connections_per_source,
+        frame_budget=sia.frame_budget,
+        write_buffer=sia.write_buffer_bytes,
+    )
 
 
 def _log_change(change: StateChange) -> None:

@@ -297,18 +297,20 @@ async def test_idle_connection_is_closed() -> None:
     assert rcv.counts.dropped[("tcp", "idle")] == 1
 
 
-async def test_connection_limit_refuses_the_extra_panel() -> None:
-    """Beyond max_connections a new connection is dropped at once, the existing one kept."""
+async def test_connection_limit_displaces_the_idle_connection() -> None:
+    """At max_connections a new connection is admitted and the idle one is closed: a panel is never refused."""
     loop = asyncio.get_running_loop()
     async with SiaReceiver(Supervision(started_at=loop.time()), max_connections=1) as rcv:
         await rcv.start("127.0.0.1", 0)
-        _r1, w1 = await asyncio.open_connection("127.0.0.1", rcv.port)
-        r2, w2 = await asyncio.open_connection("127.0.0.1", rcv.port)
-        assert await read_to_end(r2) == b""
+        r1, w1 = await asyncio.open_connection("127.0.0.1", rcv.port)
+        _r2, w2 = await asyncio.open_connection("127.0.0.1", rcv.port)
+        assert await read_to_end(r1) == b""
         assert rcv.connections == 1
+        (reply,) = await exchange_tcp(rcv.port, dc09.build_null(1, prefix="0", account="BEEF", at=None))
+        assert dc09.parse_frame(reply).message_type == "ACK"
         w1.close()
         w2.close()
-    assert rcv.counts.dropped[("tcp", "too_many")] == 1
+    assert rcv.counts.dropped[("tcp", "evicted")] == 2
 
 
 async def test_stop_closes_listeners_and_connections() -> None:

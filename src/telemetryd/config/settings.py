@@ -110,6 +110,22 @@ class SiaSettings(Strict):
 
     listen: str | None = Field(None, description="host:port for TCP and UDP; none: no receiver")
     grace: Seconds = Field(30.0, description="beyond a panel's heartbeat interval before supervision is lost")
+    idle_timeout: Seconds = Field(
+        120.0,
+        le=3600.0,
+        description="a TCP connection with no frame this long is closed; panels reconnect per message or send a "
+        "heartbeat every 60-90 s, so 2 minutes never cuts a working panel and frees idle sockets within minutes",
+    )
+    max_connections: int = Field(4096, ge=1, description="open TCP connections in all; a new one displaces the idlest")
+    max_connections_per_source: int = Field(
+        64, ge=1, description="open TCP connections from one source address; a new one displaces that source's idlest"
+    )
+    frame_budget: int = Field(
+        16, ge=1, le=1024, description="frames answered from one connection before every other peer gets a turn"
+    )
+    write_buffer_bytes: int = Field(
+        65536, ge=1024, le=16 << 20, description="answers queued for a peer before reading from it pauses"
+    )
 
 
 _WINDOW = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")

@@ -63,8 +63,18 @@ class AlarmCollector(RosterCollector):
         )
         dropped = CounterMetricFamily(
             "telemetryd_sia_connections_dropped",
-            "Connections or datagrams dropped unanswered, by transport and why (oversize, too_many, idle).",
+            "Connections or datagrams dropped unanswered, by transport and why (oversize, idle, evicted: displaced "
+            "by a new connection at a cap, budget: a datagram's frames beyond the frame budget).",
             labels=["transport", "why"],
+        )
+        connections = GaugeMetricFamily(
+            "telemetryd_sia_connections", "TCP connections open to the DC-09 receiver (panels and anyone else)."
+        )
+        paused = CounterMetricFamily(
+            "telemetryd_sia_reads_paused",
+            "Times reading from a TCP peer paused, by why: write (it does not read its answers), budget (its "
+            "frames beyond the per-turn budget wait for the next loop turn).",
+            labels=["why"],
         )
         events = CounterMetricFamily(
             "telemetryd_alarm_events",
@@ -82,11 +92,14 @@ class AlarmCollector(RosterCollector):
                 frames.add_metric([str(transport), str(verdict), str(reason)], count)
             for (transport, why), count in dict(receiver.counts.dropped).items():
                 dropped.add_metric([transport, why], count)
+            connections.add_metric([], receiver.connections)
+            for why, count in dict(receiver.counts.paused).items():
+                paused.add_metric([why], count)
             for event_class, count in dict(receiver.counts.events).items():
                 events.add_metric([event_class], count)
             for event_class, count in dict(receiver.counts.repeats).items():
                 repeats.add_metric([event_class], count)
-        yield from (frames, dropped, events, repeats)
+        yield from (frames, dropped, connections, paused, events, repeats)
 
     def _axpro(self, roster: Roster) -> Iterator[Metric]:
         panel = ["school", "device"]

@@ -60,6 +60,9 @@ class PanelSpec:
     """Seconds the panel's clock is off UTC at start (a NAK with a timestamp corrects it)."""
     timestamps: bool = True
     """Stamp messages; optional for unencrypted DC-09, but what current panels do."""
+    reconnect: bool = False
+    """Close the TCP connection after each message and open a new one for the next, as many panels do
+    (the default keeps one connection open between messages)."""
 
     @property
     def key(self) -> AccountKey:
@@ -304,6 +307,8 @@ class SimPanel:
                     stats.duhs += 1
                     break  # DUH: the receiver will never take this message, retrying cannot help
                 stats.naks += 1
+            if self.spec.reconnect:
+                await link.reset()
         stats.outcomes.append(outcome)
         return outcome
 
