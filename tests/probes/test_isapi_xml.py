@@ -487,3 +487,21 @@ def test_json_limits() -> None:
     assert _limit(b'{"ZoneList":["' + b"x" * xml.MAX_XML_BYTES + b'"]}', xml.parse_axpro_zones).reason == (
         "json_too_large"
     )
+
+
+@pytest.mark.parametrize("encoding", ["TF-8", "hex", "zlib", "rot13", "mbcs", "x" * 300])
+def test_unknown_or_non_text_encoding_is_a_parse_error(encoding: str) -> None:
+    """An encoding Python lacks, or a codec that is no text encoding, is `bad_xml`, not a LookupError crash."""
+    body = f'<?xml version="1.0" encoding="{encoding}"?><DeviceInfo><model>m</model></DeviceInfo>'.encode()
+    with pytest.raises(xml.IsapiParseError, match="unreadable XML"):
+        xml.parse_device_info(body)
+
+
+def test_event_alert_as_str_with_a_lone_surrogate_is_a_parse_error() -> None:
+    """A str body that cannot be UTF-8 encoded is read with replacement, never a UnicodeEncodeError."""
+    with pytest.raises(xml.IsapiParseError):
+        xml.parse_event_alert("\udc80<EventNotificationAlert/>")
+    alert = xml.parse_event_alert(
+        "<EventNotificationAlert><eventType>IO\udc80</eventType><eventState>active</eventState></EventNotificationAlert>"
+    )
+    assert alert.active and alert.event_type.startswith("IO")

@@ -233,6 +233,10 @@ def _complete(body: bytearray) -> bool:
             json.loads(text)
         except ValueError:
             return False
+        except RecursionError:
+            # Nested past what json reads: it never will be, so the part ends here (and is refused as
+            # json_too_deep) rather than the error ending the reader, and with it the device's stream.
+            return True
         return True
     return False
 

@@ -364,7 +364,9 @@ def _root(body: bytes | str) -> Element:
         raise IsapiParseError(f"not well-formed XML: {type(exc).__name__}: {_short(str(exc))}") from None
     except IsapiLimitError:
         raise
-    except ValueError as exc:  # e.g. an encoding declaration on a str
+    except (ValueError, LookupError) as exc:
+        # An encoding declaration on a str, one Python does not know ("TF-8") or one that is not a text
+        # encoding ("hex", "zlib"): expat asks Python's codecs, whose errors are not ParseErrors.
         raise IsapiParseError(f"unreadable XML: {_short(str(exc))}") from None
     return root
 
@@ -693,7 +695,7 @@ _ALERT_CHANNELS = ("channelID", "dynChannelID", "inputIOPortID")
 
 def parse_event_alert(body: bytes | str) -> EventAlert:
     """An `EventNotificationAlert` part of `/ISAPI/Event/notification/alertStream`, XML or JSON."""
-    text = body.lstrip() if isinstance(body, bytes) else body.lstrip().encode()
+    text = body.lstrip() if isinstance(body, bytes) else body.lstrip().encode("utf-8", "replace")
     if text.startswith(b"{"):
         document = _json(text)
         alert = _find_key(document, "EventNotificationAlert")
