@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import settings
 from hypothesis import strategies as st
 
 FUZZ = settings(max_examples=300, deadline=None, derandomize=True)
 """A few seconds per test, the same examples on every run (CI must be reproducible)."""
+FUZZ_STREAMS = settings(FUZZ, max_examples=150)
+"""Streams are fed a byte at a time in half the examples: fewer of them for the same few seconds."""
 
 HOSTILE_SNIPPETS = (
     b"<!DOCTYPE d [<!ENTITY x 'xx'>]>",
@@ -64,10 +68,10 @@ def mutated(draw: st.DrawFn, samples: tuple[bytes, ...]) -> bytes:
 
 @st.composite
 def chunked(draw: st.DrawFn, data: bytes) -> list[bytes]:
-    """`data` cut into pieces of random sizes (one byte up to all of it)."""
-    pieces, at = [], 0
-    while at < len(data):
-        size = draw(st.one_of(st.integers(1, 16), st.integers(1, 4096), st.just(len(data))))
-        pieces.append(data[at : at + size])
-        at += size
-    return pieces
+    """`data` cut at random places, or into pieces of one to three bytes (every boundary split every way)."""
+    if draw(st.booleans()):
+        step = draw(st.integers(1, 3))
+        return [data[at : at + step] for at in range(0, len(data), step)]
+    cuts = sorted(set(draw(st.lists(st.integers(1, max(1, len(data) - 1)), max_size=40))))
+    edges = [0, *cuts, len(data)]
+    return [data[a:b] for a, b in itertools.pairwise(edges) if b > a]
