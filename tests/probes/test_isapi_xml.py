@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -394,3 +395,113 @@ def test_axpro_zones_and_subsystems() -> None:
     assert (area.arming, area.alarm, area.enabled) == ("stay", True, True)
     with pytest.raises(xml.IsapiParseError):
         xml.parse_axpro_zones('{"ZoneList":[5]}')
+
+
+# --- parsing limits -------------------------------------------------------------------------
+
+
+def _nested(depth: int) -> bytes:
+    return b"<DeviceInfo><model>m</model>" + b"<a>" * (depth - 1) + b"</a>" * (depth - 1) + b"</DeviceInfo>"
+
+
+def _siblings(count: int) -> bytes:
+    return b"<DeviceInfo><model>m</model>" + b"<x/>" * (count - 2) + b"</DeviceInfo>"
+
+
+def _nvr_channels(channels: int) -> bytes:
+    """A channel status list as a real 256-channel NVR writes it (13 elements per channel)."""
+    entry = (
+        "<InputProxyChannelStatus><id>{n}</id><sourceInputPortDescriptor><proxyProtocol>HIKVISION</proxyProtocol>"
+        "<addressingFormatType>ipaddress</addressingFormatType><ipAddress>10.0.{n}.64</ipAddress>"
+        "<managePortNo>8000</managePortNo><srcInputPort>1</srcInputPort><userName>admin</userName>"
+        "<streamType>auto</streamType><deviceID></deviceID></sourceInputPortDescriptor><online>true</online>"
+        "<chanDetectResult>connect</chanDetectResult></InputProxyChannelStatus>"
+    )
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?><InputProxyChannelStatusList version="2.0" '
+        'xmlns="http://www.hikvision.com/ver20/XMLSchema">'
+        + "".join(entry.format(n=n) for n in range(1, channels + 1))
+        + "</InputProxyChannelStatusList>"
+    ).encode()
+
+
+def _limit(body: bytes | str, parse: object = xml.parse_device_info) -> xml.IsapiLimitError:
+    with pytest.raises(xml.IsapiLimitError) as caught:
+        parse(body)  # type: ignore[operator]
+    return caught.value
+
+
+def test_the_largest_real_document_is_within_the_limits() -> None:
+    """A 256-channel NVR's channel list (the largest reply ISAPI sends us) parses, with room to spare."""
+    body = _nvr_channels(256)
+    assert len(body) < xml.MAX_XML_BYTES // 4 and body.count(b"<") < xml.MAX_XML_MARKUP * 0.6
+    assert len(xml.parse_channels(body)) == 256
+
+
+def test_depth_limit_is_exact() -> None:
+    """MAX_XML_DEPTH levels parse; one more is `xml_too_deep`, as bytes and as str."""
+    assert xml.parse_device_info(_nested(xml.MAX_XML_DEPTH)).model == "m"
+    assert _limit(_nested(xml.MAX_XML_DEPTH + 1)).reason == "xml_too_deep"
+    assert _limit(_nested(xml.MAX_XML_DEPTH + 1).decode()).reason == "xml_too_deep"
+
+
+def test_element_limit_is_exact() -> None:
+    """MAX_XML_ELEMENTS elements parse; one more is `xml_too_large`, found while parsing."""
+    assert xml.parse_device_info(_siblings(xml.MAX_XML_ELEMENTS)).model == "m"
+    refused = _limit(_siblings(xml.MAX_XML_ELEMENTS + 1))
+    assert refused.reason == "xml_too_large" and "elements" in str(refused)
+
+
+@pytest.mark.parametrize(
+    ("body", "names"),
+    [
+        (_nested(100_000), "bytes"),
+        (_nested(20_000), "tags"),
+        (b"<DeviceInfo><model>m</model>" + b"<!---->" * xml.MAX_XML_MARKUP + b"</DeviceInfo>", "tags"),
+        (b"<DeviceInfo " + b'a="v" ' * 20_000 + b"><model>m</model></DeviceInfo>", "attributes"),
+        (b"<DeviceInfo><model>" + b"x" * xml.MAX_XML_BYTES + b"</model></DeviceInfo>", "bytes"),
+    ],
+    ids=["100000-deep", "20000-deep", "comments", "attributes", "size"],
+)
+def test_documents_over_a_limit_are_refused_before_parsing(body: bytes, names: str) -> None:
+    """Counting alone refuses them (`xml_too_large`, the count named) in a few milliseconds."""
+    started = time.perf_counter()
+    refused = _limit(body)
+    assert time.perf_counter() - started < 0.02
+    assert refused.reason == "xml_too_large" and names in str(refused)
+
+
+def test_a_limit_error_is_a_parse_error() -> None:
+    """Callers that catch IsapiParseError (the event stream, the lock reader) keep working."""
+    assert issubclass(xml.IsapiLimitError, xml.IsapiParseError)
+    assert _limit(_nested(50), xml.parse_user_check).reason == "xml_too_deep"
+
+
+def test_json_limits() -> None:
+    """JSON with too many values is refused by counting; nested past the recursion limit is `json_too_deep`."""
+    entries = ",".join(f'{{"chanNo":{n},"online":1}}' for n in range(1, 3000))
+    assert _limit('{"ChanStatus":[' + entries + "]}", xml.parse_working_status).reason == "json_too_large"
+    assert _limit("[" * 100_000, xml.parse_working_status).reason == "json_too_large"
+    deep = '{"a":' * 5000 + "1" + "}" * 5000  # no commas, no brackets: only the recursion guard stops it
+    assert _limit(deep, xml.parse_axpro_zones).reason == "json_too_deep"
+    assert _limit(b'{"ZoneList":["' + b"x" * xml.MAX_XML_BYTES + b'"]}', xml.parse_axpro_zones).reason == (
+        "json_too_large"
+    )
+
+
+@pytest.mark.parametrize("encoding", ["TF-8", "hex", "zlib", "rot13", "mbcs", "x" * 300])
+def test_unknown_or_non_text_encoding_is_a_parse_error(encoding: str) -> None:
+    """An encoding Python lacks, or a codec that is no text encoding, is `bad_xml`, not a LookupError crash."""
+    body = f'<?xml version="1.0" encoding="{encoding}"?><DeviceInfo><model>m</model></DeviceInfo>'.encode()
+    with pytest.raises(xml.IsapiParseError, match="unreadable XML"):
+        xml.parse_device_info(body)
+
+
+def test_event_alert_as_str_with_a_lone_surrogate_is_a_parse_error() -> None:
+    """A str body that cannot be UTF-8 encoded is read with replacement, never a UnicodeEncodeError."""
+    with pytest.raises(xml.IsapiParseError):
+        xml.parse_event_alert("\udc80<EventNotificationAlert/>")
+    alert = xml.parse_event_alert(
+        "<EventNotificationAlert><eventType>IO\udc80</eventType><eventState>active</eventState></EventNotificationAlert>"
+    )
+    assert alert.active and alert.event_type.startswith("IO")

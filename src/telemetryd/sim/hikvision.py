@@ -14,7 +14,8 @@ handler finds the device by the socket the request arrived on. Behaviour follows
   401 body and features;
 * faults set on a `SimDevice` at any time: offline channels with a reason, disk states,
   clock offset, channels that stopped recording, video loss, a changed password,
-  slow replies, garbage or hostile XML, a lazily streamed 1 GB body, an endless stream;
+  slow replies, garbage or hostile XML (billion laughs, 100,000 or 5,000 deep,
+  45,000 attributes, 120,000 elements), a lazily streamed 1 GB body, an endless stream;
 * models that lack endpoints (`lacks`: 403 notSupport, or 404 on old firmware), DVRs with
   analog inputs some of which read NO VIDEO.
 
@@ -59,7 +60,10 @@ from telemetryd.probes.isapi.xml import SessionLoginCap, session_login_password
 from telemetryd.sim.certs import CertPair, self_signed
 
 SimKind = Literal["camera", "nvr", "axpro"]
-BodyFault = Literal["garbage", "truncated", "billion_laughs", "huge", "huge_unsized", "endless", "trickle"]
+BodyFault = Literal[
+    "garbage", "truncated", "billion_laughs", "huge", "huge_unsized", "endless", "trickle",
+    "deep", "nested", "wide", "flat",
+]  # fmt: skip
 
 HUGE_BYTES = 1 << 30
 _CHUNK = b"<x>" + b"A" * (64 * 1024 - 7) + b"</x>"
@@ -68,6 +72,15 @@ _BILLION_LAUGHS = b"""<?xml version="1.0"?>
 <!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">
 <!ENTITY lol4 "&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;">]>
 <DeviceInfo><model>&lol4;</model></DeviceInfo>"""
+_DEEP = b"<DeviceInfo><model>DS-2CD</model>" + b"<a>" * 100_000 + b"</a>" * 100_000 + b"</DeviceInfo>"
+"""100,000 nested elements in 700 KB: under the 1 MiB body cap, a 0.14-0.27 s parse where nothing bounds it."""
+_NESTED = b"<DeviceInfo><model>DS-2CD</model>" + b"<a>" * 5_000 + b"</a>" * 5_000 + b"</DeviceInfo>"
+"""5,000 nested elements in 35 KB: small, and deeper than any ISAPI document."""
+_WIDE = b"<DeviceInfo " + b" ".join(b'a%d="v"' % n for n in range(45_000)) + b"><model>DS-2CD</model></DeviceInfo>"
+"""One element with 45,000 attributes (480 KB)."""
+_FLAT = b"<DeviceInfo><model>DS-2CD</model>" + b"<x/>" * 120_000 + b"</DeviceInfo>"
+"""120,000 sibling elements (480 KB)."""
+_HOSTILE_XML = {"deep": _DEEP, "nested": _NESTED, "wide": _WIDE, "flat": _FLAT}
 _HTML_401 = (
     b"<!DOCTYPE html><html><head><title>Document Error: Unauthorized</title></head>"
     b"<body><h2>Access Error: 401 -- Unauthorized</h2><p>Authentication Error</p></body></html>"
@@ -807,6 +820,8 @@ async def _hostile(request: web.Request, fault: BodyFault) -> web.StreamResponse
         return web.Response(body=b'<?xml version="1.0"?><DeviceInfo><model>DS-2CD', content_type="application/xml")
     if fault == "billion_laughs":
         return web.Response(body=_BILLION_LAUGHS, content_type="application/xml")
+    if fault in _HOSTILE_XML:
+        return web.Response(body=_HOSTILE_XML[fault], content_type="application/xml")
     response = web.StreamResponse(headers={"Content-Type": "application/xml"})
     if fault == "huge":
         response.content_length = HUGE_BYTES

@@ -132,7 +132,8 @@ class MultipartReader:
             return False
         line_end = self._buffer.find(b"\n", at)
         if line_end < 0:
-            if len(self._buffer) - at > _HEADER_LIMIT:
+            del self._buffer[:at]  # what came before the delimiter is junk: hold only the delimiter's line
+            if len(self._buffer) > _HEADER_LIMIT:
                 self.malformed += 1
                 self._buffer.clear()
             return False
@@ -191,7 +192,7 @@ class MultipartReader:
         delimiter = b"\n--" + self.boundary
         at = self._buffer.find(delimiter)
         if at < 0:
-            if self._keep and _complete(self._body + self._buffer):
+            if self._keep and _may_end(self._body, self._buffer) and _complete(self._body + self._buffer):
                 # Without a length the part would only end at the next boundary, the next heartbeat
                 # seconds away: a document that is already whole is taken now.
                 self._take(len(self._buffer))
@@ -223,6 +224,21 @@ class MultipartReader:
         return Part(self._type, body)
 
 
+_ENDINGS = (b"</EventNotificationAlert>", b"}")
+
+
+def _may_end(body: bytearray, buffer: bytearray) -> bool:
+    """Whether the bytes just read could end the document: a look at the last 256 bytes before the whole is copied.
+
+    Without it a device trickling a part a byte at a time would cost a copy of the part per byte. Bytes
+    that end in whitespace only leave the document's end where the last look saw it.
+    """
+    tail = bytes(buffer[-256:])
+    if len(tail) < 256:  # a closing tag may have begun in what the body already holds
+        tail = bytes(body[max(0, len(body) - 256 + len(tail)) :]) + tail
+    return tail.rstrip().endswith(_ENDINGS)
+
+
 def _complete(body: bytearray) -> bool:
     """Whether a part without a length already holds a whole event document."""
     text = bytes(body).rstrip()
@@ -233,6 +249,10 @@ def _complete(body: bytearray) -> bool:
             json.loads(text)
         except ValueError:
             return False
+        except RecursionError:
+            # Nested past what json reads: it never will be, so the part ends here (and is refused as
+            # json_too_deep) rather than the error ending the reader, and with it the device's stream.
+            return True
         return True
     return False
 

@@ -32,7 +32,9 @@ it; aiohttp's `Fingerprint` checks it at connect time, before the request is wri
 Device faults are results, never exceptions. Reasons: ``timeout``, ``refused``,
 ``unreachable``, ``error``, ``tls_error``, ``certificate_changed``, ``pins_unreadable``,
 ``auth_failed``, ``bad_challenge``, ``locked``, ``redirect``,
-``too_large``, ``bad_xml``, ``http_<code>``, ``not_supported``, ``isapi_error``, and for health ``channel_offline``,
+``too_large``, ``bad_xml``, ``xml_too_large``, ``xml_too_deep``, ``json_too_large``,
+``json_too_deep`` (a body over a parsing limit of `xml`, refused before it is parsed),
+``http_<code>``, ``not_supported``, ``isapi_error``, and for health ``channel_offline``,
 ``video_loss``, ``disk_fault``, ``no_disk``, ``clock_drift``, ``not_recording`` (AX PRO:
 ``zone_fault``, ``tamper``). This module only fetches and parses (`xml`); what counts as
 wrong is decided by the pure functions of `health`.
@@ -969,6 +971,8 @@ def _parse(reply: _Reply, path: str, parse: Callable[[bytes], T]) -> T:
     except xml.IsapiStatusError as exc:
         reason = "not_supported" if exc.status.not_supported else "isapi_error"
         raise _Failure(reason, f"{path}: {exc}") from None
+    except xml.IsapiLimitError as exc:
+        raise _Failure(exc.reason, f"{path}: {exc}; not parsed") from None
     except xml.IsapiParseError as exc:
         raise _Failure("bad_xml", f"{path}: {exc}") from None
 

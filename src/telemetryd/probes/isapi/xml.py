@@ -8,6 +8,15 @@ expander. Every parser raises `IsapiParseError` on anything it cannot read, and
 `IsapiStatusError` when the device answered with a `ResponseStatus` instead of the
 document asked for; the client turns both into result reasons (``bad_xml``,
 ``not_supported``, ``isapi_error``).
+
+Parsing cost is bounded, because it runs on the event loop: a body is measured before it
+is parsed (bytes, ``<`` and ``=`` counted at C speed: every tag, comment or CDATA section
+needs a ``<``, every attribute an ``=``) and the tree builder stops the parse at the first
+element past `MAX_XML_DEPTH` or `MAX_XML_ELEMENTS`. A document over a limit raises
+`IsapiLimitError` (an `IsapiParseError` whose `reason` is ``xml_too_large``,
+``xml_too_deep``, ``json_too_large`` or ``json_too_deep``) after at most a few
+milliseconds, whatever its size; the largest document within the limits parses in about
+25 ms. JSON bodies are measured the same way (``{``, ``[`` and ``,`` counted).
 """
 
 from __future__ import annotations
@@ -18,12 +27,18 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
-from xml.etree.ElementTree import Element, ParseError
+from xml.etree.ElementTree import Element, ParseError, TreeBuilder
 
 from defusedxml import DefusedXmlException
-from defusedxml.ElementTree import fromstring
+from defusedxml.ElementTree import DefusedXMLParser
 
 __all__ = [
+    "MAX_JSON_VALUES",
+    "MAX_XML_ATTRIBUTES",
+    "MAX_XML_BYTES",
+    "MAX_XML_DEPTH",
+    "MAX_XML_ELEMENTS",
+    "MAX_XML_MARKUP",
     "AxProSubsystem",
     "AxProZone",
     "Channel",
@@ -32,6 +47,7 @@ __all__ = [
     "DeviceStatus",
     "DeviceTime",
     "Disk",
+    "IsapiLimitError",
     "IsapiParseError",
     "IsapiStatusError",
     "RecordingSearch",
@@ -60,6 +76,20 @@ __all__ = [
     "session_login_request",
 ]
 
+MAX_XML_BYTES = 512 << 10
+"""Bytes of one XML or JSON body, whatever `probes.isapi.max_body_bytes` allows: a 256-channel NVR sends 120 KB."""
+MAX_XML_ELEMENTS = 6144
+"""Elements of one document: a 256-channel NVR's channel status list has about 3,300."""
+MAX_XML_ATTRIBUTES = MAX_XML_ELEMENTS
+"""``=`` signs of one document (an upper bound of its attributes): ISAPI puts a few on the root and lists."""
+MAX_XML_MARKUP = 2 * MAX_XML_ELEMENTS + 64
+"""``<`` signs of one document: a start and an end tag per element, and a little for the prolog and comments."""
+MAX_XML_DEPTH = 32
+"""Nesting of elements: ISAPI documents nest five or six deep."""
+MAX_JSON_VALUES = 8192
+"""``{``, ``[`` and ``,`` signs of one JSON body (an upper bound of its objects, arrays and members):
+a 256-channel working status has about 2,000."""
+
 HEALTHY_DISK_STATES = frozenset({"ok", "idle", "sleep", "sleeping", "formating", "formatting"})
 """Disk states that still record or will shortly; anything else (error, unformatted, smartFailed…) is a fault."""
 ABSENT_DISK_STATES = frozenset({"notexist", "notExist"})
@@ -68,6 +98,15 @@ ABSENT_DISK_STATES = frozenset({"notexist", "notExist"})
 
 class IsapiParseError(ValueError):
     """The reply could not be read as the document expected (garbage, truncated, DTD, wrong root)."""
+
+
+class IsapiLimitError(IsapiParseError):
+    """The reply is over a parsing limit (size, elements, attributes, depth): refused before the work is done."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        """``xml_too_large``, ``xml_too_deep``, ``json_too_large`` or ``json_too_deep``: the result's reason."""
 
 
 class IsapiStatusError(Exception):
@@ -264,18 +303,71 @@ class EventAlert:
 # --- XML plumbing ---------------------------------------------------------------------
 
 
+class _BoundedBuilder:
+    """The tree builder defusedxml's parser feeds, stopping at the first element past a limit.
+
+    It strips namespaces as it goes (ver10/ver20/isapi.org/std-cgi/none read alike) and has no
+    ``comment``/``pi`` methods, so those are never built.
+    """
+
+    __slots__ = ("_builder", "_depth", "_elements", "data")
+
+    def __init__(self) -> None:
+        self._builder = TreeBuilder()
+        self._depth = 0
+        self._elements = 0
+        self.data = self._builder.data
+        """Text goes to the builder's own method: the parser calls it with no Python frame between."""
+
+    def start(self, tag: str, attrs: dict[str, str]) -> Element:
+        self._depth += 1
+        self._elements += 1
+        if self._depth > MAX_XML_DEPTH:
+            raise IsapiLimitError("xml_too_deep", f"XML nested deeper than {MAX_XML_DEPTH} elements")
+        if self._elements > MAX_XML_ELEMENTS:
+            raise IsapiLimitError("xml_too_large", f"XML of more than {MAX_XML_ELEMENTS} elements")
+        return self._builder.start(tag.rpartition("}")[2], attrs)
+
+    def end(self, tag: str) -> Element:
+        self._depth -= 1
+        return self._builder.end(tag)
+
+    def close(self) -> Element:
+        return self._builder.close()
+
+
+def _signs(body: bytes | str, signs: str) -> int:
+    """How many of these characters the body holds (a C-speed scan per sign)."""
+    if isinstance(body, str):
+        return sum(body.count(sign) for sign in signs)
+    return sum(body.count(sign.encode()) for sign in signs)
+
+
+def _measure_xml(body: bytes | str) -> None:
+    """Refuse a body whose size or markup alone exceeds the limits, before any parsing."""
+    if len(body) > MAX_XML_BYTES:
+        raise IsapiLimitError("xml_too_large", f"XML body of {len(body)} bytes over the {MAX_XML_BYTES} limit")
+    if (markup := _signs(body, "<")) > MAX_XML_MARKUP:
+        raise IsapiLimitError("xml_too_large", f"XML with {markup} tags over the {MAX_XML_MARKUP} limit")
+    if (attributes := _signs(body, "=")) > MAX_XML_ATTRIBUTES:
+        raise IsapiLimitError("xml_too_large", f"XML with {attributes} attributes over the {MAX_XML_ATTRIBUTES} limit")
+
+
 def _root(body: bytes | str) -> Element:
-    """Parse safely and strip every namespace, so ver10/ver20/isapi.org/std-cgi/none read alike."""
+    """Parse safely and within the limits, namespaces stripped."""
+    _measure_xml(body)
+    parser = DefusedXMLParser(target=_BoundedBuilder(), forbid_dtd=True)
     try:
-        root = fromstring(body, forbid_dtd=True)
+        parser.feed(body)
+        root: Element = parser.close()
     except (ParseError, DefusedXmlException) as exc:
         raise IsapiParseError(f"not well-formed XML: {type(exc).__name__}: {_short(str(exc))}") from None
-    except ValueError as exc:  # e.g. an encoding declaration on a str
+    except IsapiLimitError:
+        raise
+    except (ValueError, LookupError) as exc:
+        # An encoding declaration on a str, one Python does not know ("TF-8") or one that is not a text
+        # encoding ("hex", "zlib"): expat asks Python's codecs, whose errors are not ParseErrors.
         raise IsapiParseError(f"unreadable XML: {_short(str(exc))}") from None
-    for element in root.iter():
-        tag = element.tag
-        if isinstance(tag, str) and tag[:1] == "{":
-            element.tag = tag.partition("}")[2]
     return root
 
 
@@ -603,7 +695,7 @@ _ALERT_CHANNELS = ("channelID", "dynChannelID", "inputIOPortID")
 
 def parse_event_alert(body: bytes | str) -> EventAlert:
     """An `EventNotificationAlert` part of `/ISAPI/Event/notification/alertStream`, XML or JSON."""
-    text = body.lstrip() if isinstance(body, bytes) else body.lstrip().encode()
+    text = body.lstrip() if isinstance(body, bytes) else body.lstrip().encode("utf-8", "replace")
     if text.startswith(b"{"):
         document = _json(text)
         alert = _find_key(document, "EventNotificationAlert")
@@ -642,9 +734,16 @@ def parse_event_alert(body: bytes | str) -> EventAlert:
 
 
 def _json(body: bytes | str) -> Any:
+    """Parse within the limits: size and values counted first; nesting is bounded by json's recursion guard."""
+    if len(body) > MAX_XML_BYTES:
+        raise IsapiLimitError("json_too_large", f"JSON body of {len(body)} bytes over the {MAX_XML_BYTES} limit")
+    if (values := _signs(body, "{[,")) > MAX_JSON_VALUES:
+        raise IsapiLimitError("json_too_large", f"JSON with {values} values over the {MAX_JSON_VALUES} limit")
     try:
         return json.loads(body)
-    except (ValueError, RecursionError) as exc:
+    except RecursionError:
+        raise IsapiLimitError("json_too_deep", "JSON nested too deep to read") from None
+    except ValueError as exc:
         raise IsapiParseError(f"not JSON: {_short(str(exc))}") from None
 
 
