@@ -13,9 +13,9 @@ probes fail with ``EMFILE``. `ConnectionGuard` sits between the listening socket
 - `head_timeout`: a request head must be complete this long after its first byte;
 - `idle_timeout`: a connection with no request (fresh, or kept alive after a response) is
   closed after this long; a response that stops draining for as long is cut;
-- TLS, when `tls()` gives a context, is started by the guard on the counted TCP connection
-  (``loop.start_tls`` with the head timeout as handshake timeout), so a peer that never
-  finishes its handshake holds a slot it can lose, not an uncounted descriptor;
+- TLS, when `tls()` gives a context, is done by the guard on the counted TCP connection
+  (`ssl.MemoryBIO`), so a peer that never finishes its handshake holds a slot it can lose, under
+  the head timeout, not an uncounted descriptor;
 - `server_log`: the logger aiohttp's request handler is given, so a malformed request becomes
   one structured line (rate-limited per peer, see `Tally`) instead of a plain-text traceback.
 
@@ -26,6 +26,7 @@ A request is "being answered" from the moment aiohttp hands it to the applicatio
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import resource
 import ssl
@@ -175,6 +176,7 @@ class _Slot(asyncio.Protocol):
         self.idle_since = guard.clock()
         self.head_since: float | None = None
         self.busy = 0
+        self.tls: _TlsLayer | None = None
         self.drained_at = 0
         """Write-buffer size when a stalled response was last looked at."""
         self.closed = False
@@ -189,31 +191,7 @@ class _Slot(asyncio.Protocol):
         if context is None:
             self._attach(self.raw)
         else:
-            self.guard._handshakes.add(asyncio.get_running_loop().create_task(self._start_tls(context)))
-
-    async def _start_tls(self, context: ssl.SSLContext) -> None:
-        assert self.raw is not None
-        loop = asyncio.get_running_loop()
-        try:
-            secured = await loop.start_tls(
-                self.raw, self, context, server_side=True, ssl_handshake_timeout=self.guard.limits.head_timeout
-            )
-        except asyncio.CancelledError:
-            self.abort()
-            raise
-        except Exception as exc:  # any failed handshake: the peer is gone, start_tls closed the socket
-            if not self.closed:  # not one the guard evicted or timed out itself
-                self.guard.handshake_failures.note(self._peer(), type(exc).__name__)
-            self.guard._release(self, "tls_failed")
-            return
-        finally:
-            task = asyncio.current_task()
-            if task is not None:
-                self.guard._handshakes.discard(task)
-        if secured is None or self.closed:
-            self.abort()
-            return
-        self._attach(secured)
+            self.tls = _TlsLayer(self, context)
 
     def _attach(self, transport: asyncio.Transport) -> None:
         self.transport = transport
@@ -222,12 +200,17 @@ class _Slot(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.busy == 0 and self.head_since is None:
-            self.head_since = self.guard.clock()
+            self.head_since = self.guard.clock()  # a ClientHello counts: a handshake is a head
             self.guard._began_head(self)
-        self.inner.data_received(data)
+        if self.tls is None:
+            self.inner.data_received(data)
+        else:
+            self.tls.received(data)
 
     def eof_received(self) -> bool | None:
-        return self.inner.eof_received() if self.transport is not None else None
+        if self.transport is None or self.tls is not None:
+            return None  # close: a TLS peer ends with close_notify, a plain EOF mid-TLS is the end
+        return self.inner.eof_received()
 
     def pause_writing(self) -> None:
         self.inner.pause_writing()
@@ -252,12 +235,166 @@ class _Slot(asyncio.Protocol):
 
     def pending_bytes(self) -> int:
         """Response bytes not yet taken by the kernel."""
-        transport = self.transport or self.raw
-        return transport.get_write_buffer_size() if transport is not None and not transport.is_closing() else 0
+        raw = self.raw
+        return raw.get_write_buffer_size() if raw is not None and not raw.is_closing() else 0
 
-    def _peer(self) -> str | None:
+    def peer(self) -> str | None:
+        """The peer's address (for the log summaries)."""
         peer = self.raw.get_extra_info("peername") if self.raw is not None else None
         return str(peer[0]) if isinstance(peer, tuple) and peer else None
+
+
+MAX_TLS_READ = 256 * 1024
+"""Plain bytes taken from the TLS layer per read call."""
+
+
+class _TlsLayer:
+    """TLS over the counted TCP connection with `ssl.MemoryBIO`, as asyncio's own sslproto does.
+
+    Doing it here rather than with ``create_server(ssl=...)`` or ``loop.start_tls`` keeps a peer
+    in its handshake inside the guard: counted, evictable, under the head timeout (the loop's
+    TLS servers hide such connections until the handshake is done, and uvloop delivers the
+    ClientHello before ``start_tls`` could take the socket over).
+    """
+
+    def __init__(self, slot: _Slot, context: ssl.SSLContext) -> None:
+        self.slot = slot
+        self.incoming = ssl.MemoryBIO()
+        self.outgoing = ssl.MemoryBIO()
+        self.sslobj = context.wrap_bio(self.incoming, self.outgoing, server_side=True)
+        self.context = context
+        self.established = False
+
+    def received(self, data: bytes) -> None:
+        """Ciphertext from the peer: the handshake, or plain bytes on to aiohttp."""
+        self.incoming.write(data)
+        try:
+            if not self.established:
+                self.sslobj.do_handshake()
+                self.established = True
+                self.flush()
+                assert self.slot.raw is not None
+                self.slot._attach(_TlsTransport(self, self.slot.raw))
+            self._read()
+        except ssl.SSLWantReadError:
+            pass
+        except ssl.SSLZeroReturnError:  # close_notify: the peer is done
+            self.flush()
+            self.slot.abort()
+            return
+        except ssl.SSLError as exc:
+            if not self.established:
+                self.slot.guard.handshake_failures.note(self.slot.peer(), exc.reason or type(exc).__name__)
+                self.slot.guard._release(self.slot, "tls_failed")
+            self.slot.abort()
+            return
+        self.flush()
+
+    def _read(self) -> None:
+        while not self.slot.closed:
+            plain = self.sslobj.read(MAX_TLS_READ)
+            if not plain:
+                return
+            self.slot.inner.data_received(plain)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Plain bytes from aiohttp, encrypted onto the TCP connection."""
+        view = memoryview(data)
+        while view:
+            written = self.sslobj.write(view)
+            view = view[written:]
+        self.flush()
+
+    def flush(self) -> None:
+        """Ciphertext waiting in the TLS layer onto the TCP connection."""
+        pending = self.outgoing.read()
+        raw = self.slot.raw
+        if pending and raw is not None and not raw.is_closing():
+            raw.write(pending)
+
+    def close(self) -> None:
+        """Send close_notify (best effort; the TCP close follows)."""
+        with contextlib.suppress(ssl.SSLError):
+            self.sslobj.unwrap()
+        self.flush()
+
+
+class _TlsTransport(asyncio.Transport):
+    """What aiohttp writes to on a TLS connection: the TLS layer over the raw TCP transport."""
+
+    def __init__(self, layer: _TlsLayer, raw: asyncio.Transport) -> None:
+        super().__init__()
+        self.layer = layer
+        self.raw = raw
+        self._closing = False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        """TLS facts from the TLS layer, the rest (peername, socket) from the TCP transport."""
+        facts: dict[str, Callable[[], Any]] = {
+            "sslcontext": lambda: self.layer.context,
+            "ssl_object": lambda: self.layer.sslobj,
+            "peercert": self.layer.sslobj.getpeercert,
+            "cipher": self.layer.sslobj.cipher,
+        }
+        fact = facts.get(name)
+        return fact() if fact is not None else self.raw.get_extra_info(name, default)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Encrypt and send."""
+        if not self._closing:
+            self.layer.write(data)
+
+    def writelines(self, list_of_data: Any) -> None:
+        """Encrypt and send, joined."""
+        self.write(b"".join(list_of_data))
+
+    def can_write_eof(self) -> bool:
+        """TLS has close_notify, not a half close."""
+        return False
+
+    def is_closing(self) -> bool:
+        """Closing or closed, here or underneath."""
+        return self._closing or self.raw.is_closing()
+
+    def close(self) -> None:
+        """close_notify, then the TCP close after what is buffered has gone."""
+        if not self._closing:
+            self._closing = True
+            self.layer.close()
+            self.raw.close()
+
+    def abort(self) -> None:
+        """Drop the TCP connection now."""
+        self._closing = True
+        self.raw.abort()
+
+    def is_reading(self) -> bool:
+        """As the TCP transport."""
+        return self.raw.is_reading()
+
+    def pause_reading(self) -> None:
+        """As the TCP transport."""
+        self.raw.pause_reading()
+
+    def resume_reading(self) -> None:
+        """As the TCP transport."""
+        self.raw.resume_reading()
+
+    def get_write_buffer_size(self) -> int:
+        """Ciphertext not yet taken by the kernel (the TLS layer keeps none back)."""
+        return self.raw.get_write_buffer_size()
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        """As the TCP transport."""
+        return self.raw.get_write_buffer_limits()
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        """As the TCP transport."""
+        self.raw.set_write_buffer_limits(high, low)
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        """aiohttp's handler."""
+        return self.layer.slot.inner
 
 
 class ConnectionGuard:
@@ -298,7 +435,6 @@ class ConnectionGuard:
         self._heads: OrderedDict[_Slot, None] = OrderedDict()
         """Idle with a request head under way: evicted next; also the head-timeout queue."""
         self._by_handler: dict[asyncio.Protocol, _Slot] = {}
-        self._handshakes: set[asyncio.Task[None]] = set()
         self._server: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -337,8 +473,6 @@ class ConnectionGuard:
             self._server.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
-        for task in list(self._handshakes):
-            task.cancel()
         for slot in list(self._slots):
             slot.abort()
         for tally in self.tallies:

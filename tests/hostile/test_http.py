@@ -93,6 +93,8 @@ class IdleFlood:
     def _run(self) -> None:
         while len(self.sockets) < self.count and not self._stop.is_set():
             self.sockets.append(self._open())
+            if len(self.sockets) % 100 == 0:
+                time.sleep(0.02)  # let the server accept: past its backlog, SYNs wait seconds for a retry
         while not self._stop.wait(0.2):
             # A socket the server closed turns readable (EOF or reset): open another in its place.
             poller = select.poll()
