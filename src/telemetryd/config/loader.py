@@ -19,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from telemetryd.config.inventory import InventoryFile, SchoolEntry
 from telemetryd.config.settings import Settings, Shard
-from telemetryd.config.webconfig import WebConfig, WebConfigFile, web_config
+from telemetryd.config.webconfig import WebConfig, WebConfigFile, missing_files, web_config
 from telemetryd.config.yamlsrc import Loc, Problem, Readings, SourceMap, read_yaml
 from telemetryd.model import Inventory, School
 from telemetryd.slices import Steps, finish
@@ -168,6 +168,10 @@ def load_web_config(path: Path) -> WebConfig:
     if problems:
         raise ConfigError(problems)
     assert isinstance(model, WebConfigFile)
+    if model.tls_server_config is not None:
+        missing = missing_files(model.tls_server_config, path.parent)
+        if missing:
+            raise ConfigError([source.problem(loc, message) for loc, message in missing])
     try:
         return web_config(model, path)
     except (OSError, ssl.SSLError, ValueError) as exc:

@@ -23,9 +23,9 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field, field_validator
 
 from telemetryd.config.settings import Strict
 
@@ -44,22 +44,39 @@ class TlsServerConfig(Strict):
     min_version: Literal["TLS12", "TLS13"] = "TLS12"
 
 
+def _bcrypt_hash(value: str) -> str:
+    # Never echo the value: an operator who pasted a password here must not see it in a log.
+    if not value.startswith(BCRYPT_PREFIXES) or len(value) != 60:
+        raise ValueError("expected a bcrypt hash ($2b$..., 60 characters), not a password")
+    return value
+
+
+BcryptHash = Annotated[str, AfterValidator(_bcrypt_hash)]
+
+
 class WebConfigFile(Strict):
     """The whole web config file; an empty file means plain HTTP without authentication."""
 
     tls_server_config: TlsServerConfig | None = None
-    basic_auth_users: dict[str, str] = Field(default_factory=dict, description="user: bcrypt hash")
+    basic_auth_users: dict[str, BcryptHash] = Field(default_factory=dict, description="user: bcrypt hash")
 
     @field_validator("basic_auth_users")
     @classmethod
-    def _bcrypt_hashes(cls, users: dict[str, str]) -> dict[str, str]:
-        for user, hashed in users.items():
+    def _user_names(cls, users: dict[str, str]) -> dict[str, str]:
+        for user in users:
             if not user or ":" in user:
                 raise ValueError(f"user {user!r}: a user name is not empty and holds no ':'")
-            # Never echo the value: an operator who pasted a password here must not see it in a log.
-            if not hashed.startswith(BCRYPT_PREFIXES) or len(hashed) != 60:
-                raise ValueError(f"user {user!r}: expected a bcrypt hash ($2b$..., 60 characters), not a password")
         return users
+
+
+def missing_files(tls: TlsServerConfig, base: Path) -> list[tuple[tuple[str, str], str]]:
+    """(location, message) for each file `tls` names that is not a readable file."""
+    named = {"cert_file": tls.cert_file, "key_file": tls.key_file, "client_ca_file": tls.client_ca_file}
+    problems = []
+    for key, name in named.items():
+        if name is not None and not resolve(base, name).is_file():
+            problems.append((("tls_server_config", key), f"{resolve(base, name)}: no such file"))
+    return problems
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +156,7 @@ __all__ = [
     "TlsServerConfig",
     "WebConfig",
     "WebConfigFile",
+    "missing_files",
     "resolve",
     "server_context",
     "signature",
