@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import signal
 import time
 from collections.abc import Coroutine
@@ -362,6 +363,14 @@ class Daemon:
             connection_cap=guard.cap,
             nofile=guard.nofile,
         )
+        if not watch.config.requires_auth and not ipaddress.ip_address(host).is_loopback:
+            # The default listen is every interface (Prometheus is rarely on this host): say what that means.
+            log.warning(
+                "http_without_web_config",
+                address=self.listen_address,
+                note="anyone who reaches this address reads /metrics and /api/v1/status (device names and "
+                "addresses); set web_config_file (TLS, basic auth) or listen on 127.0.0.1",
+            )
 
     def _on_stop_signal(self, signum: int) -> None:
         """Only flags: the first signal asks for a graceful stop, a second one stops the waiting."""

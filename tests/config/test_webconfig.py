@@ -97,3 +97,15 @@ def test_settings_point_at_the_web_config_relative_to_themselves(tmp_path: Path)
     with pytest.raises(ConfigError) as missing:
         load_config(write_config(tmp_path, [], web_config_file="elsewhere.yml"))
     assert "telemetryd.yaml:" in str(missing.value) and "web_config_file" in str(missing.value)
+
+
+def test_the_shipped_example_loads(tmp_path: Path) -> None:
+    """config/web-config.example.yml is valid once its certificate files exist; its hash is of "change-me"."""
+    example = Path(__file__).resolve().parents[2] / "config" / "web-config.example.yml"
+    ca = certificate_authority(tmp_path)
+    server = issued_by(ca, tmp_path, "127.0.0.1")
+    server.cert.rename(tmp_path / "telemetryd.crt")
+    server.key.rename(tmp_path / "telemetryd.key")
+    config = load_web_config(_write(tmp_path / "web-config.yml", example.read_text()))
+    assert config.tls is not None
+    assert bcrypt.checkpw(b"change-me", config.users["prometheus"])
