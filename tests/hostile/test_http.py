@@ -22,6 +22,7 @@ import contextlib
 import resource
 import select
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -38,6 +39,7 @@ import bcrypt
 import pytest
 import yaml
 
+from telemetryd.sim.certs import certificate_authority, issued_by
 from tests.daemon_process import DaemonProcess, metric
 from tests.helpers import write_config
 from tests.hostile.harness import (
@@ -131,13 +133,20 @@ def basic(user: str = USER, password: str = PASSWORD) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
-def get(address: str, path: str, *, authorization: str | None = None, timeout: float = 5.0) -> tuple[int, str]:
-    """GET http://address/path; (status, body) whatever the status."""
-    request = urllib.request.Request(f"http://{address}{path}")
+def get(
+    address: str,
+    path: str,
+    *,
+    authorization: str | None = None,
+    timeout: float = 5.0,
+    tls: ssl.SSLContext | None = None,
+) -> tuple[int, str]:
+    """GET http(s)://address/path; (status, body) whatever the status."""
+    request = urllib.request.Request(f"{'https' if tls else 'http'}://{address}{path}")
     if authorization:
         request.add_header("Authorization", authorization)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout, context=tls) as response:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
@@ -165,6 +174,12 @@ def _timestamp(record: dict[str, Any]) -> float:
     return datetime.fromisoformat(str(record["timestamp"])).timestamp()
 
 
+def _lag_over(text: str, bound: float) -> float | None:
+    count = metric(text, "telemetryd_event_loop_lag_seconds_count")
+    within = metric(text, "telemetryd_event_loop_lag_seconds_bucket", le=str(bound))
+    return None if count is None or within is None else count - within
+
+
 def emfile_lines(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Log records that speak of running out of descriptors."""
     return [r for r in records if "Too many open files" in repr(r) or "EMFILE" in repr(r)]
@@ -189,6 +204,8 @@ def test_idle_flood_on_the_exporter_leaves_probes_and_scrapes_alone(tmp_path: Pa
             "emfile_lines": len(emfile_lines(records)),
             "flood_opened": flood.opened,
             "closed_by_server": flood.closed_by_server,
+            "rss_mb": round((metric(watch.last_text, "process_resident_memory_bytes") or 0) / 1e6, 1),
+            "lag_over_0.1s": _lag_over(watch.last_text, 0.1),
         }
         print("figures:", figures)
         assert not emfile_lines(records), emfile_lines(records)[:3]
@@ -200,14 +217,46 @@ def test_idle_flood_on_the_exporter_leaves_probes_and_scrapes_alone(tmp_path: Pa
         assert (metric(text, "telemetryd_http_connections_closed_total", reason="evicted") or 0) > 4000
 
 
+def test_idle_flood_on_the_tls_exporter_holds_handshakes_to_the_cap(tmp_path: Path) -> None:
+    """The same flood against HTTPS with basic auth: the silent sockets never send a ClientHello."""
+    client = _web_config(tmp_path, tls=True)
+    with ControlDevice() as control, contextlib.ExitStack() as stack:
+        with nofile(EXPORTER_NOFILE):
+            daemon = stack.enter_context(authenticated_daemon(tmp_path, control, [], tls=client))
+        host, _, port = daemon.address.rpartition(":")
+
+        def scrape_text() -> str:
+            status, text = get(daemon.address, "/metrics", authorization=basic(), tls=client)
+            assert status == 200, status
+            return text
+
+        with Watch(daemon, scrape_text=scrape_text) as watch, IdleFlood(host, int(port), 5000) as flood:
+            time.sleep(10)
+        records = daemon.records()
+        print("figures:", {"scrapes_ok": len(watch.up), "scrapes_failed": len(watch.failures), "opened": flood.opened})
+        assert not emfile_lines(records), emfile_lines(records)[:3]
+        assert not watch.failures, f"{len(watch.failures)} of {len(watch.failures) + len(watch.up)} scrapes failed"
+        assert_control_healthy(daemon, control, watch)
+        text = scrape_text()
+        assert (metric(text, "telemetryd_http_connections") or 0) <= 256
+        assert (metric(text, "telemetryd_http_connections_closed_total", reason="evicted") or 0) > 4000
+
+
 # ---------------------------------------------------------------------------------------------- (9) auth
 
 
-def _web_config(tmp_path: Path) -> Path:
+def _web_config(tmp_path: Path, *, tls: bool = False) -> ssl.SSLContext | None:
+    """web-config.yml with basic auth (and TLS); the client context that trusts its certificate."""
     hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=10)).decode()
-    path = tmp_path / "web-config.yml"
-    path.write_text(yaml.safe_dump({"basic_auth_users": {USER: hashed}}))
-    return path
+    body: dict[str, Any] = {"basic_auth_users": {USER: hashed}}
+    client = None
+    if tls:
+        ca = certificate_authority(tmp_path)
+        server = issued_by(ca, tmp_path, "127.0.0.1")
+        body["tls_server_config"] = {"cert_file": server.cert.name, "key_file": server.key.name}
+        client = ssl.create_default_context(cafile=str(ca.cert))
+    (tmp_path / "web-config.yml").write_text(yaml.safe_dump(body))
+    return client
 
 
 def _camera_school(tmp_path: Path) -> dict[str, Any]:
@@ -217,14 +266,18 @@ def _camera_school(tmp_path: Path) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def authenticated_daemon(
-    tmp_path: Path, control: ControlDevice, schools: list[dict[str, Any]]
+    tmp_path: Path, control: ControlDevice, schools: list[dict[str, Any]], *, tls: ssl.SSLContext | None = None
 ) -> Iterator[DaemonProcess]:
     """`hostile_daemon` with web-config.yml: the control device's first "up" is read with credentials."""
     settings = control_settings(web_config_file="web-config.yml")
     config = write_config(tmp_path, [control_school(control), *schools], **settings)
     with DaemonProcess(config, tee=tmp_path / "daemon.log") as daemon:
         deadline = time.monotonic() + 15
-        while metric(get(daemon.address, "/metrics", authorization=basic())[1], CONTROL_UP, device=CONTROL_DEVICE) != 1:
+        while True:
+            with contextlib.suppress(OSError):
+                text = get(daemon.address, "/metrics", authorization=basic(), tls=tls)[1]
+                if metric(text, CONTROL_UP, device=CONTROL_DEVICE) == 1:
+                    break
             assert time.monotonic() < deadline, f"control device never came up\n{daemon.output()}"
             time.sleep(0.1)
         yield daemon
@@ -292,6 +345,7 @@ def test_malformed_request_is_one_structured_line(tmp_path: Path) -> None:
         assert not unparsed, unparsed[:5]
         assert "Traceback" not in "\n".join(new_lines)
         bad = [r for r in daemon.records() if r.get("event") == "http_bad_requests"]
+        print("figures:", {"bad_request_lines": len(bad), "unparsed_lines": len(unparsed), "line": bad[:1]})
         assert len(bad) == 1, bad
         assert bad[0]["count"] == 1 and bad[0]["listener"] == "exporter"
         assert (metric(daemon.scrape(), "telemetryd_http_bad_requests_total") or 0) >= 41
