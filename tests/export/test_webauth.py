@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import base64
+import signal
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import bcrypt
@@ -12,6 +16,8 @@ import structlog
 from telemetryd.config import ConfigError
 from telemetryd.export import webauth
 from telemetryd.export.webauth import BasicAuth, WebConfigWatch, credentials
+from tests.daemon_process import DaemonProcess
+from tests.helpers import write_config
 
 PASSWORD = b"scrape-secret"
 HASH = bcrypt.hashpw(PASSWORD, bcrypt.gensalt(rounds=4))
@@ -89,3 +95,34 @@ def test_a_missing_web_config_at_start_is_an_error(tmp_path: Path) -> None:
     """At start-up there is no previous config to keep: the error goes to the caller."""
     with pytest.raises(ConfigError):
         WebConfigWatch(str(tmp_path / "absent.yml"))
+
+
+def test_sighup_turns_the_web_config_on_and_a_broken_file_keeps_it(tmp_path: Path) -> None:
+    """A reload that adds web_config_file protects every path from then on; breaking the file keeps it protected."""
+    config = write_config(tmp_path, [])
+    with DaemonProcess(config) as daemon:
+        assert _status(daemon.address) == 200
+        (tmp_path / "web-config.yml").write_text(f"basic_auth_users:\n  prometheus: '{HASH.decode()}'\n")
+        write_config(tmp_path, [], web_config_file="web-config.yml")
+        daemon.send_signal(signal.SIGHUP)
+        daemon.wait_event("web_config_followed")
+        assert _status(daemon.address) == 401
+        assert _status(daemon.address, basic("prometheus", PASSWORD)) == 200
+
+        (tmp_path / "web-config.yml").write_text("basic_auth_users:\n  prometheus: oops\n")
+        time.sleep(1.2)
+        assert _status(daemon.address) == 401  # this request notices the change: broken, so the old one stays
+        failed = daemon.wait_event("web_config_reload_failed")
+        assert "basic_auth_users.prometheus" in failed["problems"][0]
+        assert _status(daemon.address, basic("prometheus", PASSWORD)) == 200
+
+
+def _status(address: str, authorization: str | None = None) -> int:
+    request = urllib.request.Request(f"http://{address}/api/v1/status")
+    if authorization:
+        request.add_header("Authorization", authorization)
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
