@@ -300,9 +300,13 @@ class _TlsLayer:
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Plain bytes from aiohttp, encrypted onto the TCP connection."""
         view = memoryview(data)
-        while view:
-            written = self.sslobj.write(view)
-            view = view[written:]
+        try:
+            while view:
+                written = self.sslobj.write(view)
+                view = view[written:]
+        except ssl.SSLError:  # the TLS session broke under us (no renegotiation is offered): drop it
+            self.slot.abort()
+            return
         self.flush()
 
     def flush(self) -> None:
