@@ -176,6 +176,7 @@ class _Slot(asyncio.Protocol):
         self.idle_since = guard.clock()
         self.head_since: float | None = None
         self.busy = 0
+        self.tls_context: ssl.SSLContext | None = None
         self.tls: _TlsLayer | None = None
         self.drained_at = 0
         """Write-buffer size when a stalled response was last looked at."""
@@ -187,11 +188,9 @@ class _Slot(asyncio.Protocol):
         self.raw = cast(asyncio.Transport, transport)
         if not self.guard._admit(self):
             return
-        context = self.guard.tls()
-        if context is None:
+        self.tls_context = self.guard.tls()
+        if self.tls_context is None:
             self._attach(self.raw)
-        else:
-            self.tls = _TlsLayer(self, context)
 
     def _attach(self, transport: asyncio.Transport) -> None:
         self.transport = transport
@@ -202,13 +201,15 @@ class _Slot(asyncio.Protocol):
         if self.busy == 0 and self.head_since is None:
             self.head_since = self.guard.clock()  # a ClientHello counts: a handshake is a head
             self.guard._began_head(self)
-        if self.tls is None:
+        if self.tls_context is None:
             self.inner.data_received(data)
-        else:
-            self.tls.received(data)
+            return
+        if self.tls is None:  # made at the first byte: a flood of silent sockets costs no TLS state
+            self.tls = _TlsLayer(self, self.tls_context)
+        self.tls.received(data)
 
     def eof_received(self) -> bool | None:
-        if self.transport is None or self.tls is not None:
+        if self.transport is None or self.tls_context is not None:
             return None  # close: a TLS peer ends with close_notify, a plain EOF mid-TLS is the end
         return self.inner.eof_received()
 

@@ -206,6 +206,7 @@ def test_idle_flood_on_the_exporter_leaves_probes_and_scrapes_alone(tmp_path: Pa
             "closed_by_server": flood.closed_by_server,
             "rss_mb": round((metric(watch.last_text, "process_resident_memory_bytes") or 0) / 1e6, 1),
             "lag_over_0.1s": _lag_over(watch.last_text, 0.1),
+            "lag_over_0.05s": _lag_over(watch.last_text, 0.05),
         }
         print("figures:", figures)
         assert not emfile_lines(records), emfile_lines(records)[:3]
@@ -233,7 +234,11 @@ def test_idle_flood_on_the_tls_exporter_holds_handshakes_to_the_cap(tmp_path: Pa
         with Watch(daemon, scrape_text=scrape_text) as watch, IdleFlood(host, int(port), 5000) as flood:
             time.sleep(10)
         records = daemon.records()
-        print("figures:", {"scrapes_ok": len(watch.up), "scrapes_failed": len(watch.failures), "opened": flood.opened})
+        lag = {"lag_over_0.1s": _lag_over(watch.last_text, 0.1), "lag_over_0.05s": _lag_over(watch.last_text, 0.05)}
+        print(
+            "figures:",
+            {"scrapes_ok": len(watch.up), "scrapes_failed": len(watch.failures), "opened": flood.opened, **lag},
+        )
         assert not emfile_lines(records), emfile_lines(records)[:3]
         assert not watch.failures, f"{len(watch.failures)} of {len(watch.failures) + len(watch.up)} scrapes failed"
         assert_control_healthy(daemon, control, watch)
