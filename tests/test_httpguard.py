@@ -81,6 +81,8 @@ def test_server_log_turns_parse_errors_into_the_tally_without_their_text() -> No
     assert log.lines[0][2]["reasons"] == {"BadHttpMessage": 1}
 
 
+BIG = 64 * 1024 * 1024
+"""More than loopback's socket buffers hold: a reader that never reads leaves it in the write buffer."""
 LIMITS = Limits(max_connections=MIN_CAP, fd_reserve=0, head_timeout=0.4, idle_timeout=0.8)
 
 
@@ -106,9 +108,13 @@ async def listener() -> AsyncIterator[Listener]:
         await release.wait()
         return web.Response(text="late")
 
+    async def big(_: web.Request) -> web.Response:
+        return web.Response(body=b"x" * BIG)
+
     app = web.Application(middlewares=[guard.middleware])
     app.router.add_get("/fast", fast)
     app.router.add_get("/slow", slow)
+    app.router.add_get("/big", big)
     runner = web.AppRunner(app, access_log=None, logger=guard.server_log)
     await runner.setup()
     _host, port = await guard.serve(runner, "127.0.0.1", 0)
@@ -186,6 +192,21 @@ async def test_a_kept_alive_connection_is_closed_when_idle(listener: Listener) -
         await asyncio.sleep(LIMITS.idle_timeout + 0.7)
         assert listener.guard.open_connections == 0
         assert await _get(listener.port, "/fast", session) == "ok"  # the client opens a new one
+
+
+async def test_a_response_nobody_reads_is_cut_as_stalled(listener: Listener) -> None:
+    """A client that asks for a large body and never reads holds its slot for one idle period, not for ever."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", listener.port, limit=1024)
+    writer.transport.set_write_buffer_limits(0)
+    writer.write(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+    await asyncio.sleep(0.2)
+    writer.transport.pause_reading()  # never take the body
+    await asyncio.sleep(0.3)
+    assert listener.guard.open_connections == 1
+    await asyncio.sleep(2 * LIMITS.idle_timeout + 1.0)
+    assert listener.guard.open_connections == 0
+    assert listener.guard.closed["stalled"] == 1
+    writer.close()
 
 
 async def test_malformed_request_is_answered_400_and_counted(listener: Listener) -> None:
