@@ -196,7 +196,7 @@ async def test_a_kept_alive_connection_is_closed_when_idle(listener: Listener) -
 
 async def test_a_response_nobody_reads_is_cut_as_stalled(listener: Listener) -> None:
     """A client that asks for a large body and never reads holds its slot for one idle period, not for ever."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", listener.port, limit=1024)
+    _reader, writer = await asyncio.open_connection("127.0.0.1", listener.port, limit=1024)
     writer.transport.set_write_buffer_limits(0)
     writer.write(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
     await asyncio.sleep(0.2)
