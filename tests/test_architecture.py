@@ -18,6 +18,7 @@ LAYERS: dict[str, int] = {
     "heap": 2,
     "logs": 2,
     "sdnotify": 2,
+    "httpguard": 2,
     "probes": 3,
     "reachability": 4,
     "link": 5,

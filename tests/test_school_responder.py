@@ -195,6 +195,16 @@ async def test_token_never_reaches_the_log(responder: str) -> None:
     assert TOKEN not in repr(logs)
 
 
+async def test_refusals_are_one_summary_line_per_minute(responder: str) -> None:
+    """A scanner's 30 refused requests are one log line (the first), counted; the rest wait for the summary."""
+    with structlog.testing.capture_logs() as logs:
+        async with aiohttp.ClientSession() as session:
+            for attempt in range(30):
+                async with session.get(f"{responder}/download?bytes=1", headers=bearer(f"guess-{attempt}")) as r:
+                    assert r.status == 401
+    assert [(entry["event"], entry["count"]) for entry in logs] == [("speedtest_unauthorized", 1)]
+
+
 async def test_serve_responder_reports_its_port_and_stops() -> None:
     """serve_responder binds port 0, calls ready with the real port, serves, and returns when stop is set."""
     stop = asyncio.Event()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import signal
 import time
 from collections.abc import Coroutine
@@ -28,9 +29,11 @@ from telemetryd.config.settings import Settings, SiaSettings
 from telemetryd.config.yamlsrc import unexpected
 from telemetryd.export.app import ExportSources, create_app
 from telemetryd.export.instance import InstanceStatus
+from telemetryd.export.webauth import BasicAuth, HttpListener, WebConfigWatch
 from telemetryd.history.dbcli import NoDatabase, database_access
 from telemetryd.history.liveness import SpoolDirectoryBusy
 from telemetryd.history.recorder import History
+from telemetryd.httpguard import ConnectionGuard, Limits
 from telemetryd.link.compliance import LinkState, SchoolLink
 from telemetryd.link.monitor import LinkMonitor
 from telemetryd.model import Device, Health, ProbeResult, ProbeSpec, School, SpeedResult, StateChange
@@ -83,6 +86,7 @@ class Daemon:
         self.sia: SiaReceiver | None = None
         self.history: History | None = None
         self.events: EventStreams | None = None
+        self.http: HttpListener | None = None
         self.notifier = notifier or Notifier()
         self.ready = False
         self.listen_address = ""
@@ -138,6 +142,7 @@ class Daemon:
             history=self.history,
             pinger=self.ctx.resource(Pinger),
             events=self.events,
+            http=self.http,
         )
 
     # ------------------------------------------------------------------ lifecycle
@@ -329,19 +334,46 @@ class Daemon:
         log.info("sia_supervision_started", panels=len(self.supervision.keys), port=receiver.port)
 
     async def _listen(self, stack: contextlib.AsyncExitStack, settings: Settings) -> None:
-        """The HTTP server for /metrics and the status endpoints."""
+        """The HTTP server for /metrics and the status endpoints, behind the connection guard and the web config."""
+        watch = WebConfigWatch(settings.web_config_file)  # validated by the loader moments ago
+        limits = settings.http
+        guard = ConnectionGuard(
+            Limits(limits.max_connections, limits.fd_reserve, limits.head_timeout, limits.idle_timeout),
+            name="exporter",
+            log=log,
+            tls=watch.tls,
+        )
+        self.http = HttpListener(guard, watch, BasicAuth(watch, log=log))
         app = create_app(self.export_sources(), health_problems=self.health_problems, ready=lambda: self.ready)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # aiohttp's own keep-alive timer as a second line; its errors go to the guard's structured logger.
+        runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, logger=guard.server_log, keepalive_timeout=limits.idle_timeout
+        )
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
-        site = web.TCPSite(runner, settings.listen_host, settings.listen_port, reuse_address=True)
         try:
-            await site.start()
+            host, port = await guard.serve(runner, settings.listen_host, settings.listen_port)
         except OSError as exc:
             log.error("listen_failed", address=settings.listen, error=exc.strerror)
             raise StartupFailed from None
-        sockets = getattr(site._server, "sockets", None) or []  # the port actually bound (listen :0 in tests)
-        self.listen_address = "{}:{}".format(*sockets[0].getsockname()[:2]) if sockets else settings.listen
+        stack.push_async_callback(guard.close)
+        self.listen_address = f"{host}:{port}"
+        log.info(
+            "http_listening",
+            address=self.listen_address,
+            tls=watch.config.tls is not None,
+            basic_auth=watch.config.requires_auth,
+            connection_cap=guard.cap,
+            nofile=guard.nofile,
+        )
+        if not watch.config.requires_auth and not ipaddress.ip_address(host).is_loopback:
+            # The default listen is every interface (Prometheus is rarely on this host): say what that means.
+            log.warning(
+                "http_without_web_config",
+                address=self.listen_address,
+                note="anyone who reaches this address reads /metrics and /api/v1/status (device names and "
+                "addresses); set web_config_file (TLS, basic auth) or listen on 127.0.0.1",
+            )
 
     def _on_stop_signal(self, signum: int) -> None:
         """Only flags: the first signal asks for a graceful stop, a second one stops the waiting."""
@@ -436,6 +468,14 @@ class Daemon:
         old, new = self.config, reload.config
         if new.settings.listen != old.settings.listen:
             log.warning("listen_change_needs_restart", running=old.settings.listen, configured=new.settings.listen)
+        if new.settings.web_config_file != old.settings.web_config_file and self.http is not None:
+            try:
+                self.http.watch.follow(new.settings.web_config_file)  # checked by the reload moments ago
+                log.info("web_config_followed", path=new.settings.web_config_file)
+            except ConfigError as exc:  # changed again since: keep the one in force
+                log.error("web_config_reload_failed", problems=[str(p) for p in exc.problems])
+        if new.settings.http != old.settings.http:
+            log.warning("http_limits_change_needs_restart", note="connection limits are read at start-up")
         if new.settings.logging != old.settings.logging:
             logs.configure(new.settings.logging.format, new.settings.logging.level)
         if new.settings.history != old.settings.history:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from telemetryd.school_responder import DEFAULT_LIMITS
 from tests.helpers import systemd_verify
 
 UNIT = Path(__file__).resolve().parents[2] / "systemd" / "telemetryd-responder.service"
@@ -53,6 +54,19 @@ def test_token_comes_from_a_credential_not_argv() -> None:
     assert "responder --listen 0.0.0.0:8088 --token-file ${CREDENTIALS_DIRECTORY}/speedtest-token" in command
     assert "--token " not in command
     assert "Environment" not in service
+
+
+def test_descriptor_limit_is_above_the_connection_cap() -> None:
+    """LimitNOFILE leaves the responder's reserve above --max-connections: the cap bites before EMFILE does."""
+    service = _service()
+    (command,) = service["ExecStart"]
+    words = command.split()
+    cap = int(words[words.index("--max-connections") + 1]) if "--max-connections" in words else None
+    assert cap is not None, "the unit states its connection cap"
+    reserve = int(words[words.index("--fd-reserve") + 1]) if "--fd-reserve" in words else DEFAULT_LIMITS.fd_reserve
+    (limit,) = service["LimitNOFILE"]
+    assert int(limit) >= cap + reserve
+    assert {"--head-timeout", "--idle-timeout"} <= set(words)
 
 
 def test_systemd_analyze_verify_clean(tmp_path: Path) -> None:

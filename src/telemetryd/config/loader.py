@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from telemetryd.config.inventory import InventoryFile, SchoolEntry
 from telemetryd.config.settings import Settings, Shard
+from telemetryd.config.webconfig import WebConfig, WebConfigFile, missing_files, web_config
 from telemetryd.config.yamlsrc import Loc, Problem, Readings, SourceMap, read_yaml, unexpected
 from telemetryd.model import Inventory, School
 from telemetryd.slices import Steps, finish
@@ -127,7 +128,7 @@ def load_settings(path: Path) -> Settings:
     if problems:
         raise ConfigError(problems)
     assert isinstance(settings, Settings)
-    return _with_ca_file(settings, path, source)
+    return _with_web_config(_with_ca_file(settings, path, source), path, source)
 
 
 def _with_ca_file(settings: Settings, path: Path, source: SourceMap) -> Settings:
@@ -144,6 +145,45 @@ def _with_ca_file(settings: Settings, path: Path, source: SourceMap) -> Settings
         raise ConfigError([source.problem(loc, f"{where}: {why}; expected a PEM bundle of CA certificates")]) from None
     isapi = settings.probes.isapi.model_copy(update={"ca_file": str(where)})
     return settings.model_copy(update={"probes": settings.probes.model_copy(update={"isapi": isapi})})
+
+
+def _with_web_config(settings: Settings, path: Path, source: SourceMap) -> Settings:
+    """`web_config_file` made absolute (relative to the settings file) and loaded once, so check-config judges it."""
+    if settings.web_config_file is None:
+        return settings
+    where = Path(settings.web_config_file)
+    where = where if where.is_absolute() else path.parent / where
+    if not where.is_file():
+        raise ConfigError([source.problem(("web_config_file",), f"{where}: no such file")])
+    load_web_config(where)
+    return settings.model_copy(update={"web_config_file": str(where)})
+
+
+def load_web_config(path: Path) -> WebConfig:
+    """The exporter-toolkit web config at `path`, its TLS files read; ConfigError with file:line otherwise."""
+    data, source, problems = read_yaml(path)
+    if not problems and data is not None and not isinstance(data, dict):
+        problems.append(Problem(str(path), 1, "", "expected a mapping (tls_server_config, basic_auth_users)"))
+    model = None
+    if not problems:
+        model, problems = _validate(WebConfigFile, data or {}, source)
+    if problems:
+        raise ConfigError(problems)
+    assert isinstance(model, WebConfigFile)
+    if model.tls_server_config is not None:
+        missing = missing_files(model.tls_server_config, path.parent)
+        if missing:
+            raise ConfigError([source.problem(loc, message) for loc, message in missing])
+    try:
+        return web_config(model, path)
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        if isinstance(exc, OSError) and exc.strerror:
+            why = f"{exc.filename or ''}: {exc.strerror}".lstrip(": ")
+        elif isinstance(exc, ssl.SSLError):
+            why = f"not a matching PEM certificate and key ({exc.reason or exc})"
+        else:
+            why = str(exc)
+        raise ConfigError([source.problem(("tls_server_config",), why)]) from None
 
 
 def inventory_files(path: Path) -> list[Path]:

@@ -246,6 +246,17 @@ class LoggingSettings(Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+class HttpSettings(Strict):
+    """Limits of the HTTP listener (/metrics, status): what idle or hostile clients may hold."""
+
+    max_connections: int = Field(256, ge=1, description="connections held at once; the longest idle is evicted")
+    fd_reserve: int = Field(
+        512, ge=0, description="file descriptors always left to probes: the cap is at most RLIMIT_NOFILE minus this"
+    )
+    head_timeout: Seconds = Field(10.0, description="a request head (and a TLS handshake) must be complete by then")
+    idle_timeout: Seconds = Field(60.0, description="a connection without a request is closed after this")
+
+
 class Shard(Strict):
     """`k/N`: this instance keeps the schools whose id hashes to k of N."""
 
@@ -276,6 +287,12 @@ class Settings(Strict):
     """Everything in `telemetryd.yaml`."""
 
     listen: str = Field("0.0.0.0:9817", description="host:port of /metrics and the status page")
+    web_config_file: str | None = Field(
+        None,
+        description="exporter-toolkit web config (TLS, basic auth) for the listener; relative to this file; "
+        "re-read when it changes; none: plain HTTP, no authentication",
+    )
+    http: HttpSettings = HttpSettings()
     inventory: str = Field("inventory", description="directory or file; relative to this file")
     credentials_directory: str | None = Field(
         None, description="where named secrets live; $CREDENTIALS_DIRECTORY wins when set"

@@ -33,6 +33,7 @@ from telemetryd.export.instance import InstanceCollector, InstanceStatus
 from telemetryd.export.link import LinkCollector
 from telemetryd.export.reachability import SchedulerCollector, SchoolExposition
 from telemetryd.export.status import StatusSources, render_status_page, status_document
+from telemetryd.export.webauth import HttpCollector, HttpListener
 from telemetryd.history.recorder import History
 from telemetryd.link.compliance import LinkState
 from telemetryd.link.monitor import LinkMonitor
@@ -56,6 +57,7 @@ class ExportSources:
     history: History | None = None
     pinger: Pinger | None = None
     events: EventStreams | None = None
+    http: HttpListener | None = None
 
     @property
     def status(self) -> StatusSources:
@@ -90,6 +92,7 @@ class Exposition:
             LinkCollector(sources.links, sources.link_monitor),
             HistoryCollector(sources.history),
             EventCollector(sources.events),
+            HttpCollector(sources.http),
             ProcessCollector(registry=None),
         ]
 
@@ -137,9 +140,13 @@ def create_app(
     health_problems: Callable[[], list[str]],
     ready: Callable[[], bool],
 ) -> web.Application:
-    """The aiohttp application: /metrics, /healthz, /-/ready, /api/v1/status and /."""
+    """The aiohttp application: /metrics, /healthz, /-/ready, /api/v1/status and /.
+
+    With `sources.http`, the connection guard's middleware comes first, then basic auth (every path).
+    """
     exposition = Exposition(sources)
-    app = web.Application()
+    middlewares = [] if sources.http is None else [sources.http.guard.middleware, sources.http.auth.middleware]
+    app = web.Application(middlewares=middlewares)
 
     async def metrics(request: web.Request) -> web.StreamResponse:
         _encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
