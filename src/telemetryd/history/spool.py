@@ -24,8 +24,8 @@ the commit in PostgreSQL.
 The journal is capped at `max_bytes` of rows not yet committed: rows that would not fit
 are refused and counted (`dropped_records`, `dropped_bytes`) — the only place history is
 ever lost, and never silently. No asyncio here: `write` and `commit` are cheap enough for
-the event loop; `sync`, `read` and `compact` belong in a thread, called by one task at a
-time (the writer's).
+the event loop; `sync`, `read` and `compact` belong in a thread (they never hold the lock
+`write` takes for longer than a short copy).
 """
 
 from __future__ import annotations
@@ -130,6 +130,9 @@ class Spool:
         self.torn_bytes = 0
         """Bytes of a torn tail cut off when the journal was opened (a crash mid-write)."""
         self._lock = threading.Lock()
+        """Guards offsets and the descriptor; held only for short work, so the event loop's writes never wait long."""
+        self._swap = threading.Lock()
+        """Serialises `sync` and `compact` (an fsync must not meet a descriptor being swapped)."""
         self._base = 0
         """Logical offset of the file's first byte (grows as committed heads are cut off)."""
         self._end = 0
@@ -140,6 +143,7 @@ class Spool:
         """Every row ending at or before this logical offset is in PostgreSQL."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.touch(exist_ok=True)
+        self._tmp.unlink(missing_ok=True)  # a compaction cut short by a crash: the journal itself is whole
         self._open()
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
 
@@ -161,6 +165,10 @@ class Spool:
             with self.path.open("r+b") as f:
                 f.truncate(self._end)
                 os.fsync(f.fileno())
+
+    @property
+    def _tmp(self) -> Path:
+        return self.path.with_name(self.path.name + ".tmp")
 
     # ------------------------------------------------------------------ state
 
@@ -236,10 +244,11 @@ class Spool:
 
     def sync(self) -> None:
         """fsync: what has been written survives a power loss too."""
-        with self._lock:
-            fd = self._fd
-        if fd >= 0:
-            os.fsync(fd)
+        with self._swap:
+            with self._lock:
+                fd = self._fd
+            if fd >= 0:
+                os.fsync(fd)
 
     def commit(self, offset: int) -> None:
         """Every row ending at or before `offset` is in PostgreSQL: it stops counting against the cap.
@@ -301,34 +310,39 @@ class Spool:
 
     def compact(self, *, force: bool = False) -> None:
         """Cut the committed head off the file (see `compactable`; `force`: whatever its size)."""
-        with self._lock:
-            if self._committed <= self._base or self._fd < 0:
-                return
-            if self._committed == self._end:
-                # No fsync: should a power loss undo this, the head is sent again and the keys dedup it.
-                os.ftruncate(self._fd, 0)
-                self._base = self._end
-                return
-            if not (force or self.compactable):
-                return
-            cut, seen, base = self._committed, self._end, self._base
+        with self._swap:
+            with self._lock:
+                if self._committed <= self._base or self._fd < 0:
+                    return
+                if self._committed == self._end:
+                    # No fsync: should a power loss undo this, the head is sent again and the keys dedup it.
+                    os.ftruncate(self._fd, 0)
+                    self._base = self._end
+                    return
+                if not (force or self.compactable):
+                    return
+                cut, seen, base = self._committed, self._end, self._base
+            self._copy_tail(cut, seen, base)
+        _fsync_directory(self.path.parent)
+
+    def _copy_tail(self, cut: int, seen: int, base: int) -> None:
+        """Rename a copy of the journal from `cut` over it (with `_swap` held, so no fsync runs meanwhile)."""
         # The pending tail is copied and fsynced without the lock (writes keep landing in the old file)...
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with self.path.open("rb") as src, tmp.open("wb") as dst:
+        with self.path.open("rb") as src, self._tmp.open("wb") as dst:
             src.seek(cut - base)
             _copy(src, dst, seen - cut)
             dst.flush()
             os.fsync(dst.fileno())
             with self._lock:
-                # ...what was written meanwhile is taken under it, and the files swap. Not fsynced: one
-                # task calls both `sync` and this, so those bytes had not been synced in the old file either.
+                # ...what was written meanwhile is taken under it, and the files swap. Not fsynced: no
+                # `sync` ran since the copy began, so in the old file those bytes were not synced either.
                 _copy(src, dst, self._end - seen)
                 dst.flush()
-                os.replace(tmp, self.path)
-                os.close(self._fd)
-                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+                os.replace(self._tmp, self.path)
+                if self._fd >= 0:  # else closed meanwhile: stay closed
+                    os.close(self._fd)
+                    self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
                 self._base = cut
-        _fsync_directory(self.path.parent)
 
     def truncate_through(self, offset: int) -> None:
         """Commit through `offset` and cut it off the file now."""
