@@ -329,6 +329,13 @@ class Spool:
 
     def _copy_tail(self, cut: int, seen: int, base: int) -> None:
         """Rename a copy of the journal from `cut` over it (with `_swap` held, so no fsync runs meanwhile)."""
+        try:
+            self._swap_in_tail(cut, seen, base)
+        except OSError:
+            self._tmp.unlink(missing_ok=True)  # a full disk: the journal itself is untouched
+            raise
+
+    def _swap_in_tail(self, cut: int, seen: int, base: int) -> None:
         # The pending tail is copied and fsynced without the lock (writes keep landing in the old file)...
         with self.path.open("rb") as src, self._tmp.open("wb") as dst:
             src.seek(cut - base)

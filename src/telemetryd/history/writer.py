@@ -147,6 +147,7 @@ class HistoryWriter:
         self._down_logged = False
         self._next_drop_log = 0.0
         self._journal_failing = False
+        self._compact_failing = False
         self._unsynced = False
         """The queue overflowed into the journal since the last fsync."""
 
@@ -292,37 +293,59 @@ class HistoryWriter:
             batch.append(pending)
 
     async def _deliver(self, batch: list[Pending]) -> None:
-        rows = [row for row, _ in batch]
         try:
-            if self._conn is None or self.spool_bytes:
-                await self._recover()
-            if self._conn is not None and not self.spool_bytes:
-                try:
-                    await self._write(rows)
-                    await self._committed(batch)
-                    return
-                except _UNAVAILABLE as exc:
-                    await self._lost(exc)
-                except asyncpg.PostgresError as exc:
-                    if not _is_bad_data(exc):
-                        await self._lost(exc)
-                    else:
-                        self._reject(rows, exc)
-                        await self._committed(batch)  # never retried: move past them
-                        return
-            await self._spill(batch)
+            delivered = await self._deliver_live([row for row, _ in batch])
         except asyncio.CancelledError:
             # Cancelled mid-write: the rows may or may not be committed; leave them to the spool, the key dedups.
             self._spill_now(batch)
             raise
+        if delivered:
+            self._commit(batch)  # no await since the write returned: a cancel cannot come between
+            await self._compact()
+        else:
+            await self._spill(batch)
 
-    async def _committed(self, batch: list[Pending]) -> None:
-        """The batch is in PostgreSQL: mark it so in the journal and cut the journal's head when worth it."""
+    async def _deliver_live(self, rows: list[Row]) -> bool:
+        """Write rows to PostgreSQL when it is up with no spool to replay first; False: they must spool."""
+        if self._conn is None or self.spool_bytes:
+            await self._recover()
+        if self._conn is None or self.spool_bytes:
+            return False
+        try:
+            await self._write(rows)
+        except _UNAVAILABLE as exc:
+            await self._lost(exc)
+            return False
+        except asyncpg.PostgresError as exc:
+            if not _is_bad_data(exc):
+                await self._lost(exc)
+                return False
+            self._reject(rows, exc)  # never retried: move past them
+        return True
+
+    def _commit(self, batch: list[Pending]) -> None:
+        """The batch is in PostgreSQL: mark it so in the journal."""
         end = max(offset for _, offset in batch)
         if end != UNJOURNALED:
             self._spool.commit(end)
-        if self._spool.compactable:
+
+    async def _compact(self) -> None:
+        """Cut the committed head off the journal when it is worth it (a failure only leaves it longer)."""
+        if not self._spool.compactable:
+            return
+        try:
             await asyncio.to_thread(self._spool.compact)
+        except OSError as exc:
+            if not self._compact_failing:
+                log.warning(
+                    "history_journal_compact_failed",
+                    path=str(self._spool.path),
+                    error=exc.strerror or str(exc),
+                    action="the journal keeps rows already in PostgreSQL until this succeeds; free disk space",
+                )
+            self._compact_failing = True
+        else:
+            self._compact_failing = False
 
     async def _spill(self, batch: list[Pending]) -> None:
         """PostgreSQL did not take the batch: it becomes spool, fsynced."""
@@ -429,8 +452,7 @@ class HistoryWriter:
                         return
                     self._reject(chunk, exc)  # a spooled batch PostgreSQL will never take: count it, move on
             self._spool.commit(reached)
-            if self._spool.compactable:
-                await asyncio.to_thread(self._spool.compact)
+            await self._compact()
         log.info("history_spool_replayed", rows=self.stats.rows_replayed)
 
     async def _lost(self, exc: BaseException) -> None:
