@@ -15,6 +15,7 @@ import pytest
 
 from telemetryd.history import HistoryWriter, Spool, check, migrate, to_row
 from telemetryd.history.migrate import available
+from telemetryd.history.spool import COMPACT_BYTES, encode
 from telemetryd.model import DeviceKind, Health, StateChange
 from tests.pg import PgServer
 
@@ -361,3 +362,22 @@ async def test_rows_committed_but_not_marked_replay_without_gaps_or_double_links
     assert problems == []
     assert await _devices_in_time_order(pg_dsn) == [f"cam{i}" for i in range(300)]
     assert spool_path.stat().st_size == 0  # all committed: the journal is cut to nothing
+
+
+async def test_the_journal_stays_small_while_postgres_keeps_up(pg_dsn: str, tmp_path: Path) -> None:
+    """Rows arriving without a pause (so the queue is never empty at a commit): the committed head is still cut."""
+    await migrate(pg_dsn)
+    spool = Spool(tmp_path / "spool")
+    writer = _writer(pg_dsn, spool)
+    total, largest = 20_000, 0
+    for i in range(0, total, 100):
+        for j in range(i, i + 100):
+            writer.submit(_change(j))
+        largest = max(largest, spool.file_bytes)
+        await asyncio.sleep(0.01)
+    await writer.close(deadline=60)
+    written = sum(len(encode(to_row(_change(i)))) for i in range(total))
+    assert largest < 2 * COMPACT_BYTES < written  # cut as it goes, not only when idle
+    assert (tmp_path / "spool").stat().st_size == 0 and writer.spool_bytes == 0
+    assert writer.stats.rows_spooled == 0 and writer.rows_dropped == 0
+    assert len(await _devices_in_time_order(pg_dsn)) == total

@@ -188,7 +188,7 @@ def test_kill9_at_random_moments_loses_and_duplicates_nothing(tmp_path: Path, pg
                 if kill % 2 == 0:
                     _kill_soon_after_a_change(daemon, rng)
                 else:
-                    time.sleep(rng.uniform(0.2, 1.2))
+                    time.sleep(rng.uniform(0.05, 0.8))
                     daemon.stop()
                 assert daemon.proc.returncode == -9, daemon.output()
                 logged += _logged_changes(daemon.records())
@@ -223,3 +223,4 @@ def test_kill9_at_random_moments_loses_and_duplicates_nothing(tmp_path: Path, pg
     assert all(link["rows"] > 0 for link in links), "a chain link without rows"
     assert sum(link["rows"] for link in links) == total, "rows outside the chain, or counted twice"
     assert problems == []
+    print(f"kill9: {KILLS} kills in {killing:.0f} s, {len(logged)} logged changes, 0 lost, {len(rows)} rows")
