@@ -105,10 +105,11 @@ class Daemon:
         self._changed(self.state.apply(device.id, spec.name, result, time.time()))
 
     def _changed(self, changes: list[StateChange]) -> None:
-        for change in changes:
-            _log_change(change)
+        # Journaled before logged: a change anyone saw in the log survives a kill -9 that follows.
         if changes and self.history is not None:
             self.history.record_changes(changes)
+        for change in changes:
+            _log_change(change)
 
     def _on_speedtest(self, school: School, results: tuple[SpeedResult, SpeedResult], confirmation: bool) -> None:
         if self.history is not None:

@@ -156,8 +156,9 @@ async def test_history_record_reception_queues_one_row_per_event(tmp_path: Path)
         history.record_reception(feed.send(dc09.build_null(6, prefix="1", account="1001", receiver="7", at=NOW)), None)
         == 0
     )
-    queued = writer._drain_queue()
+    queued = [row for row, _ in writer._drain_queue()]
     assert [(r["t"], r["v"][TABLES["alarm_events"].columns.index("zone")]) for r in queued] == [
         ("alarm_events", "01"),
         ("alarm_events", "02"),
     ]
+    assert [e.record for e in Spool(tmp_path / "spool").replay()] == queued  # journaled before the ACK goes out

@@ -13,8 +13,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from telemetryd.history import HistoryWriter, Spool, check, migrate
+from telemetryd.history import HistoryWriter, Spool, check, migrate, to_row
 from telemetryd.history.migrate import available
+from telemetryd.history.spool import COMPACT_BYTES, encode
 from telemetryd.model import DeviceKind, Health, StateChange
 from tests.pg import PgServer
 
@@ -309,3 +310,74 @@ async def test_inventory_sync_marks_removed_only_in_its_own_shard(pg_dsn: str) -
         assert await conn.fetchval("SELECT count(*) FROM schools WHERE removed_at IS NOT NULL") == 0
     finally:
         await conn.close()
+
+
+async def _chain(dsn: str) -> tuple[list[asyncpg.Record], int, list[asyncpg.Record]]:
+    """The links, the rows of every history table, and telemetryd_chain_verify's findings."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        links = list(await conn.fetch("SELECT seq, rows FROM history_chain ORDER BY seq"))
+        rows = 0
+        for table in ("state_changes", "speedtests", "link_samples", "monitoring_gaps", "alarm_events"):
+            rows += await conn.fetchval(f"SELECT count(*) FROM {table}")
+        last = links[-1]["seq"] if links else 0
+        return links, rows, list(await conn.fetch("SELECT * FROM telemetryd_chain_verify(1, $1)", last))
+    finally:
+        await conn.close()
+
+
+async def test_rows_committed_but_not_marked_replay_without_gaps_or_double_links(
+    pg_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed between PostgreSQL's commit and the journal's mark: the replay adds no row twice and no empty link.
+
+    200 rows committed whose marks never reached the journal, then 100 journaled only: the
+    next writer replays all 300; only the 100 are new, they make the only new links, and the
+    chain stays gapless (seq 1..n), its row counts add up to the tables, and it verifies.
+    """
+    await migrate(pg_dsn)
+    spool_path = tmp_path / "spool"
+    first_spool = Spool(spool_path)
+    monkeypatch.setattr(first_spool, "commit", lambda offset: None)  # the crash lands right after COMMIT
+    first = _writer(pg_dsn, first_spool)
+    for i in range(200):
+        first.submit(_change(i))
+    await _wait_for(lambda: first.stats.rows_written == 200)
+    links_before, _, _ = await _chain(pg_dsn)
+    for i in range(200, 300):
+        first_spool.write([to_row(_change(i))])  # journaled, never sent: the kill came first
+    assert first._task is not None
+    first._task.cancel()  # no close: as abrupt as asyncio gets
+    with pytest.raises(asyncio.CancelledError):
+        await first._task
+    monkeypatch.undo()
+
+    second = _writer(pg_dsn, Spool(spool_path))
+    await second.close(deadline=30)
+    assert second.stats.rows_replayed >= 300  # the 200 went out again (and were skipped by their keys)
+    links, rows, problems = await _chain(pg_dsn)
+    assert [link["seq"] for link in links] == list(range(1, len(links) + 1))  # no gap
+    assert sum(link["rows"] for link in links) == rows == 300  # no row twice, no link without rows
+    assert sum(link["rows"] for link in links[len(links_before) :]) == 100
+    assert problems == []
+    assert await _devices_in_time_order(pg_dsn) == [f"cam{i}" for i in range(300)]
+    assert spool_path.stat().st_size == 0  # all committed: the journal is cut to nothing
+
+
+async def test_the_journal_stays_small_while_postgres_keeps_up(pg_dsn: str, tmp_path: Path) -> None:
+    """Rows arriving without a pause (so the queue is never empty at a commit): the committed head is still cut."""
+    await migrate(pg_dsn)
+    spool = Spool(tmp_path / "spool")
+    writer = _writer(pg_dsn, spool)
+    total, largest = 20_000, 0
+    for i in range(0, total, 100):
+        for j in range(i, i + 100):
+            writer.submit(_change(j))
+        largest = max(largest, spool.file_bytes)
+        await asyncio.sleep(0.01)
+    await writer.close(deadline=60)
+    written = sum(len(encode(to_row(_change(i)))) for i in range(total))
+    assert largest < 2 * COMPACT_BYTES < written  # cut as it goes, not only when idle
+    assert (tmp_path / "spool").stat().st_size == 0 and writer.spool_bytes == 0
+    assert writer.stats.rows_spooled == 0 and writer.rows_dropped == 0
+    assert len(await _devices_in_time_order(pg_dsn)) == total

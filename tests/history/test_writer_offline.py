@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 from pathlib import Path
 from typing import Any
 
@@ -133,3 +134,67 @@ async def test_rows_queued_when_a_collect_comes_back_empty_at_close_are_still_wr
     assert raced
     assert len(written) == 35
     assert writer.stats.rows_spooled == 0 and writer.spool_bytes == 0
+
+
+def test_a_submitted_row_is_in_the_journal_before_submit_returns(tmp_path: Path) -> None:
+    """No writer task, no fsync, no close: what another process opening the spool finds right after submit."""
+    writer = HistoryWriter(DEAD_DSN, Spool(tmp_path / "spool"))  # never started: only submit runs
+    writer.submit(_change(1))
+    writer.submit_many([_change(2), _change(3)])
+    found = Spool(tmp_path / "spool")  # what the next start sees after a kill -9 here
+    assert [e.record["v"][2] for e in found.replay()] == ["cam1", "cam2", "cam3"]
+    assert writer.queue_depth == 3 and writer.spool_bytes == 0  # in memory too: not yet spool
+
+
+async def test_queue_overflow_is_spooled_once_and_replayed_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full queue leaves rows in the journal only; they and the rows queued before them go out once, in order."""
+    writer = HistoryWriter(DEAD_DSN, Spool(tmp_path / "spool"), queue_size=10, batch_seconds=0.01, retry_seconds=60)
+    written: list[str] = []
+
+    async def connect() -> None:
+        if writer._conn is None:
+            writer._conn = _BrokenConnection()  # type: ignore[assignment]
+        if writer.spool_bytes:
+            await writer._replay()
+
+    async def write(rows: list[Any]) -> None:
+        written.extend(row["v"][2] for row in rows)
+
+    monkeypatch.setattr(writer, "_recover", connect)
+    monkeypatch.setattr(writer, "_write", write)
+    for i in range(25):  # before the task runs: 10 queued, 15 overflow
+        writer.submit(_change(i))
+    assert writer.spool_bytes > 0 and writer.rows_dropped == 0
+    writer.start()
+    await asyncio.sleep(0.1)
+    for i in range(25, 30):  # live again
+        writer.submit(_change(i))
+    await writer.close(deadline=5)
+    assert written == [f"cam{i}" for i in range(30)]
+    assert writer.stats.rows_replayed == 25 and writer.spool_bytes == 0
+    assert (tmp_path / "spool").stat().st_size == 0  # everything committed: the journal is empty
+
+
+async def test_a_disk_that_refuses_writes_holds_rows_in_memory_and_counts_what_it_loses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ENOSPC on the journal: logged once, rows kept in memory; with PostgreSQL down too they are dropped, counted."""
+    spool = Spool(tmp_path / "spool")
+    writer = HistoryWriter(DEAD_DSN, spool, batch_seconds=0.01, retry_seconds=60, connect_timeout=0.5)
+
+    def full(records: Any) -> Any:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(spool, "write", full)
+    with capture_logs() as logs:
+        writer.start()
+        for i in range(20):
+            writer.submit(_change(i))
+        assert writer.queue_depth == 20
+        await writer.close(deadline=10)
+    assert writer.rows_dropped == 20 and writer.stats.rows_spooled == 0
+    failed = [e for e in logs if e["event"] == "history_journal_write_failed"]
+    assert len(failed) == 1 and "No space" in failed[0]["error"]
+    assert [e["event"] for e in logs].count("history_spool_full") == 1

@@ -60,6 +60,7 @@ def _at_most(limit: int) -> Callable[[Any], Any]:
 
     return check
 
+
 DEFAULT_PROBES: dict[DeviceKind, tuple[ProbeSpec, ...]] = {
     DeviceKind.ROUTER: (ProbeSpec("icmp"),),
     DeviceKind.CAMERA: (ProbeSpec("icmp"), ProbeSpec("tcp", 554)),

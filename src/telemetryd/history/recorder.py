@@ -7,8 +7,10 @@
 * every event an alarm panel reports to the DC-09 receiver (one row per event);
 * the schools and devices tables, on start and on every reload.
 
-Nothing here waits on the database: events are queued to the writer, which spools to
-disk while PostgreSQL is down; the inventory sync retries in the background.
+Nothing here waits on the database: each call writes its rows to the on-disk journal
+before it returns (so a kill -9 right after a state change loses nothing; the next start
+replays it) and queues them to the writer, which keeps them there as the spool while
+PostgreSQL is down; the inventory sync retries in the background.
 """
 
 from __future__ import annotations
@@ -98,9 +100,9 @@ class History:
     # ------------------------------------------------------------------ events
 
     def _submit(self, events: Iterable[HistoryEvent]) -> None:
+        # One journal write for the lot: once this returns, a kill -9 cannot lose them.
         if self.writer is not None:
-            for event in events:
-                self.writer.submit(event)
+            self.writer.submit_many(events)
 
     def record_changes(self, changes: Iterable[StateChange]) -> None:
         """State changes, as State.apply returns them."""

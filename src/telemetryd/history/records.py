@@ -236,9 +236,13 @@ TABLES: dict[str, Table] = {
 }
 
 
+_CANONICAL = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+"""json.dumps with these options, made once (dumps builds a new encoder per call; keys are made per row)."""
+
+
 def idempotency_key(table: str, values: list[Any]) -> str:
     """A stable key for an event: the same fields always give the same UUID."""
-    canonical = json.dumps([table, *values], separators=(",", ":"), ensure_ascii=False)
+    canonical = _CANONICAL.encode([table, *values])
     return str(uuid.UUID(bytes=hashlib.sha256(canonical.encode()).digest()[:16]))
 
 

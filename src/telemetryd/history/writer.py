@@ -1,12 +1,20 @@
-"""The history writer: one bounded queue, one task writing batches to PostgreSQL, a spool when it is down.
+"""The history writer: every row journaled on submit, one task writing batches to PostgreSQL.
 
-Probing never waits on the database: `submit` is non-blocking. The drain task takes up
-to `batch_size` rows or `batch_seconds` of them, COPYs them into a per-connection temp
-table and moves them with ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` (COPY
-itself cannot skip duplicates). When PostgreSQL is unreachable, batches go to the spool;
-reconnects are retried every `retry_seconds`, and on success the spool is replayed in
-order before live rows resume, so history stays in time order per source. Replays that
-overlap rows already committed are harmless: every row has an idempotency key.
+`submit` never blocks on the database and never loses a row it returns from: the row is
+first written to the journal (`spool.Spool`, one ``os.write`` per submit call), so once
+`submit` returns a kill -9 of the process cannot take it away — the next start replays
+it. The row also goes to a bounded in-memory queue; the drain task takes up to
+`batch_size` rows or `batch_seconds` of them, COPYs them into a per-connection temp table
+and moves them with ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` (COPY itself cannot
+skip duplicates), then marks them committed in the journal, which cuts them off.
+
+When PostgreSQL is unreachable the batch stays in the journal as the spool (fsynced per
+batch, so it survives a power loss as well) and leaves memory; a full queue spills the
+same way. Reconnects are retried every `retry_seconds`, and on success the spool is
+replayed from the journal in order before live rows resume, so history stays in time
+order per source. Replays that overlap rows already committed (a crash between the
+commit in PostgreSQL and the journal's mark) are harmless: every row has an idempotency
+key, and a batch that adds no new row adds no chain link.
 
 Every committed batch of new rows is one link of the history hash chain (migration
 0002): its rows get the link's `chain_seq` and `telemetryd_chain_seal` stores their
@@ -16,7 +24,9 @@ The writer writes only to a database whose schema is current: with migrations pe
 it behaves as if PostgreSQL were down (spools, says so once) until `telemetryd db
 migrate` has run.
 
-Rows are lost only when the spool's size cap is hit, and then counted (`rows_dropped`).
+Rows are lost only when the spool's size cap is hit (or, with the disk failing writes,
+when a row that could not be journaled cannot be written to PostgreSQL either), and
+then counted (`rows_dropped`).
 """
 
 from __future__ import annotations
@@ -40,8 +50,6 @@ from telemetryd.history.spool import Spool
 log = structlog.get_logger("telemetryd.history")
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-REPLAY_TRUNCATE_ROWS = 50_000
-"""Cut the replayed head off the spool this often, so a failure mid-replay redoes little."""
 DROP_LOG_SECONDS = 60.0
 """While the spool is full, log the loss at most this often (the counter is exact)."""
 CHAIN_LOCK = 0x7465_6C65_6D66
@@ -90,8 +98,14 @@ def _is_bad_data(exc: BaseException) -> bool:
     return isinstance(exc, asyncpg.PostgresError) and sqlstate[:2] in {"22", "23"}
 
 
+UNJOURNALED = -1
+"""The journal offset of a row the disk refused (held in memory only, journaled again if it must spool)."""
+Pending = tuple[Row, int]
+"""A queued row and the journal offset just past it."""
+
+
 class HistoryWriter:
-    """Writes history events to PostgreSQL in batches; spools to disk while the database is down."""
+    """Journals history rows on submit and writes them to PostgreSQL in batches; the journal is the spool."""
 
     def __init__(
         self,
@@ -111,7 +125,10 @@ class HistoryWriter:
         self._dsn = dsn
         self._password = password
         self._spool = spool
-        self._queue: asyncio.Queue[Row] = asyncio.Queue(queue_size)
+        self._queue: asyncio.Queue[Pending] = asyncio.Queue(queue_size)
+        self._spilled_through = spool.end
+        """Rows ending at or before this journal offset are read back from the journal, not from memory
+        (a previous run's rows, batches PostgreSQL did not take, the queue's overflow)."""
         self._batch_size = batch_size
         self._batch_seconds = batch_seconds
         self._retry_seconds = retry_seconds
@@ -124,24 +141,30 @@ class HistoryWriter:
         self._partitions: set[tuple[str, int, int]] = set()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._lost_unjournaled = 0
+        """Rows the disk refused that could not reach PostgreSQL either (see `rows_dropped`)."""
         self._drops_logged = 0
         self._down_logged = False
         self._next_drop_log = 0.0
+        self._journal_failing = False
+        self._compact_failing = False
+        self._unsynced = False
+        """The queue overflowed into the journal since the last fsync."""
 
     @property
     def queue_depth(self) -> int:
-        """Rows waiting in memory."""
+        """Rows waiting in memory (each also in the journal)."""
         return self._queue.qsize()
 
     @property
     def spool_bytes(self) -> int:
-        """Bytes waiting on disk for PostgreSQL to come back."""
-        return self._spool.size_bytes
+        """Journal bytes waiting for PostgreSQL that are no longer in memory: the spool (0 while it keeps up)."""
+        return max(0, self._spilled_through - self._spool.committed)
 
     @property
     def rows_dropped(self) -> int:
-        """Rows lost because the spool was full (the only loss there is)."""
-        return self._spool.dropped_records
+        """Rows lost: refused by the spool's cap, or refused by the disk and then by PostgreSQL."""
+        return self._spool.dropped_records + self._lost_unjournaled
 
     def start(self) -> None:
         """Start the drain task (call from a running event loop)."""
@@ -149,19 +172,55 @@ class HistoryWriter:
             self._task = asyncio.create_task(self._run(), name="history-writer")
 
     def submit(self, event: HistoryEvent) -> None:
-        """Queue one event; never blocks. A full queue spills straight to the spool (fsync on the caller)."""
-        self.submit_row(to_row(event))
+        """Journal and queue one event; never blocks (one os.write, no fsync)."""
+        self.submit_rows([to_row(event)])
+
+    def submit_many(self, events: Iterable[HistoryEvent]) -> None:
+        """Journal and queue several events with one os.write."""
+        self.submit_rows([to_row(event) for event in events])
 
     def submit_row(self, row: Row) -> None:
-        """Queue one already-converted row (see `records.to_row`)."""
+        """Journal and queue one already-converted row (see `records.to_row`)."""
+        self.submit_rows([row])
+
+    def submit_rows(self, rows: list[Row]) -> None:
+        """Journal rows, then queue them; once this returns a kill -9 cannot lose them."""
+        if not rows:
+            return
         try:
-            self._queue.put_nowait(row)
-        except asyncio.QueueFull:
-            # Backpressure lands on disk, not on memory and not on the prober.
-            self._spooled(self._spool.append([row]))
+            kept: list[Pending] = self._spool.write(rows)
+            self._journal_failing = False
+        except OSError as exc:
+            # A full or failing disk: PostgreSQL may still take them, so keep them in memory.
+            self._journal_failed(exc, len(rows))
+            kept = [(row, UNJOURNALED) for row in rows]
+        for pending in kept:
+            try:
+                self._queue.put_nowait(pending)
+            except asyncio.QueueFull:
+                # Backpressure lands on disk, not on memory and not on the prober: the journal has it already.
+                if pending[1] == UNJOURNALED:
+                    self._lost_unjournaled += 1
+                else:
+                    self._spilled_through = pending[1]
+                    self.stats.rows_spooled += 1
+                    self._unsynced = True
+        if self.rows_dropped > self._drops_logged:
+            self._log_drops()
+
+    def _journal_failed(self, exc: OSError, rows: int) -> None:
+        if not self._journal_failing:
+            log.error(
+                "history_journal_write_failed",
+                path=str(self._spool.path),
+                error=exc.strerror or str(exc),
+                rows=rows,
+                action="held in memory only until PostgreSQL takes them; free disk space",
+            )
+            self._journal_failing = True
 
     async def close(self, *, deadline: float = 10.0) -> None:
-        """Flush the queue (to PostgreSQL, else the spool) and stop; after `deadline` s, spool what is left."""
+        """Flush the queue to PostgreSQL and stop; after `deadline` s, leave what is left to the spool."""
         self._closing = True
         task, self._task = self._task, None
         if task is not None:
@@ -171,11 +230,12 @@ class HistoryWriter:
                 log.warning("history_close_deadline", queued=self._queue.qsize())
         leftover = self._drain_queue()
         if leftover:
-            self._spooled(await asyncio.to_thread(self._spool.append, leftover))
+            await self._spill(leftover)
         await self._disconnect()
+        self._spool.close()
 
-    def _drain_queue(self) -> list[Row]:
-        rows: list[Row] = []
+    def _drain_queue(self) -> list[Pending]:
+        rows: list[Pending] = []
         while not self._queue.empty():
             rows.append(self._queue.get_nowait())
         return rows
@@ -184,33 +244,36 @@ class HistoryWriter:
         await self._recover()  # connect (and check the schema) at once, not at the first event
         while True:
             batch = await self._collect()
+            if self._unsynced:
+                self._unsynced = False
+                await asyncio.to_thread(self._spool.sync)  # the overflow is spool now: fsync it like a batch
             if batch:
                 try:
                     await self._deliver(batch)
                 except Exception:  # a writer bug must not end history: log, keep the rows, reconnect
                     log.exception("history_writer_error", rows=len(batch), action="spooled; reconnecting")
-                    self._spooled(await asyncio.to_thread(self._spool.append, batch))
+                    await self._spill(batch)
                     await self._lost(RuntimeError("writer error"))
             elif self._closing and self._queue.empty():
                 # Only an empty queue ends it: a collect that timed out just as rows arrived returns
                 # nothing, and ending then left those rows to close()'s spool (a flaky CI test).
-                if self._spool.size_bytes:
+                if self.spool_bytes:
                     self._next_connect = 0.0  # one last try, whatever the retry timer says
                     await self._recover()
                 return
             elif self._conn is not None and self._conn.is_closed():
                 # The server went away while we were idle: say so now, not at the next event.
                 await self._lost(ConnectionError("connection closed by the server"))
-            elif self._conn is None or self._spool.size_bytes:
+            elif self._conn is None or self.spool_bytes:
                 await self._recover()  # reconnects at most every retry_seconds
 
-    async def _collect(self) -> list[Row]:
+    async def _collect(self) -> list[Pending]:
         loop = asyncio.get_running_loop()
-        batch: list[Row] = []
+        batch: list[Pending] = []
         deadline = loop.time() + self._batch_seconds
         while len(batch) < self._batch_size:
             try:
-                batch.append(self._queue.get_nowait())
+                self._take(batch, self._queue.get_nowait())
                 continue
             except asyncio.QueueEmpty:
                 pass
@@ -218,37 +281,99 @@ class HistoryWriter:
             if remaining <= 0 or (self._closing and not batch):
                 break
             try:
-                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                self._take(batch, await asyncio.wait_for(self._queue.get(), remaining))
             except TimeoutError:
                 break
         return batch
 
-    async def _deliver(self, batch: list[Row]) -> None:
+    def _take(self, batch: list[Pending], pending: Pending) -> None:
+        if pending[1] != UNJOURNALED and pending[1] <= self._spilled_through:
+            self.stats.rows_spooled += 1  # queued before an overflow: the replay sends it, in order
+        else:
+            batch.append(pending)
+
+    async def _deliver(self, batch: list[Pending]) -> None:
         try:
-            if self._conn is None or self._spool.size_bytes:
-                await self._recover()
-            if self._conn is not None and not self._spool.size_bytes:
-                try:
-                    await self._write(batch)
-                    return
-                except _UNAVAILABLE as exc:
-                    await self._lost(exc)
-                except asyncpg.PostgresError as exc:
-                    if not _is_bad_data(exc):
-                        await self._lost(exc)
-                    else:
-                        self._reject(batch, exc)
-                        return
-            self._spooled(await asyncio.to_thread(self._spool.append, batch))
+            delivered = await self._deliver_live([row for row, _ in batch])
         except asyncio.CancelledError:
-            # Cancelled mid-write: the rows may or may not be committed; spool them, the key dedups.
-            self._spooled(self._spool.append(batch))
+            # Cancelled mid-write: the rows may or may not be committed; leave them to the spool, the key dedups.
+            self._spill_now(batch)
             raise
+        if delivered:
+            self._commit(batch)  # no await since the write returned: a cancel cannot come between
+            await self._compact()
+        else:
+            await self._spill(batch)
+
+    async def _deliver_live(self, rows: list[Row]) -> bool:
+        """Write rows to PostgreSQL when it is up with no spool to replay first; False: they must spool."""
+        if self._conn is None or self.spool_bytes:
+            await self._recover()
+        if self._conn is None or self.spool_bytes:
+            return False
+        try:
+            await self._write(rows)
+        except _UNAVAILABLE as exc:
+            await self._lost(exc)
+            return False
+        except asyncpg.PostgresError as exc:
+            if not _is_bad_data(exc):
+                await self._lost(exc)
+                return False
+            self._reject(rows, exc)  # never retried: move past them
+        return True
+
+    def _commit(self, batch: list[Pending]) -> None:
+        """The batch is in PostgreSQL: mark it so in the journal."""
+        end = max(offset for _, offset in batch)
+        if end != UNJOURNALED:
+            self._spool.commit(end)
+
+    async def _compact(self) -> None:
+        """Cut the committed head off the journal when it is worth it (a failure only leaves it longer)."""
+        if not self._spool.compactable:
+            return
+        try:
+            await asyncio.to_thread(self._spool.compact)
+        except OSError as exc:
+            if not self._compact_failing:
+                log.warning(
+                    "history_journal_compact_failed",
+                    path=str(self._spool.path),
+                    error=exc.strerror or str(exc),
+                    action="the journal keeps rows already in PostgreSQL until this succeeds; free disk space",
+                )
+            self._compact_failing = True
+        else:
+            self._compact_failing = False
+
+    async def _spill(self, batch: list[Pending]) -> None:
+        """PostgreSQL did not take the batch: it becomes spool, fsynced."""
+        if self._spill_now(batch):
+            await asyncio.to_thread(self._spool.sync)
+
+    def _spill_now(self, batch: list[Pending]) -> int:
+        """Leave the batch to the journal (journaling rows the disk refused before); returns rows spooled."""
+        ends = [offset for _, offset in batch if offset != UNJOURNALED]
+        loose = [row for row, offset in batch if offset == UNJOURNALED]
+        if loose:
+            try:
+                ends += [offset for _, offset in self._spool.write(loose)]
+            except OSError as exc:
+                self._journal_failed(exc, len(loose))
+                self._lost_unjournaled += len(loose)
+        if ends:
+            self._spilled_through = max(self._spilled_through, *ends)
+        self._spooled(len(ends))
+        return len(ends)
 
     def _spooled(self, rows: int) -> None:
-        """Count rows the spool took; say so (at most once a minute) when its cap made it drop some."""
         self.stats.rows_spooled += rows
-        dropped = self._spool.dropped_records
+        self._log_drops()
+
+    def _log_drops(self) -> None:
+        """Say (at most once a minute) that rows are being lost; the counter is exact either way."""
+        dropped = self.rows_dropped
         if dropped > self._drops_logged and self._clock() >= self._next_drop_log:
             log.error(
                 "history_spool_full",
@@ -299,52 +424,36 @@ class HistoryWriter:
             if not self.stats.db_up:
                 self.stats.db_up = True
                 self._down_logged = False
-                log.info("history_db_up", spool_bytes=self._spool.size_bytes)
-        if self._spool.size_bytes:
+                log.info("history_db_up", spool_bytes=self.spool_bytes)
+        if self.spool_bytes:
             await self._replay()
 
     async def _replay(self) -> None:
-        """Write the spool to PostgreSQL oldest first, cutting off the head as it goes."""
-        while self._spool.size_bytes:
-            try:
-                done = await self._replay_pass()
-            except _UNAVAILABLE as exc:
-                await self._lost(exc)
-                return
-            except asyncpg.PostgresError as exc:
-                await self._lost(exc)
-                return
-            if done == 0:
-                return  # nothing readable past a corrupt record; it was repaired on open
-            await asyncio.to_thread(self._spool.truncate_through, done)
+        """Write the spool to PostgreSQL oldest first, committing (and cutting off) the journal as it goes."""
+        while self.spool_bytes:
+            start = self._spool.committed
+            entries, reached = await asyncio.to_thread(self._spool.read, start, self._spilled_through, self._batch_size)
+            if reached == start:
+                # Unreadable (the disk corrupted a record after it was written): nothing past it can be trusted.
+                log.error("history_spool_unreadable", path=str(self._spool.path), skipped_bytes=self.spool_bytes)
+                self._spool.commit(self._spilled_through)
+                break
+            if entries:
+                chunk = [entry.record for entry in entries]
+                try:
+                    await self._write(chunk)
+                    self.stats.rows_replayed += len(chunk)
+                except _UNAVAILABLE as exc:
+                    await self._lost(exc)
+                    return
+                except asyncpg.PostgresError as exc:
+                    if not _is_bad_data(exc):
+                        await self._lost(exc)
+                        return
+                    self._reject(chunk, exc)  # a spooled batch PostgreSQL will never take: count it, move on
+            self._spool.commit(reached)
+            await self._compact()
         log.info("history_spool_replayed", rows=self.stats.rows_replayed)
-
-    async def _replay_pass(self) -> int:
-        """Replay up to REPLAY_TRUNCATE_ROWS rows from the head; returns the offset written through."""
-        chunk: list[Row] = []
-        done = end = rows = 0
-        for entry in self._spool.replay():
-            chunk.append(entry.record)
-            end = entry.end
-            if len(chunk) >= self._batch_size:
-                done, rows = await self._replay_chunk(chunk, end), rows + len(chunk)
-                chunk = []
-                if rows >= REPLAY_TRUNCATE_ROWS:
-                    return done
-        if chunk:
-            done = await self._replay_chunk(chunk, end)
-        return done
-
-    async def _replay_chunk(self, chunk: list[Row], end: int) -> int:
-        try:
-            await self._write(chunk)
-            self.stats.rows_replayed += len(chunk)
-        except asyncpg.PostgresError as exc:
-            if not _is_bad_data(exc):
-                raise
-            # A spooled batch PostgreSQL will never take: count it and move past it.
-            self._reject(chunk, exc)
-        return end
 
     async def _lost(self, exc: BaseException) -> None:
         self.stats.write_failures += 1
