@@ -177,6 +177,17 @@ def assert_panel_served(daemon: DaemonProcess, panel: LegitPanel, ages: PanelAge
     assert not downs, f"legitimate panel judged down: {downs}"
 
 
+def _totals(text: str, family: str, *labels: str) -> dict[str, float]:
+    """A counter family's samples by their `labels` (joined with /), for the figures line."""
+    return {
+        "/".join(sample.labels[label] for label in labels): sample.value
+        for found in text_string_to_metric_families(text)
+        if found.name == family
+        for sample in found.samples
+        if sample.name.endswith("_total")
+    }
+
+
 def report(case: str, daemon: DaemonProcess, panel: LegitPanel, before: dict[str, int], text: str) -> None:
     """One FIGURES line for the notes."""
     after = rss_kib(daemon.proc.pid)
@@ -189,27 +200,9 @@ def report(case: str, daemon: DaemonProcess, panel: LegitPanel, before: dict[str
         "rss_after_kib": after["VmRSS"],
         "rss_peak_kib": after["VmHWM"],
         "loop_lag_max_bucket_s": loop_lag_max_bucket(text),
-        "frames": {
-            f"{s.labels['verdict']}/{s.labels['reason']}": s.value
-            for f in text_string_to_metric_families(text)
-            if f.name == "telemetryd_sia_frames"
-            for s in f.samples
-            if s.name.endswith("_total")
-        },
-        "dropped": {
-            s.labels["why"]: s.value
-            for f in text_string_to_metric_families(text)
-            if f.name == "telemetryd_sia_connections_dropped"
-            for s in f.samples
-            if s.name.endswith("_total")
-        },
-        "paused": {
-            s.labels["why"]: s.value
-            for f in text_string_to_metric_families(text)
-            if f.name == "telemetryd_sia_reads_paused"
-            for s in f.samples
-            if s.name.endswith("_total")
-        },
+        "frames": _totals(text, "telemetryd_sia_frames", "verdict", "reason"),
+        "dropped": _totals(text, "telemetryd_sia_connections_dropped", "why"),
+        "paused": _totals(text, "telemetryd_sia_reads_paused", "why"),
     }
     print("FIGURES", json.dumps(figures))
 

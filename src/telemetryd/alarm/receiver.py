@@ -321,17 +321,15 @@ class SiaReceiver:
             # lines past journald's rate limit.
             line = self._rejections.note(source_of(peer), result.reason, self._clock())
             if line is not None:
-                self._log.info(
+                self._log_summary(
                     "sia_frame_rejected",
+                    line,
                     verdict=result.verdict.value,
                     reason=result.reason,
                     detail=result.detail,
                     account=account,
                     peer=peer,
                     transport=transport,
-                    count=line.count,
-                    reasons=line.reasons,
-                    seconds=line.seconds,
                 )
         if found and (repeat or not supervised):
             # A supervised panel's new event is always one line of its own. Resends and events of
@@ -358,14 +356,11 @@ class SiaReceiver:
             self._log_drops(line, transport=transport, why=why, peer=peer)
 
     def _log_drops(self, line: Summary, **first: str) -> None:
-        self._log.info(
-            "sia_connection_dropped",
-            **first,
-            source=line.peer,
-            count=line.count,
-            reasons=line.reasons,
-            seconds=line.seconds,
-        )
+        self._log_summary("sia_connection_dropped", line, **first)
+
+    def _log_summary(self, event: str, line: Summary, **first: str | None) -> None:
+        """One rate-limited line: `first` holds the first occurrence's detail, when this line reports it."""
+        self._log.info(event, **first, source=line.peer, count=line.count, reasons=line.reasons, seconds=line.seconds)
 
     def _log_due_summaries(self) -> None:
         now = self._clock()
@@ -374,19 +369,11 @@ class SiaReceiver:
 
     def _log_summaries(self, rejections: list[Summary], drops: list[Summary], side_events: list[Summary]) -> None:
         for line in rejections:
-            self._log.info(
-                "sia_frame_rejected", source=line.peer, count=line.count, reasons=line.reasons, seconds=line.seconds
-            )
+            self._log_summary("sia_frame_rejected", line)
         for line in drops:
             self._log_drops(line)
         for line in side_events:
-            self._log.info(
-                "sia_panel_events_summarised",
-                source=line.peer,
-                count=line.count,
-                reasons=line.reasons,
-                seconds=line.seconds,
-            )
+            self._log_summary("sia_panel_events_summarised", line)
 
 
 def _peer_name(address: object) -> str:
