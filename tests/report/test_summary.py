@@ -6,11 +6,16 @@ devices, so every count, ratio and ordering below is worked out from those numbe
 
 from __future__ import annotations
 
+import gettext
+from html import unescape
 import re
 from dataclasses import replace
+from datetime import date, datetime
 
+import jinja2
 import pytest
 import segno
+from babel.numbers import format_decimal
 
 from telemetryd.report.figures import (
     Availability,
@@ -24,6 +29,7 @@ from telemetryd.report.figures import (
     SchoolReport,
     SchoolRow,
     build_report,
+    local_time,
     month_period,
 )
 from telemetryd.report.summary import (
@@ -400,3 +406,136 @@ def test_summary_is_plain_data(city: CitySummary) -> None:
         city.city.schools = 1  # type: ignore[misc]
     assert summarize(_report(CITY)) == city
     assert replace(city, month="x") != city
+
+
+# ----------------------------------------------------------------------------- the page template
+
+
+class _EnglishFormats:
+    """The slice of telemetryd.templating.Formatters the fragment uses, in English (the report helper's owns the real one)."""
+
+    def number(self, value: float | None, pattern: str = "#,##0.#") -> str:
+        return "—" if value is None else format_decimal(value, format=pattern, locale="en")
+
+    def percent(self, ratio: float | None) -> str:
+        return "—" if ratio is None else f"{self.number(ratio * 100, '0.00')}\u00a0%"
+
+    def month(self, at: date) -> str:
+        return at.strftime("%B %Y")
+
+    def datetime(self, at: datetime | None) -> str:
+        return "ongoing" if at is None else at.strftime("%Y-%m-%d %H:%M")
+
+
+def _page(summary: CitySummary, **context: object) -> str:
+    """The fragment as report/sla.html includes it: autoescape, newstyle gettext, strict undefined."""
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("telemetryd", "templates"),
+        autoescape=True,
+        extensions=["jinja2.ext.i18n"],
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.install_gettext_translations(gettext.NullTranslations(), newstyle=True)  # type: ignore[attr-defined]
+    period = month_period(summary.month, summary.utc_offset_hours, fx.NOW)
+    return env.get_template("report/summary.html").render(
+        summary=summary,
+        fmt=_EnglishFormats(),
+        when=lambda at: None if at is None else local_time(at, period),
+        **context,
+    )
+
+
+def _text(html: str) -> str:
+    """The page's words, tags dropped and entities decoded."""
+    return re.sub(r"\s+", " ", unescape(re.sub(r"<[^>]+>", " ", html)))
+
+
+def test_page_shows_figures_names_and_changes() -> None:
+    """The fragment renders every part: counts, Kazakh names, worst, changes, excluded, chain with its QR."""
+    january = [_school("s01", ALFARABI, down_hours=50), _school("s04", KARATAU, down_hours=0)]
+    previous = Report(previous_period(_report(CITY).period), fx.NOW, None, tuple(january))
+    chain = ChainStatus(7, HEAD, local(3, 20), 2, 6, 5)
+    summary = summarize(_report([*CITY, _school("s09", KARATAU, monitored=0, name="Школа <№ 9> & сад")], chain=chain), previous)
+    html = _page(summary)
+    text = _text(html)
+    assert "Schools monitored 7 of 9 +5" in text
+    assert "Change against January 2026" in text
+    assert f"{KARATAU} 2 of 3" in text and ALFARABI in text and "District not given" in text
+    assert "Link availability below the contract: Школа s02, Школа s04, Школа s08" in text
+    assert "Not monitored this month: Школа s06, Школа <№ 9> & сад" in text
+    assert "Школа &lt;№ 9&gt; &amp; сад" in html  # a name is text, never markup
+    assert "<№ 9>" not in html
+    assert "link availability: 85.12 %" in text  # s04, ranked first
+    assert "previous month 100.00 %" in text
+    assert "maintenance — (0 windows, 0 schools); monitoring gaps — (0 gaps, 0 schools)" not in text
+    assert "maintenance 0 h (0 windows, 0 schools)" in text
+    assert html.count("<svg") == 1 and summary.chain is not None and summary.chain.qr_svg in html
+    assert f"<code>{summary.chain.verify_command}</code>" in html
+    assert "&lt;code&gt;" not in html  # the commands are markup, not escaped text
+
+
+def test_page_without_previous_month_or_chain() -> None:
+    """No previous report: the change column says so and shows dashes; no chain: "Not checked."."""
+    text = _text(_page(summarize(_report(CITY))))
+    assert "Change against the previous month" in text
+    assert " pp" not in text  # no change without a previous month
+    assert "Schools monitored 7 of 8 —" in text
+    assert "Not checked." in text
+    assert "previous month" not in text.replace("the previous month", "")
+
+
+def test_missed_names_are_capped() -> None:
+    """Forty schools below the link target: five names, then "and 35 more"."""
+    schools = [_school(f"s{i:02d}", KARATAU, down_hours=20) for i in range(40)]
+    text = _text(_page(summarize(_report(schools))))
+    assert "Школа s04 and 35 more" in text
+    assert "Школа s05" not in text.split("Link availability below the contract:")[1].split("Excluded from availability")[0]
+
+
+def test_page_fits_one_a4_page() -> None:
+    """300 schools in five districts with long Kazakh names, ten worst and the QR: one A4 page in WeasyPrint."""
+    weasyprint = pytest.importorskip("weasyprint")
+    districts = [ALFARABI, KARATAU, ENBEKSHI, "Абай ауданы", "Тұран ауданы"]
+    long_name = "Шымкент қаласы білім басқармасының «Қожа Ахмет Ясауи атындағы №{} жалпы орта мектебі» КММ"
+    schools = [
+        _school(
+            f"shy-{i:03d}",
+            districts[i % 5],
+            name=long_name.format(i),
+            down_hours=(i % 13) * 3,
+            download=(10, 10 - i % 4),
+            cameras=(30, i % 7),
+            panels=(1, i % 3),
+        )
+        for i in range(300)
+    ]
+    chain = ChainStatus(123_456, HEAD, local(3, 20), 2, 6, 5)
+    summary = summarize(_report(schools, chain=chain), _report(schools[:200], month="2026-01"))
+    assert len(summary.worst) == 10
+    html = (
+        "<!DOCTYPE html><html lang='kk'><head><meta charset='utf-8'><style>"
+        "@page { size: A4; margin: 14mm 12mm 16mm; } html { font: 9.5pt/1.35 'DejaVu Sans', sans-serif; }"
+        "table { border-collapse: collapse; width: 100%; table-layout: fixed; } th, td { border: 0.3mm solid #bbb;"
+        " text-align: left; vertical-align: top; overflow-wrap: anywhere; } code { word-break: break-all; }"
+        f"</style></head><body>{_page(summary)}<p>after</p></body></html>"
+    )
+    document = weasyprint.HTML(string=html).render()
+    # The summary fills page 1 and breaks after it: "after" is alone on page 2.
+    assert len(document.pages) == 2
+
+
+def test_page_changes_in_points_never_show_minus_zero() -> None:
+    """A camera change of -0.001 points rounds to ±0.00 pp; +0.3 points stays +0.30 pp."""
+    now = _report([_school("a", KARATAU, cameras=(1, 0.0))])
+    before = Report(
+        previous_period(now.period),
+        fx.NOW,
+        None,
+        (_school("a", KARATAU, cameras=(1, 0.00001 * MONTH / HOUR), down_hours=0.003 * MONTH / HOUR),),
+    )
+    text = _text(_page(summarize(now, before)))
+    assert "Camera availability (1 camera) 100.00 % ±0.00 pp" in text
+    assert "Link availability, all schools 100.00 % +0.30 pp" in text
+    assert "-0.00" not in text

@@ -224,7 +224,9 @@ class CitySummary:
     excluded: ExcludedSummary
     chain: ChainSummary | None
     previous_month: str | None
-    """The month the deltas compare with; None without a previous report."""
+    """The month the deltas compare with (``YYYY-MM``); None without a previous report."""
+    previous_period_start: float | None
+    """Its first instant (for a localised month name); None without a previous report."""
 
 
 # ----------------------------------------------------------------------------- per school
@@ -484,4 +486,5 @@ def summarize(
         excluded=excluded_summary(report),
         chain=_chain(report),
         previous_month=previous.period.month if previous is not None else None,
+        previous_period_start=previous.period.start if previous is not None else None,
     )
