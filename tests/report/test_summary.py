@@ -339,12 +339,12 @@ def test_fixture_month_summary() -> None:
 # ----------------------------------------------------------------------------- chain and its QR code
 
 
-def _svg_matrix(svg: str, scale: int, border: int) -> list[list[bool]]:
-    """The dark modules of a segno SVG path (`M x y`, then `h n` dark runs and `m dx dy` moves)."""
-    match = re.search(r'width="(\d+)"', svg)
+def _svg_matrix(svg: str, border: int) -> list[list[bool]]:
+    """The dark modules of a segno SVG path (`M x y`, then `h n` dark runs and `m dx dy` moves), one unit a module."""
+    box = re.search(r'viewBox="0 0 (\d+) (\d+)"', svg)
     path = re.search(r' d="([^"]+)"', svg)
-    assert match and path
-    size = int(match.group(1)) // scale - 2 * border
+    assert box and path and box.group(1) == box.group(2)
+    size = int(box.group(1)) - 2 * border
     modules = [[False] * size for _ in range(size)]
     x = y = 0.0
     for command, a, b in re.findall(r"([Mmh])(-?[\d.]+)(?: (-?[\d.]+))?", path.group(1)):
@@ -384,7 +384,9 @@ def test_qr_svg_holds_the_chain_head_and_is_deterministic() -> None:
     svg = chain_qr_svg(payload)
     assert svg == chain_qr_svg(payload)
     assert svg.startswith("<svg") and 'class="chain-qr"' in svg
-    drawn = _svg_matrix(svg, scale=3, border=4)
+    # Sized by CSS: a viewBox and no fixed width/height, else a smaller box would clip the code.
+    assert "viewBox=" in svg and "width=" not in svg and "transform" not in svg
+    drawn = _svg_matrix(svg, border=4)
     assert drawn == _segno_matrix(payload)
     assert drawn != _segno_matrix(chain_payload(7, "3e" + HEAD[2:]))
     # The finder pattern's top-left corner: a dark 7-module row.

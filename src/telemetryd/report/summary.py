@@ -415,9 +415,10 @@ def chain_payload(head_seq: int, head_hex: str) -> str:
 
 
 def chain_qr_svg(payload: str) -> str:
-    """An inline SVG QR code of `payload` (error correction M, 4-module quiet zone); same text, same SVG."""
+    """An inline SVG QR code of `payload`: error correction M, a 4-module quiet zone, one user unit per
+    module and a viewBox without width/height, so CSS sizes it without clipping; same text, same SVG."""
     return segno.make(payload, error="m", micro=False, boost_error=False).svg_inline(
-        scale=3, border=4, svgclass="chain-qr", title=payload
+        scale=1, border=4, omitsize=True, svgclass="chain-qr", title=payload
     )
 
 
