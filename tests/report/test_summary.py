@@ -142,10 +142,24 @@ def test_city_counts_and_names(city: CitySummary) -> None:
     assert _ids(c.not_monitored) == ["s06"]
     assert _ids(c.link_met) == ["s01", "s03", "s05", "s07"]
     assert _ids(c.link_missed) == ["s02", "s04", "s08"]
+    assert _ids(c.link_not_judged) == ["s06"]
     assert _ids(c.speed_met) == ["s01", "s02", "s04", "s08"]
     assert _ids(c.speed_missed) == ["s03", "s07"]
     assert _ids(c.speed_not_judged) == ["s05", "s06"]
     assert c.link_met[0].name == "Школа s01"
+
+
+def test_a_school_with_only_speed_tests_is_monitored_but_not_judged_on_link() -> None:
+    """No link time but judged speed rounds: monitored, link not judged, speed judged; nothing at all: not monitored."""
+    speed_only = _school("t1", KARATAU, monitored=0, download=(4, 4), upload=(4, 1))
+    nothing = _school("t2", KARATAU, monitored=0, download=(0, 0), upload=(0, 0))
+    area = summarize(_report([speed_only, nothing])).city
+    assert (area.schools, area.monitored) == (2, 1)
+    assert _ids(area.not_monitored) == ["t2"]
+    assert _ids(area.link_not_judged) == ["t1", "t2"]
+    assert (area.link_met, area.link_missed) == ((), ())
+    assert _ids(area.speed_missed) == ["t1"]
+    assert area.link_availability is None
 
 
 def test_city_outage_time_and_link_availability(city: CitySummary) -> None:
@@ -459,7 +473,7 @@ def test_page_shows_figures_names_and_changes() -> None:
     january = [_school("s01", ALFARABI, down_hours=50), _school("s04", KARATAU, down_hours=0)]
     previous = Report(previous_period(_report(CITY).period), fx.NOW, None, tuple(january))
     chain = ChainStatus(7, HEAD, local(3, 20), 2, 6, 5)
-    odd = _school("s09", KARATAU, monitored=0, name="Школа <№ 9> & сад")
+    odd = _school("s09", KARATAU, monitored=0, download=(0, 0), upload=(0, 0), name="Школа <№ 9> & сад")
     summary = summarize(_report([*CITY, odd], chain=chain), previous)
     html = _page(summary)
     text = _text(html)

@@ -6,8 +6,11 @@ them, reasons are text keys. Templates in any language turn them into words.
 
 Definitions (what "met the contract" means on this page):
 
-* **Monitored**: a school whose link had monitored time (``link.monitored_seconds > 0``).
-  A school without is *not monitored*: listed by name, judged on nothing.
+* **Monitored**: a school where anything was measured in the period (figures.py
+  ``SchoolReport.has_data``: link or device time, a speed test, saturation samples). A
+  school without is *not monitored*: listed by name, judged on nothing. A monitored
+  school whose link had no monitored time (e.g. only speed tests) is *not judged* on
+  link availability.
 * **Link availability met**: ``link.ratio >= link_target``. The inventory and settings
   carry no availability target, so `LINK_AVAILABILITY_TARGET` is the 99 % the HTML
   report already marks green (render.py ``AVAILABILITY_MARKS[0]``); it is a keyword
@@ -122,6 +125,8 @@ class AreaSummary:
     not_monitored: tuple[SchoolRef, ...]
     link_met: tuple[SchoolRef, ...]
     link_missed: tuple[SchoolRef, ...]
+    link_not_judged: tuple[SchoolRef, ...]
+    """Monitored or not, no monitored link time."""
     speed_met: tuple[SchoolRef, ...]
     speed_missed: tuple[SchoolRef, ...]
     speed_not_judged: tuple[SchoolRef, ...]
@@ -246,7 +251,7 @@ def speed_compliance(s: SchoolReport) -> tuple[float | None, str | None]:
 
 
 def _monitored(s: SchoolReport) -> bool:
-    return s.link.monitored_seconds > 0
+    return s.has_data
 
 
 def _link_met(s: SchoolReport, target: float) -> bool | None:
@@ -279,6 +284,7 @@ def _area(
         not_monitored=tuple(_ref(s) for s in schools if not _monitored(s)),
         link_met=tuple(_ref(s) for s, met in link_verdicts if met is True),
         link_missed=tuple(_ref(s) for s, met in link_verdicts if met is False),
+        link_not_judged=tuple(_ref(s) for s, met in link_verdicts if met is None),
         speed_met=tuple(_ref(s) for s, met in speed_verdicts if met is True),
         speed_missed=tuple(_ref(s) for s, met in speed_verdicts if met is False),
         speed_not_judged=tuple(_ref(s) for s, met in speed_verdicts if met is None),
