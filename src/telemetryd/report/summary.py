@@ -349,6 +349,7 @@ def worst_schools(
     before = {s.school.id: s for s in previous.schools} if previous is not None else {}
     link_missed = [s for s in report.schools if _link_met(s, link_target) is False]
     link_missed.sort(key=lambda s: (s.link.ratio, -s.outage_seconds, s.school.id))
+    below_link = {s.school.id for s in link_missed}
     speed_missed = [
         s for s in report.schools if _link_met(s, link_target) is not False and _speed_met(s, speed_target) is False
     ]
@@ -356,7 +357,7 @@ def worst_schools(
     ranked: list[WorstSchool] = []
     for s in [*link_missed, *speed_missed][:count]:
         compliance, direction = speed_compliance(s)
-        by_link = s in link_missed
+        by_link = s.school.id in below_link
         earlier = before.get(s.school.id)
         if earlier is None:
             previous_value = None
