@@ -248,9 +248,11 @@ Cell = tuple[str, str]
 
 
 def _ratio_cell(count: KindCount) -> Cell:
+    """up/total: red when one is down, grey while some have no result yet."""
     if count.total == 0:
         return ("muted", "–")
-    return ("ok" if count.up == count.total else "bad", f"{count.up}/{count.total}")
+    css = "ok" if count.up == count.total else "bad" if count.down else "muted"
+    return (css, f"{count.up}/{count.total}")
 
 
 @dataclass(frozen=True, slots=True)
