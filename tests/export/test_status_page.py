@@ -22,6 +22,9 @@ from telemetryd.export.status import (
     render_school_page,
 )
 from telemetryd.model import Direction, ProbeResult, SpeedResult
+from telemetryd.probes.isapi import IsapiHealth
+from telemetryd.probes.isapi.health import Problem
+from telemetryd.probes.isapi.xml import DeviceIdentity
 from tests.helpers import school, write_config
 
 AT = 1_796_000_000.0
@@ -41,7 +44,13 @@ def _schools() -> list[dict[str, Any]]:
             [
                 {"id": "sh-001-router", "kind": "router", "host": "127.0.0.1"},
                 {"id": "sh-001-cam-1", "kind": "camera", "host": "127.0.0.2", "name": "Вход <восток>"},
-                {"id": "sh-001-nvr", "kind": "nvr", "host": "127.0.0.3", "credentials": "nvr-admin"},
+                {
+                    "id": "sh-001-nvr",
+                    "kind": "nvr",
+                    "host": "127.0.0.3",
+                    "credentials": "nvr-admin",
+                    "probes": ["icmp", "tcp:80", "isapi"],
+                },
             ],
             name="Школа-гимназия № 12",
             district="Абайский район",
@@ -312,3 +321,36 @@ async def test_json_api_unchanged(tmp_path: Path) -> None:
         }
     ]
     assert first["link"]["compliance"] == "below_contract" and first["district"] == "Абайский район"
+
+
+def test_school_page_shows_typed_findings(tmp_path: Path) -> None:
+    """An ISAPI check's problems (step, reason, detail), the model, firmware and clock drift reach the school page."""
+    daemon = _daemon(tmp_path)
+    health = IsapiHealth(
+        False,
+        1.2,
+        "disk_fault",
+        "disk 1: error",
+        identity=DeviceIdentity("DS-7608NI-K2", "V4.61.005", "SN-1", "NVR", "aa:bb:cc:dd:ee:ff"),
+        clock_drift=-12.5,
+        problems=(Problem("storage", "disk_fault", "disk 1: error"), Problem("recording", "not_recording", "")),
+    )
+    daemon.state.apply("sh-001-nvr", "isapi:80", health.probe_result(), AT)
+    text = render_school_page(daemon.export_sources().status, "sh-001", now=AT) or ""
+    assert "storage: disk_fault — disk 1: error" in text and "recording: not_recording<" in text
+    assert "model DS-7608NI-K2, firmware V4.61.005" in text and "clock off by -12.5 s" in text
+    assert "aa:bb:cc:dd:ee:ff" not in text  # not what a NOC engineer acts on
+
+
+def test_pages_follow_the_settings_in_force(tmp_path: Path) -> None:
+    """The sources the HTTP app holds read the daemon's settings per request: a reload's new zone shows at once."""
+    daemon = _daemon(tmp_path)
+    sources = daemon.export_sources().status
+    assert "Asia/Almaty (UTC+05:00)" in render_city_page(sources, now=AT)
+    reloaded = tmp_path / "reloaded"
+    reloaded.mkdir()
+    daemon.config = load_config(
+        write_config(reloaded, _schools(), timezone="Europe/Berlin", grafana_url="https://g.example")
+    )
+    text = render_city_page(sources, now=AT)
+    assert "Europe/Berlin (UTC+01:00)" in text and "https://g.example/d/telemetryd-school/" in text

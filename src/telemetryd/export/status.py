@@ -25,7 +25,8 @@ from telemetryd import __version__
 from telemetryd.config.settings import Settings
 from telemetryd.export.instance import InstanceStatus
 from telemetryd.link.compliance import Compliance, LinkState, SchoolLink
-from telemetryd.model import Device, DeviceKind, Direction, Health, School
+from telemetryd.model import Device, DeviceKind, Direction, Finding, Health, School
+from telemetryd.probes.isapi import AxProStatus, IsapiHealth
 from telemetryd.reachability.state import DeviceState, KindCount, Roster, SchoolSummary, State
 
 
@@ -427,6 +428,8 @@ class ProbeView:
     reason: str
     detail: str
     rtt_ms: str
+    findings: tuple[str, ...]
+    """What a typed finding adds: each ISAPI/AX PRO problem with its step, the device's model and firmware."""
     health_cell: Cell = field(init=False)
 
     def __post_init__(self) -> None:
@@ -494,6 +497,22 @@ def _mbps(bps: float | None) -> str:
     return "" if bps is None else f"{bps / 1e6:.1f}"
 
 
+def finding_lines(finding: Finding | None) -> tuple[str, ...]:
+    """An ISAPI health check's or AX PRO read's problems (``storage: disk_fault — disk 1 error``) and identity."""
+    if not isinstance(finding, IsapiHealth | AxProStatus):
+        return ()
+    lines = [f"{p.step}: {p.reason} — {p.detail}".rstrip(" —") for p in finding.problems]
+    if isinstance(finding, IsapiHealth):
+        if (identity := finding.identity) is not None:
+            model = {"model": identity.model, "firmware": identity.firmware}
+            lines.append(_("model %(model)s, firmware %(firmware)s") % model)
+        if finding.clock_drift is not None:
+            lines.append(_("clock off by %(seconds).1f s") % {"seconds": finding.clock_drift})
+        if finding.unsupported:
+            lines.append(_("not offered: %s") % ", ".join(finding.unsupported))
+    return tuple(lines)
+
+
 def _device_view(device: Device, state: DeviceState, options: PageOptions) -> DeviceView:
     probes = []
     for name, probe in list(state.probes.items()):
@@ -505,6 +524,7 @@ def _device_view(device: Device, state: DeviceState, options: PageOptions) -> De
                 reason=result.reason if result else "",
                 detail=result.detail if result else "",
                 rtt_ms=f"{result.rtt * 1000:.1f}" if result and result.rtt is not None else "",
+                findings=finding_lines(result.finding if result else None),
                 last_run=options.local(probe.last_run),
                 last_change=options.local(probe.last_change),
                 flaps=probe.flaps,
