@@ -17,11 +17,14 @@ from telemetryd.export.app import create_app
 from telemetryd.export.status import (
     GRAFANA_SCHOOL_DASHBOARD,
     PageOptions,
+    SpeedView,
     city_view,
     render_city_page,
     render_school_page,
+    speed_view,
 )
-from telemetryd.model import Direction, ProbeResult, SpeedResult
+from telemetryd.link.compliance import LinkState
+from telemetryd.model import Contract, Direction, ProbeResult, School, SpeedResult
 from telemetryd.probes.isapi import IsapiHealth
 from telemetryd.probes.isapi.health import Problem
 from telemetryd.probes.isapi.xml import DeviceIdentity
@@ -354,3 +357,29 @@ def test_pages_follow_the_settings_in_force(tmp_path: Path) -> None:
     )
     text = render_city_page(sources, now=AT)
     assert "Europe/Berlin (UTC+01:00)" in text and "https://g.example/d/telemetryd-school/" in text
+
+
+def test_speed_verdicts() -> None:
+    """Untested is no problem; a failed latest test, a suspect and a confirmed shortfall are, each saying so."""
+    links = LinkState()
+    links.sync([School("x", "X", "D", Contract(), ())])
+    assert speed_view(None, 150) == SpeedView("not tested", "", "muted", False)
+    good = (
+        SpeedResult(True, Direction.DOWNLOAD, 149.0, 1, 1.0, 4),
+        SpeedResult(True, Direction.UPLOAD, 148.0, 1, 1.0, 4),
+    )
+    low = SpeedResult(True, Direction.DOWNLOAD, 50.0, 1, 1.0, 4), SpeedResult(True, Direction.UPLOAD, 50.0, 1, 1.0, 4)
+    failed = (
+        SpeedResult(False, Direction.DOWNLOAD, 0.0, 0, 10.0, 4, reason="timeout"),
+        SpeedResult(False, Direction.UPLOAD, 0.0, 0, 10.0, 4, reason="timeout"),
+    )
+    links.record_speedtest("x", *failed, now=0, wall=0)
+    assert speed_view(links.schools["x"], 150) == SpeedView("test failed", "timeout", "bad", True)
+    links.record_speedtest("x", *good, now=1, wall=1)
+    assert speed_view(links.schools["x"], 150) == SpeedView("↓149.0 ↑148.0 / 150 Mbps", "", "ok", False)
+    links.record_speedtest("x", *failed, now=2, wall=2)
+    assert speed_view(links.schools["x"], 150).verdict == "last test failed: timeout"
+    links.record_speedtest("x", *low, now=3, wall=3)
+    assert speed_view(links.schools["x"], 150) == SpeedView("↓50.0 ↑50.0 / 150 Mbps", "low, re-testing", "bad", True)
+    links.record_speedtest("x", *low, now=4, wall=4)
+    assert speed_view(links.schools["x"], 150).verdict == "below contract"
