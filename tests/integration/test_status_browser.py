@@ -174,3 +174,9 @@ def test_status_page_groups_filters_and_opens_a_school(tmp_path: Path, browser: 
         problems = [r.get_attribute("data-school") for r in rows if "problem" in (r.get_attribute("class") or "")]
         assert "shym-012" in problems and _shown_schools(browser) == problems
         assert browser.find_element(By.ID, "problems").is_selected()
+        browser.find_element(By.ID, "problems").click()  # unticked in the page: every school again, no request
+        wait.until(lambda d: len(_shown_schools(d)) == len(SCHOOLS))
+        assert "problems" not in parse_qs(urlsplit(browser.current_url).query)
+        browser.find_element(By.ID, "problems").click()
+        wait.until(lambda d: _shown_schools(d) == problems)
+        assert parse_qs(urlsplit(browser.current_url).query) == {"problems": ["1"]}
