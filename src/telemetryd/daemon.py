@@ -144,6 +144,7 @@ class Daemon:
             pinger=self.ctx.resource(Pinger),
             events=self.events,
             http=self.http,
+            settings=lambda: self.config.settings,
         )
 
     # ------------------------------------------------------------------ lifecycle

@@ -226,7 +226,7 @@ def run_demo(
             f"telemetryd demo is running ({fleet.mode} mode).\n"
             f"  simulated city: {len(city.inventory.schools)} schools, {city.inventory.device_count} devices "
             f"({truth})\n"
-            f"  status page:    http://{listen}/\n"
+            f"  status page:    http://{listen}/status\n"
             f"  metrics:        http://{listen}/metrics\n"
             f"  JSON status:    http://{listen}/api/v1/status\n"
             + (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import zoneinfo
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -312,6 +313,36 @@ class Settings(Strict):
     history: HistorySettings = HistorySettings()
     logging: LoggingSettings = LoggingSettings()
     shutdown_timeout: Seconds = 10.0
+    timezone: str = Field(
+        "Asia/Almaty", description="IANA zone of the times on the status page (Shymkent: Asia/Almaty, UTC+05:00)"
+    )
+    grafana_url: str | None = Field(
+        None,
+        description="base URL of the Grafana with the shipped dashboards, e.g. https://grafana.noc.example; the status "
+        "page links each school to its dashboard; none: no links",
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA time zone (e.g. Asia/Almaty)") from None
+        return value
+
+    @field_validator("grafana_url")
+    @classmethod
+    def _grafana_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parsed = urlsplit(value.strip())
+        if parsed.scheme not in {"http", "https"} or not parsed.netloc:
+            raise ValueError("expected http(s)://host[:port][/path] of the Grafana")
+        refuse_credentials(value)  # every NOC browser shows the link: no user, password or token in it
+        if parsed.query or parsed.fragment:
+            raise ValueError("expected the Grafana's base URL, without a query or fragment (the page adds its own)")
+        return value.strip().rstrip("/")
 
     @field_validator("listen")
     @classmethod

@@ -1,26 +1,43 @@
-"""The status JSON (`/api/v1/status`) and the plain status page (`/`) for when Grafana is not at hand."""
+"""The status JSON (`/api/v1/status`) and the NOC's status pages (`/status`, `/status/school/<id>`).
+
+The JSON stays in UTC (ISO 8601, `Z`) for programs. The pages are for people on shift: every
+time in the city's zone (`timezone` setting) with its offset shown. Building what a page shows
+(`city_view`, `school_view`) is pure and separate from rendering it (Jinja2, autoescaped), so
+the grouping, filtering and verdict rules are tested on values, and a hostile school name can
+only ever reach the page escaped.
+"""
 
 from __future__ import annotations
 
-import html
+import functools
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from gettext import NullTranslations
 from typing import Any
+from urllib.parse import quote
+from zoneinfo import ZoneInfo
+
+import jinja2
 
 from telemetryd import __version__
+from telemetryd.config.settings import Settings
 from telemetryd.export.instance import InstanceStatus
 from telemetryd.link.compliance import Compliance, LinkState, SchoolLink
-from telemetryd.model import DeviceKind, Direction, Health
-from telemetryd.reachability.state import State
+from telemetryd.model import Device, DeviceKind, Direction, Finding, Health, School
+from telemetryd.probes.isapi import AxProStatus, IsapiHealth
+from telemetryd.reachability.state import DeviceState, KindCount, Roster, SchoolSummary, State
 
 
 @dataclass(frozen=True, slots=True)
 class StatusSources:
-    """What the status JSON and page read."""
+    """What the status JSON and pages read; `settings` is called per request, so a reload shows at once."""
 
     state: State
     links: LinkState
     instance: InstanceStatus
+    settings: Callable[[], Settings] = field(default=Settings)
 
 
 def _iso(ts: float | None) -> str | None:
@@ -136,103 +153,496 @@ def link_document(link: SchoolLink | None) -> dict[str, Any] | None:
     }
 
 
-def _speed_cell(link: SchoolLink | None, contract_mbps: float) -> str:
-    """Measured download/upload against the contract, flagged when below."""
+# ---------------------------------------------------------------------------- the pages
+
+_ = NullTranslations().gettext
+"""Pass-through for now: the pages' strings are marked for the ru/kk catalogs to come."""
+
+GRAFANA_SCHOOL_DASHBOARD = ("telemetryd-school", "telemetryd-school", "school")
+"""uid, slug and variable of grafana/dashboards/school.json (a test keeps them in step with the file)."""
+
+REFRESH_SECONDS = 30
+DOWN_SHOWN_PER_SCHOOL = 3
+"""Down devices named in a school's row on the city page; the rest are counted (a dark school has 35)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PageOptions:
+    """What the pages take from the settings: the city's zone and where Grafana is."""
+
+    zone: ZoneInfo
+    grafana_url: str | None = None
+
+    @classmethod
+    def of(cls, settings: Settings) -> PageOptions:
+        """The options of these settings (ZoneInfo objects are cached by key: no file read per request)."""
+        return cls(ZoneInfo(settings.timezone), settings.grafana_url)
+
+    def local(self, ts: float | None) -> str:
+        """Unix time as the city's wall clock with the offset, e.g. ``2026-12-02 21:30:05 +05:00``; "" for none."""
+        if ts is None:
+            return ""
+        moment = datetime.fromtimestamp(ts, self.zone)
+        offset = moment.strftime("%z")
+        return f"{moment:%Y-%m-%d %H:%M:%S} {offset[:3]}:{offset[3:]}"
+
+    def zone_label(self, ts: float) -> str:
+        """The zone and its offset at `ts`, e.g. ``Asia/Almaty (UTC+05:00)``."""
+        offset = datetime.fromtimestamp(ts, self.zone).strftime("%z")
+        return f"{self.zone.key} (UTC{offset[:3]}:{offset[3:]})"
+
+    def grafana_link(self, school_id: str) -> str | None:
+        """The school's Grafana dashboard with its `school` variable set, when Grafana is configured."""
+        if self.grafana_url is None:
+            return None
+        uid, slug, variable = GRAFANA_SCHOOL_DASHBOARD
+        return f"{self.grafana_url}/d/{uid}/{slug}?var-{variable}={quote(school_id, safe='')}"
+
+
+@dataclass(frozen=True, slots=True)
+class SpeedView:
+    """The last speed test against the contract, as one cell says it."""
+
+    text: str
+    """``↓19.0 ↑18.5 / 150 Mbps``, or why there is no figure."""
+    verdict: str
+    css: str
+    """``ok``, ``bad`` or ``muted``."""
+    problem: bool
+
+
+def speed_view(link: SchoolLink | None, contract_mbps: float) -> SpeedView:
+    """Measured download/upload against the contract; a shortfall (confirmed or suspected) or failed test: a problem."""
+    # list(): the pages render off the loop, which may add a direction meanwhile (a C-level copy, atomic)
+    failed = next((r for r in list(link.last.values()) if not r.ok), None) if link is not None else None
     if link is None or not link.last_good:
-        failed = link is not None and any(not r.ok for r in link.last.values())
-        reason = next((r.reason for r in link.last.values() if not r.ok), "") if link else ""
-        text = f"test failed: {html.escape(reason)}" if failed else "not tested"
-        return f'<td class="muted">{text}</td>'
+        if failed is not None:
+            return SpeedView(_("test failed"), failed.reason, "bad", True)
+        return SpeedView(_("not tested"), "", "muted", False)
     down = link.last_good.get(Direction.DOWNLOAD)
     up = link.last_good.get(Direction.UPLOAD)
-    text = f"↓{down.mbps:.1f} ↑{up.mbps:.1f}" if down and up else f"{(down or up).mbps:.1f}"  # type: ignore[union-attr]
-    verdict = {
-        Compliance.BELOW: ("bad", " below contract"),
-        Compliance.SUSPECT: ("bad", " low, re-testing"),
-        Compliance.COMPLIANT: ("ok", ""),
-        Compliance.UNKNOWN: ("muted", ""),
-    }[link.compliance]
-    return f'<td class="n {verdict[0]}">{text} / {contract_mbps:g} Mbps{verdict[1]}</td>'
+    one = down or up  # last_good is not empty: at least one of them
+    measured = f"↓{down.mbps:.1f} ↑{up.mbps:.1f}" if down and up else f"{one.mbps:.1f}" if one else ""
+    text = f"{measured} / {contract_mbps:g} Mbps"
+    if link.compliance is Compliance.BELOW:
+        return SpeedView(text, _("below contract"), "bad", True)
+    if link.compliance is Compliance.SUSPECT:
+        return SpeedView(text, _("low, re-testing"), "bad", True)
+    if failed is not None:  # the figure is an older test's; the latest one failed
+        return SpeedView(text, _("last test failed: %s") % failed.reason, "bad", True)
+    return SpeedView(text, "", "ok" if link.compliance is Compliance.COMPLIANT else "muted", False)
 
 
-_PAGE_STYLE = """
-body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}
-table{border-collapse:collapse;width:100%;margin-bottom:2em}
-th,td{border-bottom:1px solid #ddd;padding:.3em .6em;text-align:left}
-th{background:#f4f4f4} .bad{color:#b00020;font-weight:600} .ok{color:#1b5e20}
-.muted{color:#777} td.n{text-align:right;font-variant-numeric:tabular-nums}
-"""
+@dataclass(frozen=True, slots=True)
+class DownDevice:
+    """A down device as the pages name it."""
+
+    id: str
+    kind: str
+    name: str
+    reason: str
+    since: str
 
 
-def _ratio_cell(up: int, total: int) -> str:
-    if total == 0:
-        return '<td class="n muted">–</td>'
-    css = "ok" if up == total else "bad"
-    return f'<td class="n {css}">{up}/{total}</td>'
+Cell = tuple[str, str]
+"""(css class, text) of one table cell: worked out in Python, since a macro call per cell costs Jinja ~10 µs."""
 
 
-def render_status_page(sources: StatusSources) -> str:
-    """A plain server-rendered status page for when Grafana is not at hand."""
+def _ratio_cell(count: KindCount) -> Cell:
+    """up/total: red when one is down, grey while some have no result yet."""
+    if count.total == 0:
+        return ("muted", "–")
+    css = "ok" if count.up == count.total else "bad" if count.down else "muted"
+    return (css, f"{count.up}/{count.total}")
+
+
+@dataclass(frozen=True, slots=True)
+class SchoolRow:
+    """One school's line on the city page."""
+
+    id: str
+    name: str
+    district: str
+    link: Health
+    """The router's health: the school's link as ICMP sees it (unknown without a router or a result)."""
+    speed: SpeedView
+    cameras: KindCount
+    nvrs: KindCount
+    panels: KindCount
+    down: tuple[DownDevice, ...]
+    """The first `DOWN_SHOWN_PER_SCHOOL` down devices."""
+    down_count: int
+    grafana: str | None
+    search: str
+    """What the filter box matches: id, name and district, lower case (JavaScript's toLowerCase agrees)."""
+    problem: bool = field(init=False)
+    """What "problems only" keeps: a device down, the link down, or the speed below contract or untested."""
+    link_cell: Cell = field(init=False)
+    counts: tuple[Cell, Cell, Cell] = field(init=False)
+    """Cameras, NVRs, alarm panels up/total."""
+
+    def __post_init__(self) -> None:
+        problem = self.down_count > 0 or self.link is Health.DOWN or self.speed.problem
+        object.__setattr__(self, "problem", problem)
+        object.__setattr__(self, "link_cell", _HEALTH_CELLS[self.link])
+        counts = (_ratio_cell(self.cameras), _ratio_cell(self.nvrs), _ratio_cell(self.panels))
+        object.__setattr__(self, "counts", counts)
+
+    def matches(self, query: str) -> bool:
+        """The filter box's rule, the same as the page's script: a substring of id, name or district."""
+        return query.strip().lower() in self.search
+
+
+_HEALTH_CELLS: dict[Health, Cell] = {
+    Health.UP: ("ok", _("up")),
+    Health.DOWN: ("bad", _("down")),
+    Health.UNKNOWN: ("muted", _("unknown")),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class District:
+    """A district's schools on the city page, the ones with problems first."""
+
+    name: str
+    rows: tuple[SchoolRow, ...]
+
+    @property
+    def problems(self) -> int:
+        """Schools of the district with a problem."""
+        return sum(row.problem for row in self.rows)
+
+
+@dataclass(frozen=True, slots=True)
+class CityView:
+    """Everything the city page shows."""
+
+    generated: str
+    zone: str
+    districts: tuple[District, ...]
+    schools: int
+    devices: dict[Health, int]
+    below_contract: int
+    problems: int
+    query: str
+    problems_only: bool
+    shard: str
+    version: str
+    grafana: bool
+    refresh_seconds: int = REFRESH_SECONDS
+    shown_ids: frozenset[str] = field(init=False)
+    """Schools the filter lets through (the others are sent hidden, for the script to show again)."""
+    shown_districts: frozenset[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        shown = [(d.name, row.id) for d in self.districts for row in d.rows if self.shown(row)]
+        object.__setattr__(self, "shown_ids", frozenset(school_id for _district, school_id in shown))
+        object.__setattr__(self, "shown_districts", frozenset(district for district, _school_id in shown))
+
+    def shown(self, row: SchoolRow) -> bool:
+        """Whether the row passes the page's filter."""
+        return row.matches(self.query) and (row.problem or not self.problems_only)
+
+    @property
+    def shown_count(self) -> int:
+        """Schools the filter lets through."""
+        return len(self.shown_ids)
+
+
+def _link_health(summary: SchoolSummary) -> Health:
+    router = summary.count(DeviceKind.ROUTER)
+    if router.down:
+        return Health.DOWN
+    return Health.UP if router.up else Health.UNKNOWN
+
+
+def _down(state: DeviceState, options: PageOptions) -> DownDevice:
+    device = state.device
+    return DownDevice(device.id, device.kind.value, device.name, state.down_reason(), options.local(state.last_change))
+
+
+def _summary(roster: Roster, school: School) -> SchoolSummary:
+    """`Roster.school_summary` from the tallies State keeps: only the down devices are looked for (10,000 → 2 ms)."""
+    counts = {kind: KindCount(*tally) for kind, tally in roster.tally(school.id).items()}
+    down = tuple(state for state in roster.school_states(school.id) if state.health is Health.DOWN)
+    return SchoolSummary(school, counts, down)
+
+
+def school_row(summary: SchoolSummary, link: SchoolLink | None, options: PageOptions) -> SchoolRow:
+    """One school's roll-up as the city page shows it."""
+    school = summary.school
+    return SchoolRow(
+        id=school.id,
+        name=school.name,
+        district=school.district,
+        link=_link_health(summary),
+        speed=speed_view(link, school.contract.total_mbps),
+        cameras=summary.count(DeviceKind.CAMERA),
+        nvrs=summary.count(DeviceKind.NVR),
+        panels=summary.count(DeviceKind.ALARM_PANEL),
+        down=tuple(_down(state, options) for state in summary.down_devices[:DOWN_SHOWN_PER_SCHOOL]),
+        down_count=len(summary.down_devices),
+        grafana=options.grafana_link(school.id),
+        search=f"{school.id} {school.name} {school.district}".lower(),
+    )
+
+
+def city_view(
+    sources: StatusSources, options: PageOptions, *, query: str = "", problems_only: bool = False, now: float
+) -> CityView:
+    """The city page's content: schools grouped by district (by name), in each the ones with problems first."""
     roster = sources.state.roster
-    counts = roster.count_by_health()
-    links = dict(sources.links.schools)
-
-    def below(school_id: str) -> bool:
-        link = links.get(school_id)
-        return link is not None and link.compliance is Compliance.BELOW
-
-    # Schools below contract first, then by devices down: what the NOC acts on comes first.
-    summaries = sorted(
-        roster.school_summaries(),
-        key=lambda s: (not below(s.school.id), -len(s.down_devices), s.school.district, s.school.id),
+    links = sources.links.schools
+    by_district: dict[str, list[SchoolRow]] = {}
+    for school in roster.inventory.schools:
+        row = school_row(_summary(roster, school), links.get(school.id), options)
+        by_district.setdefault(row.district, []).append(row)
+    districts = tuple(
+        District(name, tuple(sorted(rows, key=lambda r: (not r.problem, -r.down_count, r.id))))
+        for name, rows in sorted(by_district.items())
     )
-    below_count = sum(below(s.id) for s in roster.inventory.schools)
-    rows, down_rows = [], []
-    for summary in summaries:
-        school = summary.school
-        router = summary.count(DeviceKind.ROUTER)
-        link = (
-            '<td class="muted">unknown</td>'
-            if router.up + router.down == 0
-            else '<td class="bad">down</td>'
-            if router.down
-            else '<td class="ok">up</td>'
-        )
-        cams, nvrs, alarms = (summary.count(k) for k in (DeviceKind.CAMERA, DeviceKind.NVR, DeviceKind.ALARM_PANEL))
-        rows.append(
-            f"<tr><td>{html.escape(school.id)}</td><td>{html.escape(school.name)}</td>"
-            f"<td>{html.escape(school.district)}</td>{link}"
-            f"{_speed_cell(links.get(school.id), school.contract.total_mbps)}"
-            f"{_ratio_cell(cams.up, cams.total)}{_ratio_cell(nvrs.up, nvrs.total)}"
-            f"{_ratio_cell(alarms.up, alarms.total)}</tr>"
-        )
-        for device_state in summary.down_devices:
-            device = device_state.device
-            down_rows.append(
-                f"<tr><td>{html.escape(school.id)}</td><td>{html.escape(device.id)}</td>"
-                f"<td>{device.kind.value}</td><td>{html.escape(device.host)}</td>"
-                f"<td>{html.escape(device.name)}</td><td>{html.escape(device_state.down_reason())}</td>"
-                f"<td>{_iso(device_state.last_change) or ''}</td></tr>"
+    return CityView(
+        generated=options.local(now),
+        zone=options.zone_label(now),
+        districts=districts,
+        schools=len(roster.inventory.schools),
+        devices=roster.count_by_health(),
+        below_contract=sum(
+            1 for s in roster.inventory.schools if (link := links.get(s.id)) and link.compliance is Compliance.BELOW
+        ),
+        problems=sum(d.problems for d in districts),
+        query=query.strip(),
+        problems_only=problems_only,
+        shard=str(sources.instance.shard),
+        version=__version__,
+        grafana=options.grafana_url is not None,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeView:
+    """One probe of a device on the school page."""
+
+    name: str
+    health: Health
+    reason: str
+    detail: str
+    rtt_ms: str
+    findings: tuple[str, ...]
+    """What a typed finding adds: each ISAPI/AX PRO problem with its step, the device's model and firmware."""
+    health_cell: Cell = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "health_cell", _HEALTH_CELLS[self.health])
+
+    last_run: str
+    last_change: str
+    flaps: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceView:
+    """One device on the school page, with every probe."""
+
+    id: str
+    kind: str
+    name: str
+    host: str
+    health: Health
+    reason: str
+    last_change: str
+    flaps: int
+    recorded_by: str
+    """``nvr-1 channel 3`` for a camera an NVR records."""
+    probes: tuple[ProbeView, ...]
+    health_cell: Cell = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "health_cell", _HEALTH_CELLS[self.health])
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentRow:
+    """One router interface role (``wan`` or a segment) as the last SNMP interval saw it."""
+
+    role: str
+    contract_mbps: str
+    in_mbps: str
+    out_mbps: str
+    utilisation: str
+    saturated: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SchoolView:
+    """Everything a school's page shows."""
+
+    generated: str
+    zone: str
+    id: str
+    name: str
+    district: str
+    row: SchoolRow
+    contract: str
+    speed_tests: tuple[tuple[str, str, str], ...]
+    """(direction, result, reason) of the latest test per direction."""
+    last_success: str
+    snmp: str
+    segments: tuple[SegmentRow, ...]
+    devices: tuple[DeviceView, ...]
+    refresh_seconds: int = REFRESH_SECONDS
+
+
+def _mbps(bps: float | None) -> str:
+    return "" if bps is None else f"{bps / 1e6:.1f}"
+
+
+def finding_lines(finding: Finding | None) -> tuple[str, ...]:
+    """An ISAPI health check's or AX PRO read's problems (``storage: disk_fault — disk 1 error``) and identity."""
+    if not isinstance(finding, IsapiHealth | AxProStatus):
+        return ()
+    lines = [f"{p.step}: {p.reason} — {p.detail}".rstrip(" —") for p in finding.problems]
+    if isinstance(finding, IsapiHealth):
+        if (identity := finding.identity) is not None:
+            model = {"model": identity.model, "firmware": identity.firmware}
+            lines.append(_("model %(model)s, firmware %(firmware)s") % model)
+        if finding.clock_drift is not None:
+            lines.append(_("clock off by %(seconds).1f s") % {"seconds": finding.clock_drift})
+        if finding.unsupported:
+            lines.append(_("not offered: %s") % ", ".join(finding.unsupported))
+    return tuple(lines)
+
+
+def _device_view(device: Device, state: DeviceState, options: PageOptions) -> DeviceView:
+    probes = []
+    for name, probe in list(state.probes.items()):
+        result = probe.last_result
+        probes.append(
+            ProbeView(
+                name=name,
+                health=probe.health,
+                reason=result.reason if result else "",
+                detail=result.detail if result else "",
+                rtt_ms=f"{result.rtt * 1000:.1f}" if result and result.rtt is not None else "",
+                findings=finding_lines(result.finding if result else None),
+                last_run=options.local(probe.last_run),
+                last_change=options.local(probe.last_change),
+                flaps=probe.flaps,
             )
-    down_table = (
-        "<table><tr><th>School</th><th>Device</th><th>Kind</th><th>Address</th><th>Name</th>"
-        "<th>Reason</th><th>Down since (UTC)</th></tr>" + "".join(down_rows) + "</table>"
-        if down_rows
-        else '<p class="ok">No device is down.</p>'
+        )
+    return DeviceView(
+        id=device.id,
+        kind=device.kind.value,
+        name=device.name,
+        host=device.host,
+        health=state.health,
+        reason=state.down_reason(),
+        last_change=options.local(state.last_change),
+        flaps=state.flaps,
+        recorded_by=_("%(nvr)s channel %(channel)d") % {"nvr": device.nvr[0], "channel": device.nvr[1]}
+        if device.nvr
+        else "",
+        probes=tuple(probes),
     )
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'><meta http-equiv='refresh' content='30'>"
-        f"<title>telemetryd status</title><style>{_PAGE_STYLE}</style></head><body>"
-        f"<h1>telemetryd</h1><p>{len(roster.inventory.schools)} schools, {len(roster.devices)} devices: "
-        f"<span class='ok'>{counts[Health.UP]} up</span>, "
-        f"<span class='bad'>{counts[Health.DOWN]} down</span>, "
-        f"<span class='muted'>{counts[Health.UNKNOWN]} not yet probed</span>. "
-        f"Shard {sources.instance.shard}. Version {__version__}. "
-        "<a href='/metrics'>/metrics</a> · <a href='/api/v1/status'>/api/v1/status</a></p>"
-        f"<p class='{'bad' if below_count else 'ok'}'>{below_count} school(s) confirmed below contract.</p>"
-        f"<h2>Down devices ({len(down_rows)})</h2>{down_table}"
-        "<h2>Schools</h2><table><tr><th>School</th><th>Name</th><th>District</th><th>Router</th>"
-        "<th>Measured / contract</th><th>Cameras up</th><th>NVRs up</th><th>Alarm panels up</th></tr>"
-        + "".join(rows)
-        + "</table></body></html>"
+
+
+def _speed_tests(link: SchoolLink | None) -> tuple[tuple[str, str, str], ...]:
+    if link is None:
+        return ()
+    return tuple(
+        (
+            direction.value,
+            f"{result.mbps:.1f} Mbps" if result.ok else _("failed"),
+            "" if result.ok else f"{result.reason}: {result.detail}".strip(": "),
+        )
+        for direction, result in sorted(list(link.last.items()))
     )
+
+
+def _segments(school: School, link: SchoolLink | None) -> tuple[SegmentRow, ...]:
+    if link is None:
+        return ()
+    contract = dict(school.contract.segments_mbps)
+    rows = []
+    for role, view in sorted(list(link.segments.items())):  # an SNMP poll may drop a role meanwhile
+        allocated = (
+            school.contract.total_mbps
+            if role == "wan"
+            else next((mbps for segment, mbps in contract.items() if segment.value == role), None)
+        )
+        rows.append(
+            SegmentRow(
+                role=role,
+                contract_mbps="" if allocated is None else f"{allocated:g}",
+                in_mbps=_mbps(view.rate.in_bps if view.rate else None),
+                out_mbps=_mbps(view.rate.out_bps if view.rate else None),
+                utilisation="" if view.utilisation is None else f"{view.utilisation:.0%}",
+                saturated=view.saturated,
+            )
+        )
+    return tuple(rows)
+
+
+def school_view(sources: StatusSources, options: PageOptions, school_id: str, *, now: float) -> SchoolView | None:
+    """A school's page content: every device with every probe; None for an id this instance does not watch."""
+    roster: Roster = sources.state.roster
+    school = roster.inventory.schools_by_id.get(school_id)
+    if school is None:
+        return None
+    link = sources.links.schools.get(school.id)
+    if link is None or link.router_id is None:
+        snmp = _("not polled")
+    elif link.snmp_ok is None:
+        snmp = _("not polled yet")
+    else:
+        snmp = _("ok") if link.snmp_ok else f"{link.snmp_reason}: {link.snmp_detail}".strip(": ")
+    segments = ", ".join(f"{s.value} {mbps:g}" for s, mbps in school.contract.segments_mbps)
+    return SchoolView(
+        generated=options.local(now),
+        zone=options.zone_label(now),
+        id=school.id,
+        name=school.name,
+        district=school.district,
+        row=school_row(roster.school_summary(school), link, options),
+        contract=f"{school.contract.total_mbps:g} Mbps" + (f" ({segments})" if segments else ""),
+        speed_tests=_speed_tests(link),
+        last_success=options.local(link.last_success_at if link else None),
+        snmp=snmp,
+        segments=_segments(school, link),
+        devices=tuple(_device_view(d, roster.devices[d.id], options) for d in school.devices),
+    )
+
+
+# TODO(lead): use telemetryd.templating.environment() once merged
+@functools.cache
+def _environment() -> jinja2.Environment:
+    """The pages' Jinja2 environment: templates from the package, HTML autoescaped, gettext marked."""
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("telemetryd", "templates"),
+        autoescape=jinja2.select_autoescape(["html"]),
+        extensions=["jinja2.ext.i18n"],
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    environment.install_null_translations(newstyle=True)  # type: ignore[attr-defined]  # added by ext.i18n
+    return environment
+
+
+def render_city_page(
+    sources: StatusSources, *, query: str = "", problems_only: bool = False, now: float | None = None
+) -> str:
+    """The city page: schools by district at a glance, with the filter box and "problems only"."""
+    options = PageOptions.of(sources.settings())
+    at = time.time() if now is None else now
+    view = city_view(sources, options, query=query, problems_only=problems_only, now=at)
+    return _environment().get_template("status/city.html").render(view=view)
+
+
+def render_school_page(sources: StatusSources, school_id: str, *, now: float | None = None) -> str | None:
+    """A school's page (every device, probe and finding); None for an unknown school."""
+    options = PageOptions.of(sources.settings())
+    view = school_view(sources, options, school_id, now=time.time() if now is None else now)
+    if view is None:
+        return None
+    return _environment().get_template("status/school.html").render(view=view)
