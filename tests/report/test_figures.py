@@ -368,7 +368,7 @@ def test_html_escapes_and_shows_chain_problems() -> None:
     assert "<script" not in page
     assert "ab" * 32 in page
     assert "link 4: rows changed since they were sealed" in page
-    assert page.count("<section class='school'") == 3
+    assert page.count('<section class="school"') == 3
     assert "UTC+05:00" in page
     assert "No data for this period" in page
     assert "page-break-before: always" in page
