@@ -64,6 +64,11 @@ def translations(lang: Language) -> gettext.NullTranslations:
     if mo.exists() and mo.stat().st_mtime >= po.stat().st_mtime:
         with mo.open("rb") as f:
             return gettext.GNUTranslations(f)
+    return compile_po(po, lang)
+
+
+def compile_po(po: Path, lang: Language) -> gettext.GNUTranslations:
+    """A .po catalog compiled in memory (what `pybabel compile` would write to the .mo)."""
     with po.open("rb") as f:
         catalog = read_po(f, locale=lang, domain=DOMAIN)
     buffer = io.BytesIO()
@@ -119,7 +124,7 @@ class Formatters:
             }
         if hours:
             return t.gettext("%(hours)d h %(minutes)02d min") % {"hours": hours, "minutes": minutes}
-        return t.gettext("%(minutes)d min") % {"minutes": minutes}
+        return t.gettext("%(minutes)s min") % {"minutes": minutes}
 
     def minutes(self, seconds: float) -> str:
         """Seconds as whole minutes with the unit: ``125 min``."""

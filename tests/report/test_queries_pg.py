@@ -278,3 +278,19 @@ def test_errors_are_clear_and_never_leak_a_password(
     captured = capsys.readouterr()
     assert captured.err.startswith("history database: ")
     assert "s3cret" not in captured.err + captured.out
+
+
+def test_language_from_flag_and_settings(loaded: tuple[str, Path], tmp_path: Path) -> None:
+    """--lang picks the report's language; without it settings' report.language does; English by default."""
+    _, config = loaded
+    code, page = _report(config, tmp_path, "--lang", "ru", fmt="html")
+    assert code == 0
+    assert '<html lang="ru">' in page
+    assert "Отчёт о соблюдении SLA за февраль 2026 г." in page
+    assert _report(config, tmp_path, fmt="html")[1].count("SLA report February 2026") == 2  # <title> and <h1>
+    settings = yaml.safe_load(config.read_text())
+    config.write_text(yaml.safe_dump({**settings, "report": {"language": "kk"}}, sort_keys=False))
+    code, page = _report(config, tmp_path, fmt="html")
+    assert code == 0
+    assert "SLA сақталуы туралы есеп: 2026 жылғы ақпан" in page
+    assert '<html lang="en">' in _report(config, tmp_path, "--lang", "en", fmt="html")[1]

@@ -257,6 +257,14 @@ class HttpSettings(Strict):
     idle_timeout: Seconds = Field(60.0, description="a connection without a request is closed after this")
 
 
+class ReportSettings(Strict):
+    """`telemetryd report sla` (the monthly SLA report)."""
+
+    language: Literal["en", "ru", "kk"] = Field(
+        "en", description="language of the HTML and PDF report when --lang is not given"
+    )
+
+
 class Shard(Strict):
     """`k/N`: this instance keeps the schools whose id hashes to k of N."""
 
@@ -311,6 +319,7 @@ class Settings(Strict):
     sia: SiaSettings = SiaSettings()
     history: HistorySettings = HistorySettings()
     logging: LoggingSettings = LoggingSettings()
+    report: ReportSettings = ReportSettings()
     shutdown_timeout: Seconds = 10.0
 
     @field_validator("listen")

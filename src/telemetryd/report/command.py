@@ -37,7 +37,8 @@ from telemetryd.report.figures import (
     schools_to_report,
 )
 from telemetryd.report.queries import SchemaOutdated, chain_status, fetch_month, require_schema, save
-from telemetryd.report.render import RENDERERS
+from telemetryd.report.render import RENDERERS, render_html
+from telemetryd.templating import language
 
 CONNECT_TIMEOUT = 10.0
 COMMAND_TIMEOUT = 900.0
@@ -134,7 +135,8 @@ def run_report(args: argparse.Namespace, *, now: float | None = None) -> int:
         print(
             f"school {school_id!r} is neither in the history nor in the inventory: reported as no data", file=sys.stderr
         )
-    text = RENDERERS[args.format](report)
+    lang = language(args.lang or config.settings.report.language)
+    text = render_html(report, lang=lang) if args.format == "html" else RENDERERS[args.format](report)
     if args.output is None:
         sys.stdout.write(text)
     else:
