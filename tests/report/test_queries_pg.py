@@ -294,3 +294,14 @@ def test_language_from_flag_and_settings(loaded: tuple[str, Path], tmp_path: Pat
     assert code == 0
     assert "SLA сақталуы туралы есеп: 2026 жылғы ақпан" in page
     assert '<html lang="en">' in _report(config, tmp_path, "--lang", "en", fmt="html")[1]
+
+
+def test_pdf_written_with_output(loaded: tuple[str, Path], tmp_path: Path) -> None:
+    """--format pdf -o FILE writes an A4 PDF in the asked language; {month} names the file."""
+    _, config = loaded
+    out = tmp_path / "sla-{month}.pdf"
+    args = ["report", "sla", "--month", fx.MONTH, "--format", "pdf", "--lang", "ru", "-o", str(out), "-c", str(config)]
+    assert main(args) == 0
+    pdf = (tmp_path / f"sla-{fx.MONTH}.pdf").read_bytes()
+    assert pdf.startswith(b"%PDF-")
+    assert pdf.rstrip().endswith(b"%%EOF")

@@ -37,7 +37,7 @@ from telemetryd.report.figures import (
     schools_to_report,
 )
 from telemetryd.report.queries import SchemaOutdated, chain_status, fetch_month, require_schema, save
-from telemetryd.report.render import RENDERERS, render_html
+from telemetryd.report.render import RENDERERS, render_html, render_pdf
 from telemetryd.templating import language
 
 CONNECT_TIMEOUT = 10.0
@@ -136,14 +136,22 @@ def run_report(args: argparse.Namespace, *, now: float | None = None) -> int:
             f"school {school_id!r} is neither in the history nor in the inventory: reported as no data", file=sys.stderr
         )
     lang = language(args.lang or config.settings.report.language)
-    text = render_html(report, lang=lang) if args.format == "html" else RENDERERS[args.format](report)
+    if args.format == "pdf":
+        body = render_pdf(report, lang=lang)
+    else:
+        text = render_html(report, lang=lang) if args.format == "html" else RENDERERS[args.format](report)
+        body = text.encode()
     if args.output is None:
-        sys.stdout.write(text)
+        if args.format == "pdf":
+            sys.stdout.flush()
+            sys.stdout.buffer.write(body)
+        else:
+            sys.stdout.write(text)
     else:
         # `{month}` lets a timer write sla-{month}.html for `--month previous` without shell arithmetic.
         output = Path(str(args.output).replace("{month}", period.month))
         try:
-            output.write_text(text, encoding="utf-8")
+            output.write_bytes(body)
         except OSError as exc:
             print(f"{output}: cannot write the report: {exc.strerror or exc}", file=sys.stderr)
             return 2
