@@ -124,3 +124,23 @@ def test_same_report_same_bytes(tmp_path: Path) -> None:
     assert "ModDate:         2026-03-01T00:00:00+05" in info
     assert "Title:           Отчёт о соблюдении SLA за февраль 2026 г." in info
     assert render_pdf(report, lang="kk") != first
+
+
+def test_one_school_is_one_page(city: Report) -> None:
+    """The school pages alone (--school): one A4 page for one school, headed by the period and the chain head."""
+    one = dataclasses.replace(city, schools=city.schools[:1])
+    page = render_html(one, lang="kk", schools_only=True)
+    assert 'class="summary"' not in page
+    assert page.count('<section class="school"') == 1
+    assert "ab" * 32 in page  # the chain head, to check a printed copy against
+    assert len(HTML(string=page).render().pages) == 1
+
+
+def test_summary_only_stops_after_the_table(city: Report) -> None:
+    """--summary-only: the title, the table of every school, no school pages and no chain page."""
+    page = render_html(city, lang="ru", summary_only=True)
+    assert page.count('<a href="#school-') == len(city.schools)
+    assert '<section class="school"' not in page
+    assert '<section class="chain"' not in page
+    document = HTML(string=page).render()
+    assert 1 <= len(document.pages) <= 8

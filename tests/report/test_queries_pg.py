@@ -305,3 +305,17 @@ def test_pdf_written_with_output(loaded: tuple[str, Path], tmp_path: Path) -> No
     pdf = (tmp_path / f"sla-{fx.MONTH}.pdf").read_bytes()
     assert pdf.startswith(b"%PDF-")
     assert pdf.rstrip().endswith(b"%%EOF")
+
+
+def test_school_pages_alone_and_summary_only(loaded: tuple[str, Path], tmp_path: Path) -> None:
+    """--school gives that school's page alone (no table, no chain page); --summary-only gives the table alone."""
+    _, config = loaded
+    code, page = _report(config, tmp_path, "--school", "shy-002", "--lang", "kk", fmt="html")
+    assert code == 0
+    assert page.count('<section class="school"') == 1
+    assert 'id="school-shy-002"' in page
+    assert 'class="summary"' not in page and '<section class="chain"' not in page
+    code, page = _report(config, tmp_path, "--summary-only", fmt="html")
+    assert code == 0
+    assert 'class="summary"' in page and '<section class="school"' not in page
+    assert page.count('<a href="#school-') == 3

@@ -136,10 +136,12 @@ def run_report(args: argparse.Namespace, *, now: float | None = None) -> int:
             f"school {school_id!r} is neither in the history nor in the inventory: reported as no data", file=sys.stderr
         )
     lang = language(args.lang or config.settings.report.language)
+    # --school: the school pages alone, the version a principal or district office is sent.
+    pages = {"summary_only": args.summary_only, "schools_only": bool(args.school) and not args.summary_only}
     if args.format == "pdf":
-        body = render_pdf(report, lang=lang)
+        body = render_pdf(report, lang=lang, **pages)
     else:
-        text = render_html(report, lang=lang) if args.format == "html" else RENDERERS[args.format](report)
+        text = render_html(report, lang=lang, **pages) if args.format == "html" else RENDERERS[args.format](report)
         body = text.encode()
     if args.output is None:
         if args.format == "pdf":

@@ -340,6 +340,9 @@ class SpeedChart:
 
 
 CHART_WIDTH = 640
+DAILY_HEIGHT = 72
+SPEED_HEIGHT = 104
+"""SVG units: at the page's 186 mm width the two charts take 21 and 30 mm, so a school fits one page."""
 _COLORS = {"green": "#2e7d32", "amber": "#f9a825", "red": "#c62828"}
 
 
@@ -351,8 +354,8 @@ def mark(ratio: float | None, marks: tuple[float, float]) -> str:
 
 
 def daily_bars(school: SchoolReport, period: Period) -> tuple[Bar, ...]:
-    """Bars of the link's availability per local day, 0-100 %, coloured by mark (90 units high)."""
-    height, left, bottom = 90, 34, 16
+    """Bars of the link's availability per local day, 0-100 %, coloured by mark."""
+    height, left, bottom = DAILY_HEIGHT, 34, 16
     step = (CHART_WIDTH - left - 4) / (len(school.daily) or 1)
     plot = height - bottom - 4
     bars = []
@@ -367,7 +370,7 @@ def daily_bars(school: SchoolReport, period: Period) -> tuple[Bar, ...]:
 
 def speed_chart(school: SchoolReport, period: Period) -> SpeedChart:
     """Every successful test as a dot (download filled, upload hollow) against the floor line."""
-    width, height, left, bottom = CHART_WIDTH, 130, 34, 16
+    width, height, left, bottom = CHART_WIDTH, SPEED_HEIGHT, 34, 16
     tests = [p for p in school.tests if p.ok]
     floors = [(p.at, p.floor_mbps) for p in school.tests if p.floor_mbps is not None]
     top = max([school.school.contract_mbps or 0.0, *(p.mbps for p in tests), *(f for _, f in floors), 1.0]) * 1.1
@@ -411,11 +414,21 @@ def speed_chart(school: SchoolReport, period: Period) -> SpeedChart:
     )
 
 
-def render_html(report: Report, *, lang: Language = "en", summary: object | None = None) -> str:
+def render_html(
+    report: Report,
+    *,
+    lang: Language = "en",
+    summary: object | None = None,
+    summary_only: bool = False,
+    schools_only: bool = False,
+) -> str:
     """A printable A4 report for department staff, in `lang`.
 
     `summary` is the first page's city and district figures (telemetryd.report.summary), shown
     by ``report/summary.html`` when given; without it the report opens with the table.
+    `summary_only` stops after the all-schools table; `schools_only` leaves the table and the
+    chain page out: each school's page alone (the first one without a page break), with the
+    chain head in the heading, for a principal or a district office.
     """
     period = report.period
 
@@ -429,6 +442,8 @@ def render_html(report: Report, *, lang: Language = "en", summary: object | None
             report=report,
             period=period,
             summary=summary,
+            summary_only=summary_only,
+            schools_only=schools_only,
             # PDF metadata from the period, not the clock: the same data gives the same bytes.
             document_date=local_time(period.nominal_end, period).isoformat(),
             first_day=local_time(period.start, period).date(),
@@ -437,14 +452,22 @@ def render_html(report: Report, *, lang: Language = "en", summary: object | None
             mark=mark,
             daily_bars=lambda s: daily_bars(s, period),
             speed_chart=lambda s: speed_chart(s, period),
+            daily_chart=(CHART_WIDTH, DAILY_HEIGHT, 34, 16),
             availability_marks=AVAILABILITY_MARKS,
             compliance_marks=COMPLIANCE_MARKS,
         )
     )
 
 
-def render_pdf(report: Report, *, lang: Language = "en", summary: object | None = None) -> bytes:
-    """The HTML report as an A4 PDF (WeasyPrint); byte-identical for the same report.
+def render_pdf(
+    report: Report,
+    *,
+    lang: Language = "en",
+    summary: object | None = None,
+    summary_only: bool = False,
+    schools_only: bool = False,
+) -> bytes:
+    """The HTML report (same options) as an A4 PDF (WeasyPrint); byte-identical for the same report.
 
     The document's dates are the period's end (``dcterms.created``/``modified`` in the
     HTML head) and its file identifier a digest of the HTML, so nothing varies from run
@@ -453,7 +476,7 @@ def render_pdf(report: Report, *, lang: Language = "en", summary: object | None 
     # 1 s of imports only `--format pdf` pays; WeasyPrint ships no type information.
     from weasyprint import HTML  # type: ignore[import-untyped]  # noqa: PLC0415
 
-    page = render_html(report, lang=lang, summary=summary)
+    page = render_html(report, lang=lang, summary=summary, summary_only=summary_only, schools_only=schools_only)
     identifier = hashlib.sha256(page.encode()).hexdigest()[:32].encode()
     pdf = HTML(string=page).write_pdf(pdf_identifier=identifier)
     if not isinstance(pdf, bytes):  # no target given: WeasyPrint returns the bytes
