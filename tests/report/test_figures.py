@@ -372,7 +372,7 @@ def test_html_escapes_and_shows_chain_problems() -> None:
     assert "UTC+05:00" in page
     assert "No data for this period" in page
     assert "page-break-before: always" in page
-    assert "↑ 45 / 139.5" in page  # upload min / median, not rounded away
+    assert "min 45, median 139.5 Mbps" in page  # upload min / median, not rounded away
     charts = re.findall(r"<svg.*?</svg>", page, re.S)
     assert len(charts) == 3  # daily bars of the two schools with data, speed tests of shy-001 (shy-002 has none)
     for chart in charts:
