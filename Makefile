@@ -17,7 +17,7 @@ export UV_SYSTEM_CERTS := 1
 # What the tests and benchmarks run against (Debian names).
 DEBIAN_PACKAGES := iproute2 iputils-ping fping prometheus prometheus-blackbox-exporter prometheus-alertmanager systemd python3-venv snmpd snmp iperf3 curl postgresql-15 libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core fonts-noto-core poppler-utils chromium chromium-driver
 
-.PHONY: all demo test lint typecheck pytest system-deps venv bench bench-daemon clean
+.PHONY: all demo test lint typecheck pytest system-deps venv messages bench bench-daemon clean
 
 all: test
 
@@ -37,6 +37,13 @@ system-deps:
 venv: $(UV)
 	$(UV) sync --frozen --quiet
 	$(PY) -m compileall -q src
+	$(VENV)/bin/pybabel -q compile -d src/telemetryd/locale -D telemetryd
+
+# After changing a translatable string: re-extract the template and merge it into ru and kk, then translate.
+messages: venv
+	$(VENV)/bin/pybabel -q extract -F babel.cfg --no-wrap --sort-by-file --project telemetryd \
+	  --copyright-holder "telemetryd authors" -o src/telemetryd/locale/telemetryd.pot .
+	$(VENV)/bin/pybabel -q update --no-wrap -i src/telemetryd/locale/telemetryd.pot -d src/telemetryd/locale -D telemetryd
 
 lint: venv
 	$(UV) run --frozen ruff check src tests bench

@@ -19,6 +19,7 @@ LAYERS: dict[str, int] = {
     "logs": 2,
     "sdnotify": 2,
     "httpguard": 2,
+    "templating": 2,
     "probes": 3,
     "reachability": 4,
     "link": 5,

@@ -85,8 +85,19 @@ def _parser() -> argparse.ArgumentParser:
     report_sub = report.add_subparsers(dest="report_command", required=True, metavar="REPORT")
     sla = report_sub.add_parser("sla", help="monthly SLA report per school: link, speed, cameras, alarm panels")
     sla.add_argument("--month", required=True, help="YYYY-MM in the city's local time, or current / previous")
-    sla.add_argument("--school", action="append", default=None, help="school id (repeatable; default: every school)")
-    sla.add_argument("--format", choices=["html", "csv", "json"], default="html")
+    sla.add_argument(
+        "--school",
+        action="append",
+        default=None,
+        help="school id (repeatable; default: every school); HTML and PDF are then the school pages alone",
+    )
+    sla.add_argument(
+        "--summary-only", action="store_true", help="HTML and PDF stop after the all-schools table (no school pages)"
+    )
+    sla.add_argument("--format", choices=["html", "pdf", "csv", "json"], default="html")
+    sla.add_argument(
+        "--lang", choices=["en", "ru", "kk"], default=None, help="language of HTML and PDF (default: report.language)"
+    )
     sla.add_argument(
         "-o", "--output", type=Path, default=None, help="file to write (default: stdout); {month} becomes YYYY-MM"
     )

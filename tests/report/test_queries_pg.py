@@ -278,3 +278,44 @@ def test_errors_are_clear_and_never_leak_a_password(
     captured = capsys.readouterr()
     assert captured.err.startswith("history database: ")
     assert "s3cret" not in captured.err + captured.out
+
+
+def test_language_from_flag_and_settings(loaded: tuple[str, Path], tmp_path: Path) -> None:
+    """--lang picks the report's language; without it settings' report.language does; English by default."""
+    _, config = loaded
+    code, page = _report(config, tmp_path, "--lang", "ru", fmt="html")
+    assert code == 0
+    assert '<html lang="ru">' in page
+    assert "Отчёт о соблюдении SLA за февраль 2026 г." in page
+    assert _report(config, tmp_path, fmt="html")[1].count("SLA report February 2026") == 2  # <title> and <h1>
+    settings = yaml.safe_load(config.read_text())
+    config.write_text(yaml.safe_dump({**settings, "report": {"language": "kk"}}, sort_keys=False))
+    code, page = _report(config, tmp_path, fmt="html")
+    assert code == 0
+    assert "SLA сақталуы туралы есеп: 2026 жылғы ақпан" in page
+    assert '<html lang="en">' in _report(config, tmp_path, "--lang", "en", fmt="html")[1]
+
+
+def test_pdf_written_with_output(loaded: tuple[str, Path], tmp_path: Path) -> None:
+    """--format pdf -o FILE writes an A4 PDF in the asked language; {month} names the file."""
+    _, config = loaded
+    out = tmp_path / "sla-{month}.pdf"
+    args = ["report", "sla", "--month", fx.MONTH, "--format", "pdf", "--lang", "ru", "-o", str(out), "-c", str(config)]
+    assert main(args) == 0
+    pdf = (tmp_path / f"sla-{fx.MONTH}.pdf").read_bytes()
+    assert pdf.startswith(b"%PDF-")
+    assert pdf.rstrip().endswith(b"%%EOF")
+
+
+def test_school_pages_alone_and_summary_only(loaded: tuple[str, Path], tmp_path: Path) -> None:
+    """--school gives that school's page alone (no table, no chain page); --summary-only gives the table alone."""
+    _, config = loaded
+    code, page = _report(config, tmp_path, "--school", "shy-002", "--lang", "kk", fmt="html")
+    assert code == 0
+    assert page.count('<section class="school"') == 1
+    assert 'id="school-shy-002"' in page
+    assert 'class="summary"' not in page and '<section class="chain"' not in page
+    code, page = _report(config, tmp_path, "--summary-only", fmt="html")
+    assert code == 0
+    assert 'class="summary"' in page and '<section class="school"' not in page
+    assert page.count("<small>shy-00") == 3

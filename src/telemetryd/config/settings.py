@@ -258,6 +258,14 @@ class HttpSettings(Strict):
     idle_timeout: Seconds = Field(60.0, description="a connection without a request is closed after this")
 
 
+class ReportSettings(Strict):
+    """`telemetryd report sla` (the monthly SLA report)."""
+
+    language: Literal["en", "ru", "kk"] = Field(
+        "en", description="language of the HTML and PDF report when --lang is not given"
+    )
+
+
 class Shard(Strict):
     """`k/N`: this instance keeps the schools whose id hashes to k of N."""
 
@@ -312,6 +320,7 @@ class Settings(Strict):
     sia: SiaSettings = SiaSettings()
     history: HistorySettings = HistorySettings()
     logging: LoggingSettings = LoggingSettings()
+    report: ReportSettings = ReportSettings()
     shutdown_timeout: Seconds = 10.0
     timezone: str = Field(
         "Asia/Almaty", description="IANA zone of the times on the status page (Shymkent: Asia/Almaty, UTC+05:00)"

@@ -37,7 +37,8 @@ from telemetryd.report.figures import (
     schools_to_report,
 )
 from telemetryd.report.queries import SchemaOutdated, chain_status, fetch_month, require_schema, save
-from telemetryd.report.render import RENDERERS
+from telemetryd.report.render import RENDERERS, render_html, render_pdf
+from telemetryd.templating import language
 
 CONNECT_TIMEOUT = 10.0
 COMMAND_TIMEOUT = 900.0
@@ -134,14 +135,25 @@ def run_report(args: argparse.Namespace, *, now: float | None = None) -> int:
         print(
             f"school {school_id!r} is neither in the history nor in the inventory: reported as no data", file=sys.stderr
         )
-    text = RENDERERS[args.format](report)
+    lang = language(args.lang or config.settings.report.language)
+    # --school: the school pages alone, the version a principal or district office is sent.
+    pages = {"summary_only": args.summary_only, "schools_only": bool(args.school) and not args.summary_only}
+    if args.format == "pdf":
+        body = render_pdf(report, lang=lang, **pages)
+    else:
+        text = render_html(report, lang=lang, **pages) if args.format == "html" else RENDERERS[args.format](report)
+        body = text.encode()
     if args.output is None:
-        sys.stdout.write(text)
+        if args.format == "pdf":
+            sys.stdout.flush()
+            sys.stdout.buffer.write(body)
+        else:
+            sys.stdout.write(text)
     else:
         # `{month}` lets a timer write sla-{month}.html for `--month previous` without shell arithmetic.
         output = Path(str(args.output).replace("{month}", period.month))
         try:
-            output.write_text(text, encoding="utf-8")
+            output.write_bytes(body)
         except OSError as exc:
             print(f"{output}: cannot write the report: {exc.strerror or exc}", file=sys.stderr)
             return 2

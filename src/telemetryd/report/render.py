@@ -31,10 +31,12 @@ external files), outage tables and what was excluded; the chain at the end.
 from __future__ import annotations
 
 import csv
-import html
+import hashlib
 import io
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from telemetryd.report.figures import (
@@ -49,11 +51,11 @@ from telemetryd.report.figures import (
     SchoolReport,
     local_time,
 )
+from telemetryd.templating import Language, environment
 
 AVAILABILITY_MARKS = (0.99, 0.95)
 COMPLIANCE_MARKS = (0.95, 0.80)
 KINDS = ("camera", "nvr", "alarm_panel")
-_BASIS = {"router": "the router", "devices": "all devices (no router listed)"}
 
 
 def _iso(at: float | None, period: Period) -> str | None:
@@ -293,118 +295,82 @@ def render_csv(report: Report) -> str:
 
 # ----------------------------------------------------------------------------- html
 
-_CSS = """
-@page { size: A4; margin: 14mm 12mm; }
-body { font: 10pt/1.35 "DejaVu Sans", Arial, sans-serif; color: #111; margin: 0 auto; max-width: 186mm; }
-h1 { font-size: 17pt; margin: 0 0 2mm; }
-h2 { font-size: 13pt; margin: 0 0 1mm; }
-h3 { font-size: 10.5pt; margin: 4mm 0 1mm; }
-p.meta { margin: 0 0 3mm; color: #444; }
-table { border-collapse: collapse; width: 100%; margin: 1mm 0 3mm; }
-th, td { border: 0.3mm solid #bbb; padding: 0.8mm 1.5mm; text-align: left; vertical-align: top; }
-th { background: #eee; }
-td.n { text-align: right; white-space: nowrap; }
-.mark { display: inline-block; width: 2.6mm; height: 2.6mm; border-radius: 50%; margin-right: 1mm;
-        vertical-align: baseline; -webkit-print-color-adjust: exact; print-color-adjust: exact; }
-/* Shape as well as colour, for black-and-white printers: good ●, watch ◆, poor ■, no data ○. */
-.green { background: #2e7d32; }
-.amber { background: #f9a825; border-radius: 0; transform: rotate(45deg) scale(0.85); }
-.red { background: #c62828; border-radius: 0; }
-.none { background: none; border: 0.3mm solid #888; box-sizing: border-box; }
-.school { break-before: page; page-break-before: always; }
-.nodata { color: #666; font-style: italic; }
-.excluded { color: #555; }
-.problem { color: #c62828; font-weight: bold; }
-.ok { color: #2e7d32; font-weight: bold; }
-code { font-size: 8.5pt; word-break: break-all; }
-svg { display: block; margin: 1mm 0 2mm; }
-.legend { font-size: 8.5pt; color: #444; }
-@media print { a { color: inherit; text-decoration: none; } }
-"""
 
-_E = html.escape
+@dataclass(frozen=True)
+class Bar:
+    """One day of the daily availability chart, in SVG user units."""
+
+    x: float
+    y: float
+    width: float
+    height: float
+    color: str
+    day: int
+    ratio: float | None
 
 
-def _pct(ratio: float | None) -> str:
-    return "—" if ratio is None else f"{ratio * 100:.2f} %"
+@dataclass(frozen=True)
+class Dot:
+    """One successful speed test on the speed chart."""
+
+    x: float
+    y: float
+    radius: float
+    filled: bool
+    at: datetime
+    direction: str
+    mbps: float
+    confirmation: bool
 
 
-def _mark(ratio: float | None, marks: tuple[float, float]) -> str:
+@dataclass(frozen=True)
+class SpeedChart:
+    """The speed chart's geometry: tests as dots against the contract floor."""
+
+    width: int
+    height: int
+    left: int
+    bottom: int
+    top_mbps: float
+    top_y: float
+    floor_points: str
+    floor_mbps: float | None
+    floor_y: float
+    dots: tuple[Dot, ...]
+
+
+CHART_WIDTH = 640
+DAILY_HEIGHT = 72
+SPEED_HEIGHT = 104
+"""SVG units: at the page's 186 mm width the two charts take 21 and 30 mm, so a school fits one page."""
+_COLORS = {"green": "#2e7d32", "amber": "#f9a825", "red": "#c62828"}
+
+
+def mark(ratio: float | None, marks: tuple[float, float]) -> str:
+    """The reading-aid class of a ratio: green, amber, red, or none without data."""
     if ratio is None:
-        color, label = "none", "no data"
-    elif ratio >= marks[0]:
-        color, label = "green", "good"
-    elif ratio >= marks[1]:
-        color, label = "amber", "watch"
-    else:
-        color, label = "red", "poor"
-    return f"<span class='mark {color}' title='{label}'></span>{_pct(ratio)}"
-
-
-def _mbps(value: float | None) -> str:
-    return "—" if value is None else f"{value:.1f}".removesuffix(".0")
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "ongoing"
-    minutes = round(seconds / 60)
-    hours, minutes = divmod(minutes, 60)
-    days, hours = divmod(hours, 24)
-    if days:
-        return f"{days} d {hours} h {minutes:02d} min"
-    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min"
-
-
-def _when(at: float | None, period: Period) -> str:
-    return "ongoing" if at is None else local_time(at, period).strftime("%Y-%m-%d %H:%M")
-
-
-def _daily_chart(school: SchoolReport, period: Period) -> str:
-    """Bars of the link's availability per local day, 0-100 %, coloured by mark."""
-    width, height, left, bottom = 640, 90, 34, 16
-    days = len(school.daily) or 1
-    step = (width - left - 4) / days
-    parts = [
-        f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' "
-        f"viewBox='0 0 {width} {height}' role='img' aria-label='daily link availability'>",
-        f"<line x1='{left}' y1='4' x2='{width - 4}' y2='4' stroke='#ddd'/>",
-        f"<text x='{left - 3}' y='8' font-size='8' text-anchor='end'>100%</text>",
-        f"<text x='{left - 3}' y='{height - bottom}' font-size='8' text-anchor='end'>0%</text>",
-        f"<line x1='{left}' y1='{height - bottom}' x2='{width - 4}' y2='{height - bottom}' stroke='#888'/>",
-    ]
-    plot = height - bottom - 4
-    for i, day in enumerate(school.daily):
-        x = left + i * step + 1
-        label = local_time(day.start, period).day
-        ratio = day.availability.ratio
-        if ratio is None:
-            parts.append(
-                f"<rect x='{x:.1f}' y='{height - bottom - 3}' width='{step - 2:.1f}' height='3' fill='#bdbdbd'>"
-                f"<title>{label}: no data</title></rect>"
-            )
-        else:
-            color = {"green": "#2e7d32", "amber": "#f9a825", "red": "#c62828"}[_color(ratio, AVAILABILITY_MARKS)]
-            bar = max(ratio * plot, 1.0)
-            parts.append(
-                f"<rect x='{x:.1f}' y='{height - bottom - bar:.1f}' width='{step - 2:.1f}' height='{bar:.1f}' "
-                f"fill='{color}'><title>{label}: {_pct(ratio)}</title></rect>"
-            )
-        if label == 1 or label % 5 == 0:
-            parts.append(
-                f"<text x='{x + step / 2 - 1:.1f}' y='{height - 4}' font-size='8' text-anchor='middle'>{label}</text>"
-            )
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-def _color(ratio: float, marks: tuple[float, float]) -> str:
+        return "none"
     return "green" if ratio >= marks[0] else "amber" if ratio >= marks[1] else "red"
 
 
-def _speed_chart(school: SchoolReport, period: Period) -> str:
-    """Every test as a dot (download filled, upload hollow) against the floor line."""
-    width, height, left, bottom = 640, 130, 34, 16
+def daily_bars(school: SchoolReport, period: Period) -> tuple[Bar, ...]:
+    """Bars of the link's availability per local day, 0-100 %, coloured by mark."""
+    height, left, bottom = DAILY_HEIGHT, 34, 16
+    step = (CHART_WIDTH - left - 4) / (len(school.daily) or 1)
+    plot = height - bottom - 4
+    bars = []
+    for i, day in enumerate(school.daily):
+        ratio = day.availability.ratio
+        bar = 3.0 if ratio is None else max(ratio * plot, 1.0)
+        color = "#bdbdbd" if ratio is None else _COLORS[mark(ratio, AVAILABILITY_MARKS)]
+        x = left + i * step + 1
+        bars.append(Bar(x, height - bottom - bar, step - 2, bar, color, local_time(day.start, period).day, ratio))
+    return tuple(bars)
+
+
+def speed_chart(school: SchoolReport, period: Period) -> SpeedChart:
+    """Every successful test as a dot (download filled, upload hollow) against the floor line."""
+    width, height, left, bottom = CHART_WIDTH, SPEED_HEIGHT, 34, 16
     tests = [p for p in school.tests if p.ok]
     floors = [(p.at, p.floor_mbps) for p in school.tests if p.floor_mbps is not None]
     top = max([school.school.contract_mbps or 0.0, *(p.mbps for p in tests), *(f for _, f in floors), 1.0]) * 1.1
@@ -416,200 +382,106 @@ def _speed_chart(school: SchoolReport, period: Period) -> str:
     def y_of(mbps: float) -> float:
         return height - bottom - mbps / top * plot_h
 
-    parts = [
-        f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' "
-        f"viewBox='0 0 {width} {height}' role='img' aria-label='speed tests against the contract floor'>",
-        f"<line x1='{left}' y1='{height - bottom}' x2='{width - 4}' y2='{height - bottom}' stroke='#888'/>",
-        f"<text x='{left - 3}' y='{height - bottom}' font-size='8' text-anchor='end'>0</text>",
-        f"<text x='{left - 3}' y='{y_of(top / 1.1) + 3:.1f}' font-size='8' text-anchor='end'>{top / 1.1:.0f}</text>",
-        f"<text x='{left}' y='{height - 4}' font-size='8'>{_E(_when(period.start, period))}</text>",
-        f"<text x='{width - 4}' y='{height - 4}' font-size='8' text-anchor='end'>"
-        f"{_E(_when(period.nominal_end, period))}</text>",
-    ]
+    points = ""
     if floors:
-        points = [(period.start, floors[0][1]), *floors, (period.nominal_end, floors[-1][1])]
-        path = " ".join(f"{x_of(at):.1f},{y_of(f):.1f}" for at, f in points)
-        parts.append(f"<polyline points='{path}' fill='none' stroke='#c62828' stroke-dasharray='4 2'/>")
-        parts.append(
-            f"<text x='{width - 6}' y='{y_of(floors[-1][1]) - 3:.1f}' font-size='8' text-anchor='end' fill='#c62828'>"
-            f"floor {floors[-1][1]:.0f} Mbps</text>"
+        line = [(period.start, floors[0][1]), *floors, (period.nominal_end, floors[-1][1])]
+        points = " ".join(f"{x_of(at):.1f},{y_of(f):.1f}" for at, f in line)
+    dots = tuple(
+        Dot(
+            x_of(p.at),
+            y_of(p.mbps),
+            2.8 if p.confirmation else 2.2,
+            p.direction == "download",
+            local_time(p.at, period),
+            p.direction,
+            p.mbps,
+            p.confirmation,
         )
-    for p in tests:
-        fill = "#1565c0" if p.direction == "download" else "none"
-        radius = 2.8 if p.confirmation else 2.2
-        parts.append(
-            f"<circle cx='{x_of(p.at):.1f}' cy='{y_of(p.mbps):.1f}' r='{radius}' fill='{fill}' stroke='#1565c0'>"
-            f"<title>{_E(_when(p.at, period))} {_E(p.direction)} {p.mbps:.1f} Mbps"
-            f"{' (confirmation)' if p.confirmation else ''}</title></circle>"
-        )
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-def _summary_row(s: SchoolReport) -> str:
-    contract = s.school.contract_mbps
-    speed = (
-        f"↓ {_mbps(s.download.min_mbps)} / {_mbps(s.download.median_mbps)}<br>"
-        f"↑ {_mbps(s.upload.min_mbps)} / {_mbps(s.upload.median_mbps)}<br>of {_mbps(contract)}"
+        for p in tests
     )
-    return (
-        f"<tr><td><a href='#school-{_E(s.school.id)}'>{_E(s.school.name or s.school.id)}</a>"
-        f"<br><small>{_E(s.school.id)}</small></td>"
-        f"<td>{_E(s.school.district)}</td>"
-        f"<td class='n'>{_mark(s.link.ratio, AVAILABILITY_MARKS)}</td>"
-        f"<td class='n'>↓ {_mark(s.download.compliance, COMPLIANCE_MARKS)}<br>"
-        f"↑ {_mark(s.upload.compliance, COMPLIANCE_MARKS)}</td>"
-        f"<td class='n'>{speed}</td>"
-        f"<td class='n'>{_mark(s.kind('camera').availability.ratio, AVAILABILITY_MARKS)}</td>"
-        f"<td class='n'>{_mark(s.kind('alarm_panel').availability.ratio, AVAILABILITY_MARKS)}</td>"
-        f"<td class='n'>{len(s.counted_outages)}<br>{s.outage_seconds / 60:.0f} min</td></tr>"
+    last_floor = floors[-1][1] if floors else None
+    return SpeedChart(
+        width,
+        height,
+        left,
+        bottom,
+        top / 1.1,
+        y_of(top / 1.1),
+        points,
+        last_floor,
+        y_of(last_floor) if last_floor is not None else 0.0,
+        dots,
     )
 
 
-def _outage_table(outages: tuple[Outage, ...], period: Period, *, devices: bool) -> str:
-    if not outages:
-        return "<p>None.</p>"
-    head = "<th>Device</th><th>Kind</th>" if devices else ""
-    rows = "".join(
-        "<tr>"
-        + (f"<td>{_E(o.device_id)}</td><td>{_E(o.kind.replace('_', ' '))}</td>" if devices else "")
-        + f"<td>{_E(_when(o.start, period))}</td><td>{_E(_when(o.end, period))}</td>"
-        f"<td class='n'>{_E(_duration(o.duration_seconds))}</td>"
-        f"<td class='n'>{_E(_duration(o.counted_seconds))}</td></tr>"
-        for o in outages
-    )
-    return f"<table><tr>{head}<th>Start</th><th>End</th><th>Duration</th><th>Counted this month</th></tr>{rows}</table>"
+def render_html(
+    report: Report,
+    *,
+    lang: Language = "en",
+    summary: object | None = None,
+    summary_only: bool = False,
+    schools_only: bool = False,
+) -> str:
+    """A printable A4 report for department staff, in `lang`.
 
-
-def _excluded_table(title: str, rows: tuple[Excluded, ...], period: Period) -> str:
-    if not rows:
-        return f"<p class='excluded'>{_E(title)}: none.</p>"
-    body = "".join(
-        f"<tr><td>{_E(_when(e.start, period))}</td><td>{_E(_when(e.end, period))}</td>"
-        f"<td class='n'>{_E(_duration(e.seconds_in_period))}</td><td>{_E(e.reason or '—')}</td></tr>"
-        for e in rows
-    )
-    return (
-        f"<p class='excluded'>{_E(title)} (excluded from availability):</p>"
-        f"<table class='excluded'><tr><th>Start</th><th>End</th><th>In this month</th><th>Reason</th></tr>"
-        f"{body}</table>"
-    )
-
-
-def _figures(s: SchoolReport) -> str:
-    rows = [
-        (
-            "School link",
-            _mark(s.link.ratio, AVAILABILITY_MARKS),
-            f"{s.link.monitored_seconds / 3600:.1f} h monitored, {s.link.down_seconds / 60:.0f} min down, "
-            f"{len(s.counted_outages)} outage(s); judged by {_BASIS.get(s.link_basis, 'nothing')}",
-        )
-    ]
-    for kind in s.kinds:
-        label = {"camera": "Cameras", "nvr": "Video recorders (NVR)", "alarm_panel": "Alarm panel"}[kind.kind]
-        rows.append(
-            (
-                label,
-                _mark(kind.availability.ratio, AVAILABILITY_MARKS),
-                f"{kind.devices} device(s), {kind.availability.down_seconds / 60:.0f} min down",
-            )
-        )
-    for d in (s.download, s.upload):
-        arrow = "Download ↓" if d.direction == "download" else "Upload ↑"
-        rows.append(
-            (
-                f"Speed {arrow}",
-                _mark(d.compliance, COMPLIANCE_MARKS),
-                f"{d.compliant_rounds} of {d.rounds} rounds at or above the floor"
-                f" ({d.forgiven_rounds} low result(s) not confirmed by the re-test); "
-                f"{d.tests} tests, min {_mbps(d.min_mbps)}, median {_mbps(d.median_mbps)} Mbps; {d.failed} failed",
-            )
-        )
-    segments = ", ".join(f"{x.segment} {x.saturated_seconds / 60:.0f} min" for x in s.saturation) or "no samples"
-    rows.append(("Saturation (≥ 95 % of allocation)", f"{s.saturated_seconds / 60:.0f} min", segments))
-    body = "".join(f"<tr><th>{_E(a)}</th><td class='n'>{b}</td><td>{_E(c)}</td></tr>" for a, b, c in rows)
-    return f"<table>{body}</table>"
-
-
-def _school_section(s: SchoolReport, period: Period) -> str:
-    contract = f"contract {_mbps(s.school.contract_mbps)} Mbps" if s.school.contract_mbps else "contract unknown"
-    head = (
-        f"<section class='school' id='school-{_E(s.school.id)}'>"
-        f"<h2>{_E(s.school.name or s.school.id)}</h2>"
-        f"<p class='meta'>{_E(s.school.id)} · {_E(s.school.district or 'district unknown')} · {_E(contract)}</p>"
-    )
-    if not s.has_data:
-        return head + "<p class='nodata'>No data for this period: nothing was measured at this school.</p></section>"
-    return (
-        head
-        + _figures(s)
-        + "<h3>Link availability per day</h3>"
-        + _daily_chart(s, period)
-        + "<h3>Speed tests (Mbps)</h3>"
-        + (
-            _speed_chart(s, period)
-            + "<p class='legend'>● download · ○ upload · larger dot: confirmation re-test · dashed red: floor</p>"
-            if s.tests
-            else "<p>No speed tests this month.</p>"
-        )
-        + "<h3>Link outages</h3>"
-        + _outage_table(s.outages, period, devices=False)
-        + "<h3>Camera, NVR and alarm panel outages</h3>"
-        + _outage_table(s.device_outages, period, devices=True)
-        + "<h3>Excluded time</h3>"
-        + _excluded_table("Maintenance windows", s.maintenance, period)
-        + _excluded_table("Monitoring gaps", s.gaps, period)
-        + "</section>"
-    )
-
-
-def _chain_section(chain: ChainStatus | None, period: Period) -> str:
-    if chain is None:
-        return "<section><h2>Evidence chain</h2><p>Not checked.</p></section>"
-    verdict = (
-        f"<p class='ok'>{_E(chain.summary)}</p>"
-        if chain.ok
-        else f"<p class='problem'>{_E(chain.summary)}</p><ul>"
-        + "".join(f"<li class='problem'>{_E(p)}</li>" for p in chain.problems)
-        + "</ul>"
-    )
-    return (
-        "<section><h2>Evidence chain</h2>"
-        "<p>Every batch of history rows is sealed into a hash chain; editing, adding or deleting a sealed row "
-        "changes the digests below. Keep this head with the report to check it later.</p>"
-        f"<p>Head at generation: link {chain.head_seq if chain.head_seq is not None else '—'}, sealed "
-        f"{_E(_when(chain.sealed_at, period) if chain.sealed_at is not None else '—')}<br>"
-        f"<code>{_E(chain.head_hex or '(empty chain)')}</code></p>"
-        f"<p>Links {chain.first_seq if chain.first_seq is not None else '—'}–"
-        f"{chain.last_seq if chain.last_seq is not None else '—'} hold this month's rows.</p>"
-        f"{verdict}</section>"
-    )
-
-
-def render_html(report: Report) -> str:
-    """A printable A4 report for department staff."""
+    `summary` is the first page's city and district figures (telemetryd.report.summary), shown
+    by ``report/summary.html`` when given; without it the report opens with the table.
+    `summary_only` stops after the all-schools table; `schools_only` leaves the table and the
+    chain page out: each school's page alone (the first one without a page break), with the
+    chain head in the heading, for a principal or a district office.
+    """
     period = report.period
-    first = local_time(period.start, period)
-    title = f"SLA report {first.strftime('%B %Y')}"
-    span = f"{_when(period.start, period)} – {_when(period.end, period)} local time (UTC{_offset(period)})" + (
-        "" if period.complete else ", month not over yet"
-    )
-    summary = "".join(_summary_row(s) for s in report.schools)
+
+    def when(at: float | None) -> datetime | None:
+        return None if at is None else local_time(at, period)
+
     return (
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-        f"<title>{_E(title)}</title><style>{_CSS}</style></head><body>"
-        f"<h1>{_E(title)}</h1>"
-        f"<p class='meta'>Period {_E(span)}. Generated {_E(_when(report.generated_at, period))}.</p>"
-        "<p class='legend'>Availability counts only monitored time: monitoring gaps and agreed maintenance are "
-        "left out. A low speed test that the re-test minutes later did not confirm is not held against the "
-        "contractor. Marks: green circle good, amber diamond watch, red square poor, hollow circle no data.</p>"
-        "<table><tr><th>School</th><th>District</th><th>Link availability</th><th>Speed compliance</th>"
-        "<th>Mbps min / median</th><th>Cameras</th><th>Alarm panel</th><th>Outages</th></tr>"
-        f"{summary}</table>"
-        + "".join(_school_section(s, period) for s in report.schools)
-        + _chain_section(report.chain, period)
-        + "</body></html>\n"
+        environment(lang)
+        .get_template("report/sla.html")
+        .render(
+            report=report,
+            period=period,
+            summary=summary,
+            summary_only=summary_only,
+            schools_only=schools_only,
+            # PDF metadata from the period, not the clock: the same data gives the same bytes.
+            document_date=local_time(period.nominal_end, period).isoformat(),
+            first_day=local_time(period.start, period).date(),
+            utc_offset=_offset(period),
+            when=when,
+            mark=mark,
+            daily_bars=lambda s: daily_bars(s, period),
+            speed_chart=lambda s: speed_chart(s, period),
+            daily_chart=(CHART_WIDTH, DAILY_HEIGHT, 34, 16),
+            availability_marks=AVAILABILITY_MARKS,
+            compliance_marks=COMPLIANCE_MARKS,
+        )
     )
+
+
+def render_pdf(
+    report: Report,
+    *,
+    lang: Language = "en",
+    summary: object | None = None,
+    summary_only: bool = False,
+    schools_only: bool = False,
+) -> bytes:
+    """The HTML report (same options) as an A4 PDF (WeasyPrint); byte-identical for the same report.
+
+    The document's dates are the period's end (``dcterms.created``/``modified`` in the
+    HTML head) and its file identifier a digest of the HTML, so nothing varies from run
+    to run but what the report says (its "generated" time among them).
+    """
+    # 1 s of imports only `--format pdf` pays; WeasyPrint ships no type information.
+    from weasyprint import HTML  # type: ignore[import-untyped]  # noqa: PLC0415
+
+    page = render_html(report, lang=lang, summary=summary, summary_only=summary_only, schools_only=schools_only)
+    identifier = hashlib.sha256(page.encode()).hexdigest()[:32].encode()
+    pdf = HTML(string=page).write_pdf(pdf_identifier=identifier)
+    if not isinstance(pdf, bytes):  # no target given: WeasyPrint returns the bytes
+        raise TypeError(f"WeasyPrint returned {type(pdf).__name__}, not the PDF bytes")
+    return pdf
 
 
 RENDERERS: dict[str, Callable[[Report], str]] = {"json": render_json, "csv": render_csv, "html": render_html}
