@@ -43,7 +43,7 @@ venv: $(UV)
 messages: venv
 	$(VENV)/bin/pybabel -q extract -F babel.cfg --no-wrap --sort-by-file --project telemetryd \
 	  --copyright-holder "telemetryd authors" -o src/telemetryd/locale/telemetryd.pot .
-	$(VENV)/bin/pybabel -q update --no-wrap -i src/telemetryd/locale/telemetryd.pot -d src/telemetryd/locale -D telemetryd
+	$(VENV)/bin/pybabel -q update --no-wrap --no-fuzzy-matching -i src/telemetryd/locale/telemetryd.pot -d src/telemetryd/locale -D telemetryd
 
 lint: venv
 	$(UV) run --frozen ruff check src tests bench
