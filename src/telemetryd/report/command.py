@@ -25,8 +25,10 @@ import asyncpg
 
 from telemetryd.config import ConfigError
 from telemetryd.config.loader import Config, load_inventory
+from telemetryd.config.settings import Settings
 from telemetryd.history.dbcli import describe, load_with_database
 from telemetryd.report.figures import (
+    ChainStatus,
     MaintenanceRow,
     Period,
     Report,
@@ -36,8 +38,16 @@ from telemetryd.report.figures import (
     month_period,
     schools_to_report,
 )
-from telemetryd.report.queries import SchemaOutdated, chain_status, fetch_month, require_schema, save
+from telemetryd.report.queries import (
+    MonthRows,
+    SchemaOutdated,
+    chain_status,
+    fetch_month,
+    require_schema,
+    save,
+)
 from telemetryd.report.render import RENDERERS, render_html, render_pdf
+from telemetryd.report.summary import previous_period, summarize
 from telemetryd.templating import language
 
 CONNECT_TIMEOUT = 10.0
@@ -65,8 +75,10 @@ async def _build(
     inventory: list[SchoolRow],
     now: float,
     store: bool,
-) -> tuple[Report, list[str]]:
-    """The report, and the wanted school ids found nowhere (for a warning)."""
+    with_previous: bool = False,
+) -> tuple[Report, Report | None, list[str]]:
+    """The report, the previous month's (for the first page's changes, when asked), and the wanted school ids
+    found nowhere (for a warning)."""
     settings = config.settings
     conn = await asyncpg.connect(dsn, password=password, timeout=CONNECT_TIMEOUT, command_timeout=COMMAND_TIMEOUT)
     try:
@@ -77,28 +89,39 @@ async def _build(
         seen |= {s.school_id for s in rows.saturation}
         schools = schools_to_report(rows.schools, inventory, seen, wanted)
         known = {*(s.id for s in rows.schools), *(s.id for s in inventory), *seen}
-        maintenance = [
-            MaintenanceRow(w.start.timestamp(), w.end.timestamp(), tuple(w.schools), w.reason)
-            for w in settings.history.maintenance
-        ]
-        data = ReportInput(
-            period=period,
-            schools=schools,
-            devices=rows.devices,
-            changes=rows.changes,
-            gaps=rows.gaps,
-            maintenance=maintenance,
-            speedtests=rows.speedtests,
-            saturation=rows.saturation,
-            below_contract_ratio=settings.speedtest.below_contract_ratio,
-            chain=chain,
-        )
-        report = build_report(data, generated_at=now)
+        report = build_report(_input(period, schools, rows, settings, chain), generated_at=now)
+        previous = None
+        if with_previous:
+            # This month's schools, like with like; the chain is verified by this month's report, not again.
+            before = previous_period(period)
+            earlier = await fetch_month(conn, before, wanted)
+            previous = build_report(_input(before, schools, earlier, settings, None), generated_at=now)
         if store:
             await save(conn, report)
     finally:
         await conn.close()
-    return report, [s for s in wanted or [] if s not in known]
+    return report, previous, [s for s in wanted or [] if s not in known]
+
+
+def _input(
+    period: Period, schools: list[SchoolRow], rows: MonthRows, settings: Settings, chain: ChainStatus | None
+) -> ReportInput:
+    maintenance = [
+        MaintenanceRow(w.start.timestamp(), w.end.timestamp(), tuple(w.schools), w.reason)
+        for w in settings.history.maintenance
+    ]
+    return ReportInput(
+        period=period,
+        schools=schools,
+        devices=rows.devices,
+        changes=rows.changes,
+        gaps=rows.gaps,
+        maintenance=maintenance,
+        speedtests=rows.speedtests,
+        saturation=rows.saturation,
+        below_contract_ratio=settings.speedtest.below_contract_ratio,
+        chain=chain,
+    )
 
 
 def run_report(args: argparse.Namespace, *, now: float | None = None) -> int:
@@ -120,9 +143,19 @@ def run_report(args: argparse.Namespace, *, now: float | None = None) -> int:
         print(exc, file=sys.stderr)
         return 2
     try:
-        report, unknown = asyncio.run(
+        # The first page (HTML and PDF of the whole city) compares with the month before.
+        first_page = args.format in ("html", "pdf") and not args.school
+        report, previous, unknown = asyncio.run(
             _build(
-                dsn, password, period, wanted=args.school, config=config, inventory=inventory, now=wall, store=args.save
+                dsn,
+                password,
+                period,
+                wanted=args.school,
+                config=config,
+                inventory=inventory,
+                now=wall,
+                store=args.save,
+                with_previous=first_page,
             )
         )
     except SchemaOutdated as exc:
@@ -138,10 +171,15 @@ def run_report(args: argparse.Namespace, *, now: float | None = None) -> int:
     lang = language(args.lang or config.settings.report.language)
     # --school: the school pages alone, the version a principal or district office is sent.
     pages = {"summary_only": args.summary_only, "schools_only": bool(args.school) and not args.summary_only}
+    summary = summarize(report, previous) if first_page else None
     if args.format == "pdf":
-        body = render_pdf(report, lang=lang, **pages)
+        body = render_pdf(report, lang=lang, summary=summary, **pages)
     else:
-        text = render_html(report, lang=lang, **pages) if args.format == "html" else RENDERERS[args.format](report)
+        text = (
+            render_html(report, lang=lang, summary=summary, **pages)
+            if args.format == "html"
+            else RENDERERS[args.format](report)
+        )
         body = text.encode()
     if args.output is None:
         if args.format == "pdf":
