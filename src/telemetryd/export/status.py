@@ -9,7 +9,6 @@ only ever reach the page escaped.
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,8 +18,6 @@ from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
-import jinja2
-
 from telemetryd import __version__
 from telemetryd.config.settings import Settings
 from telemetryd.export.instance import InstanceStatus
@@ -28,6 +25,7 @@ from telemetryd.link.compliance import Compliance, LinkState, SchoolLink
 from telemetryd.model import Device, DeviceKind, Direction, Finding, Health, School
 from telemetryd.probes.isapi import AxProStatus, IsapiHealth
 from telemetryd.reachability.state import DeviceState, KindCount, Roster, SchoolSummary, State
+from telemetryd.templating import environment
 
 
 @dataclass(frozen=True, slots=True)
@@ -613,22 +611,6 @@ def school_view(sources: StatusSources, options: PageOptions, school_id: str, *,
     )
 
 
-# TODO(lead): use telemetryd.templating.environment() once merged
-@functools.cache
-def _environment() -> jinja2.Environment:
-    """The pages' Jinja2 environment: templates from the package, HTML autoescaped, gettext marked."""
-    environment = jinja2.Environment(
-        loader=jinja2.PackageLoader("telemetryd", "templates"),
-        autoescape=jinja2.select_autoescape(["html"]),
-        extensions=["jinja2.ext.i18n"],
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    environment.install_null_translations(newstyle=True)  # type: ignore[attr-defined]  # added by ext.i18n
-    return environment
-
-
 def render_city_page(
     sources: StatusSources, *, query: str = "", problems_only: bool = False, now: float | None = None
 ) -> str:
@@ -636,7 +618,7 @@ def render_city_page(
     options = PageOptions.of(sources.settings())
     at = time.time() if now is None else now
     view = city_view(sources, options, query=query, problems_only=problems_only, now=at)
-    return _environment().get_template("status/city.html").render(view=view)
+    return environment().get_template("status/city.html").render(view=view)
 
 
 def render_school_page(sources: StatusSources, school_id: str, *, now: float | None = None) -> str | None:
@@ -645,4 +627,4 @@ def render_school_page(sources: StatusSources, school_id: str, *, now: float | N
     view = school_view(sources, options, school_id, now=time.time() if now is None else now)
     if view is None:
         return None
-    return _environment().get_template("status/school.html").render(view=view)
+    return environment().get_template("status/school.html").render(view=view)
