@@ -15,7 +15,7 @@ export UV_COMPILE_BYTECODE := 1
 export UV_SYSTEM_CERTS := 1
 
 # What the tests and benchmarks run against (Debian names).
-DEBIAN_PACKAGES := iproute2 iputils-ping fping prometheus prometheus-blackbox-exporter prometheus-alertmanager systemd python3-venv snmpd snmp iperf3 curl postgresql-15 libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core fonts-noto-core poppler-utils chromium chromium-driver
+DEBIAN_PACKAGES := iproute2 iputils-ping fping prometheus prometheus-blackbox-exporter prometheus-alertmanager systemd python3-venv snmpd snmp iperf3 curl postgresql-15 libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core fonts-dejavu-extra fonts-noto-core poppler-utils chromium chromium-driver
 
 .PHONY: all demo test lint typecheck pytest system-deps venv messages bench bench-daemon clean
 

@@ -159,15 +159,15 @@ async def _discard(_chunk: bytes) -> None:
     return None
 
 
-def report(dsn: str, workdir: Path) -> float:
-    """Seconds for `telemetryd report sla` of the month (JSON); exits when the report fails."""
+def report(dsn: str, workdir: Path, *options: str) -> float:
+    """Seconds for `telemetryd report sla` of the month with `options`; exits when the report fails."""
     (workdir / "inventory.yaml").write_text("schools: []\n")
     settings = {"inventory": "inventory.yaml", "history": {"dsn": dsn, "spool_directory": str(workdir / "spool")}}
     (workdir / "telemetryd.yaml").write_text(yaml.safe_dump(settings))
-    command = [sys.executable, "-m", "telemetryd", "report", "sla", "--month", MONTH, "--format", "json"]
+    command = [sys.executable, "-m", "telemetryd", "report", "sla", "--month", MONTH, *options]
     started = time.perf_counter()
     done = subprocess.run(
-        [*command, "-c", str(workdir / "telemetryd.yaml"), "-o", str(workdir / "report.json")],
+        [*command, "-c", str(workdir / "telemetryd.yaml"), "-o", str(workdir / "report.out")],
         capture_output=True,
         text=True,
         check=False,
@@ -176,6 +176,12 @@ def report(dsn: str, workdir: Path) -> float:
     if done.returncode != 0:
         raise SystemExit(f"report failed ({done.returncode}): {done.stderr}")
     return elapsed
+
+
+def _pages(pdf: Path) -> int:
+    """The PDF's page count, from poppler's pdfinfo."""
+    info = subprocess.run(["pdfinfo", str(pdf)], check=True, capture_output=True, text=True).stdout
+    return int(next(line.split()[1] for line in info.splitlines() if line.startswith("Pages:")))
 
 
 def main() -> None:
@@ -191,7 +197,9 @@ def main() -> None:
         counts = asyncio.run(fill(dsn, args.schools))
         fill_seconds = time.perf_counter() - started
         peer_seconds = asyncio.run(peer(dsn))
-        report_seconds = report(dsn, workdir)
+        report_seconds = report(dsn, workdir, "--format", "json")
+        pdf_seconds = report(dsn, workdir, "--format", "pdf", "--lang", "ru")
+        pages = _pages(workdir / "report.out")
         rows = sum(v for k, v in counts.items() if k != "chain links")
         print(f"{args.schools} schools x 35 devices, {MONTH} ({DAYS} days), PostgreSQL 15 on loopback (fsync off)")
         for table, count in counts.items():
@@ -203,6 +211,7 @@ def main() -> None:
         ):
             print(f"{label:<46}{seconds:>8.1f} s  {rows / seconds:>12,.0f} rows/s")
         print(f"report / peer: {report_seconds / peer_seconds:.2f}x")
+        print(f"{'telemetryd report sla (PDF, ru)':<46}{pdf_seconds:>8.1f} s  {pages} pages")
     finally:
         server.kill()
         shutil.rmtree(server.root, ignore_errors=True)

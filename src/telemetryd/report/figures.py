@@ -811,6 +811,15 @@ def build_report(data: ReportInput, *, generated_at: float) -> Report:
     return Report(period=period, generated_at=generated_at, chain=data.chain, schools=schools)
 
 
+def by_district(schools: Iterable[SchoolReport]) -> list[tuple[str, list[SchoolReport]]]:
+    """Schools grouped by district as the inventory writes it, districts alphabetically, the
+    schools without one ("") last; each group in the given order."""
+    groups: dict[str, list[SchoolReport]] = {}
+    for s in schools:
+        groups.setdefault(s.school.district, []).append(s)
+    return sorted(groups.items(), key=lambda g: (g[0] == "", g[0].casefold()))
+
+
 def local_time(at: float, period: Period) -> datetime:
     """A Unix time as an aware datetime in the report's local offset."""
     return datetime.fromtimestamp(at, UTC).astimezone(period.tz)

@@ -34,10 +34,12 @@ import csv
 import hashlib
 import io
 import json
-from collections.abc import Callable
+from bisect import bisect_right
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from statistics import median
+from typing import Any, Generic, TypeVar
 
 from telemetryd.report.figures import (
     WAN,
@@ -49,6 +51,7 @@ from telemetryd.report.figures import (
     Period,
     Report,
     SchoolReport,
+    by_district,
     local_time,
 )
 from telemetryd.templating import Language, environment
@@ -310,22 +313,12 @@ class Bar:
 
 
 @dataclass(frozen=True)
-class Dot:
-    """One successful speed test on the speed chart."""
-
-    x: float
-    y: float
-    radius: float
-    filled: bool
-    at: datetime
-    direction: str
-    mbps: float
-    confirmation: bool
-
-
-@dataclass(frozen=True)
 class SpeedChart:
-    """The speed chart's geometry: tests as dots against the contract floor."""
+    """The speed chart's geometry: each day's tests as a range with its median, against the floor.
+
+    A month of hourly tests is ~1,500 results a direction; at print size single dots are a
+    smear and, as SVG elements, most of the PDF's cost. Each field below is one SVG path.
+    """
 
     width: int
     height: int
@@ -336,13 +329,51 @@ class SpeedChart:
     floor_points: str
     floor_mbps: float | None
     floor_y: float
-    dots: tuple[Dot, ...]
+    download_ranges: str
+    download_medians: str
+    upload_ranges: str
+    upload_medians: str
+    below_floor: str
+    """A cross on every successful test below the floor at its time."""
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Listing(Generic[T]):
+    """What a school's page lists of some rows, and what it leaves out to stay one A4 page."""
+
+    shown: tuple[T, ...]
+    """The longest rows, in time order."""
+    more: int
+    more_seconds: float
+
+
+PAGE_OUTAGES = 8
+"""Link outages, and device outages, listed on a school's page: the longest ones. JSON has all."""
+PAGE_EXCLUDED = 3
+"""Maintenance windows and monitoring gaps (together) listed on a school's page."""
+
+
+def excluded_time(school: SchoolReport) -> list[tuple[bool, Excluded]]:
+    """The school's maintenance windows (True) and monitoring gaps (False) in time order."""
+    return sorted([(True, m) for m in school.maintenance] + [(False, g) for g in school.gaps], key=lambda r: r[1].start)
+
+
+def listing(rows: Sequence[T], limit: int, seconds: Callable[[T], float]) -> Listing[T]:
+    """The `limit` longest of `rows` (by `seconds`) in their order, with the count and time of the rest."""
+    if len(rows) <= limit:
+        return Listing(tuple(rows), 0, 0.0)
+    longest = sorted(range(len(rows)), key=lambda i: seconds(rows[i]), reverse=True)
+    kept = sorted(longest[:limit])
+    return Listing(tuple(rows[i] for i in kept), len(rows) - limit, sum(seconds(rows[i]) for i in longest[limit:]))
 
 
 CHART_WIDTH = 640
-DAILY_HEIGHT = 72
-SPEED_HEIGHT = 104
-"""SVG units: at the page's 186 mm width the two charts take 21 and 30 mm, so a school fits one page."""
+DAILY_HEIGHT = 64
+SPEED_HEIGHT = 92
+"""SVG units: at the page's 186 mm width the two charts take 19 and 27 mm, so a school fits one page."""
 _COLORS = {"green": "#2e7d32", "amber": "#f9a825", "red": "#c62828"}
 
 
@@ -369,35 +400,48 @@ def daily_bars(school: SchoolReport, period: Period) -> tuple[Bar, ...]:
 
 
 def speed_chart(school: SchoolReport, period: Period) -> SpeedChart:
-    """Every successful test as a dot (download filled, upload hollow) against the floor line."""
+    """Each local day's successful tests as a low-high range with a median tick (download to the left
+    of the day, upload to the right), a cross on each test below the floor, and the floor line."""
     width, height, left, bottom = CHART_WIDTH, SPEED_HEIGHT, 34, 16
     tests = [p for p in school.tests if p.ok]
     floors = [(p.at, p.floor_mbps) for p in school.tests if p.floor_mbps is not None]
     top = max([school.school.contract_mbps or 0.0, *(p.mbps for p in tests), *(f for _, f in floors), 1.0]) * 1.1
     plot_w, plot_h = width - left - 8, height - bottom - 6
+    span = max(period.nominal_end - period.start, 1.0)
 
     def x_of(at: float) -> float:
-        return left + (at - period.start) / max(period.nominal_end - period.start, 1.0) * plot_w
+        return left + (at - period.start) / span * plot_w
 
     def y_of(mbps: float) -> float:
         return height - bottom - mbps / top * plot_h
 
     points = ""
     if floors:
-        line = [(period.start, floors[0][1]), *floors, (period.nominal_end, floors[-1][1])]
+        # A step line through the floor's changes only: a month of one contract is two points, not 1,500.
+        line = [(period.start, floors[0][1])]
+        for at, floor in floors[1:]:
+            if floor != line[-1][1]:
+                line += [(at, line[-1][1]), (at, floor)]
+        line.append((period.nominal_end, line[-1][1]))
         points = " ".join(f"{x_of(at):.1f},{y_of(f):.1f}" for at, f in line)
-    dots = tuple(
-        Dot(
-            x_of(p.at),
-            y_of(p.mbps),
-            2.8 if p.confirmation else 2.2,
-            p.direction == "download",
-            local_time(p.at, period),
-            p.direction,
-            p.mbps,
-            p.confirmation,
-        )
+    days = [d.start for d in school.daily] or [period.start]
+    day_width = plot_w / max(len(days), 1)
+    paths: dict[str, tuple[str, str]] = {}
+    for direction, shift in (("download", 0.3), ("upload", 0.7)):
+        by_day: dict[int, list[float]] = {}
+        for p in tests:
+            if p.direction == direction:
+                by_day.setdefault(bisect_right(days, p.at) - 1, []).append(p.mbps)
+        ranges, medians = [], []
+        for day, mbps in sorted(by_day.items()):
+            x = left + (max(day, 0) + shift) * day_width
+            ranges.append(f"M{x:.1f},{y_of(min(mbps)):.1f}V{min(y_of(max(mbps)), y_of(min(mbps)) - 1):.1f}")
+            medians.append(f"M{x - 2:.1f},{y_of(median(mbps)):.1f}h4")
+        paths[direction] = ("".join(ranges), "".join(medians))
+    below = "".join(
+        f"M{x_of(p.at) - 1.5:.1f},{y_of(p.mbps) - 1.5:.1f}l3,3m0,-3l-3,3"
         for p in tests
+        if p.floor_mbps is not None and p.mbps < p.floor_mbps
     )
     last_floor = floors[-1][1] if floors else None
     return SpeedChart(
@@ -410,7 +454,9 @@ def speed_chart(school: SchoolReport, period: Period) -> SpeedChart:
         points,
         last_floor,
         y_of(last_floor) if last_floor is not None else 0.0,
-        dots,
+        *paths["download"],
+        *paths["upload"],
+        below,
     )
 
 
@@ -452,6 +498,10 @@ def render_html(
             mark=mark,
             daily_bars=lambda s: daily_bars(s, period),
             speed_chart=lambda s: speed_chart(s, period),
+            # The table and the school pages in one order: by district.
+            districts=by_district(report.schools),
+            outages=lambda rows: listing(rows, PAGE_OUTAGES, lambda o: o.counted_seconds),
+            excluded=lambda s: listing(excluded_time(s), PAGE_EXCLUDED, lambda row: row[1].seconds_in_period),
             daily_chart=(CHART_WIDTH, DAILY_HEIGHT, 34, 16),
             availability_marks=AVAILABILITY_MARKS,
             compliance_marks=COMPLIANCE_MARKS,

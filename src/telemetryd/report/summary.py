@@ -58,6 +58,7 @@ from telemetryd.report.figures import (
     Period,
     Report,
     SchoolReport,
+    by_district,
     measure,
     merge_intervals,
     month_period,
@@ -318,19 +319,9 @@ def _delta(now: AreaSummary, before: AreaSummary, previous_month: str) -> AreaDe
     )
 
 
-def _district_key(name: str) -> tuple[bool, str]:
-    return (name == "", name.casefold())
-
-
 def _areas(report: Report, link_target: float, speed_target: float) -> tuple[AreaSummary, dict[str, AreaSummary]]:
-    by_district: dict[str, list[SchoolReport]] = {}
-    for s in report.schools:
-        by_district.setdefault(s.school.district, []).append(s)
     city = _area(None, report.schools, link_target, speed_target)
-    districts = {
-        name: _area(name, by_district[name], link_target, speed_target)
-        for name in sorted(by_district, key=_district_key)
-    }
+    districts = {name: _area(name, schools, link_target, speed_target) for name, schools in by_district(report.schools)}
     return city, districts
 
 
