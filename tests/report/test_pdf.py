@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import io
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -11,11 +13,13 @@ from typing import Any
 
 import pytest
 from PIL import Image
+from pypdf import PdfReader
 from weasyprint import HTML
 from weasyprint.formatting_structure import boxes
 
 from telemetryd.report.figures import Excluded, Outage, Report, SegmentSaturation, SpeedTestPoint, by_district
-from telemetryd.report.render import render_html, render_pdf
+from telemetryd.report.pdf import ONE_DOCUMENT_BELOW, render_pdf
+from telemetryd.report.render import render_html, school_pages
 from telemetryd.templating import Language
 from tests.report.test_i18n import _local_report
 
@@ -224,3 +228,56 @@ def test_summary_table_holds_300_schools_in_8_pages() -> None:
     for lang in ("kk", "ru"):
         pages = HTML(string=render_html(report, lang=lang, summary_only=True)).render().pages
         assert len(pages) <= 8, lang
+
+
+def _page_texts(pdf: bytes) -> list[str]:
+    reader = PdfReader(io.BytesIO(pdf))
+    return [page.extract_text() for page in reader.pages]
+
+
+@pytest.fixture(scope="module")
+def parted() -> tuple[Report, bytes, bytes]:
+    """30 schools as one document (one process) and as parts laid out by two processes."""
+    report = _many(30)
+    return report, render_pdf(report, lang="ru", processes=1), render_pdf(report, lang="ru", processes=2)
+
+
+def test_parts_join_into_the_same_pages(parted: tuple[Report, bytes, bytes]) -> None:
+    """Laid out in parts by two processes, the report has the pages, text and numbers of one document."""
+    report, whole, joined = parted
+    assert len(report.schools) >= ONE_DOCUMENT_BELOW
+    whole_texts, joined_texts = _page_texts(whole), _page_texts(joined)
+    assert len(joined_texts) == len(whole_texts)
+    total = len(joined_texts)
+    for number, (one, part) in enumerate(zip(whole_texts, joined_texts, strict=True), 1):
+        assert f"{number} / {total}" in part, number
+        assert one.replace(" ", "") == part.replace(" ", ""), number
+
+
+def test_parted_pdf_is_deterministic(parted: tuple[Report, bytes, bytes]) -> None:
+    """The same report laid out in parts twice gives the same bytes."""
+    report, _, joined = parted
+    assert render_pdf(report, lang="ru", processes=2) == joined
+
+
+@pytest.mark.parametrize("which", ["whole", "joined"])
+def test_table_rows_link_to_their_school_pages(parted: tuple[Report, bytes, bytes], which: str) -> None:
+    """Each school's row in the table links to the page that carries its id, in one document and in parts."""
+    report, whole, joined = parted
+    reader = PdfReader(io.BytesIO(whole if which == "whole" else joined))
+    texts = [page.extract_text() for page in reader.pages]
+    targets = []
+    for page in reader.pages[:3]:
+        for annotation in page.get("/Annots") or []:
+            link = annotation.get_object()
+            if link.get("/Subtype") != "/Link":
+                continue
+            dest = link.get("/Dest") or link.get("/A", {}).get("/D")
+            # WeasyPrint's own links name a destination; the joined parts' give the page.
+            dest = reader.named_destinations[dest].page if isinstance(dest, str) else dest[0]
+            targets.append(reader.get_page_number(dest.get_object()))
+    targets = list(dict.fromkeys(targets))  # a name over two lines is a link on each line
+    assert len(targets) == len(report.schools)
+    ids = [s.school.id for s in school_pages(report)]
+    # Row k links to the k-th school page, the one whose meta line starts with that school's id.
+    assert [re.search(r"(shy-\d{4}) ·", texts[t]).group(1) for t in targets] == ids  # type: ignore[union-attr]

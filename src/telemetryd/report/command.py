@@ -38,6 +38,7 @@ from telemetryd.report.figures import (
     month_period,
     schools_to_report,
 )
+from telemetryd.report.pdf import render_pdf
 from telemetryd.report.queries import (
     MonthRows,
     SchemaOutdated,
@@ -46,7 +47,7 @@ from telemetryd.report.queries import (
     require_schema,
     save,
 )
-from telemetryd.report.render import RENDERERS, render_html, render_pdf
+from telemetryd.report.render import RENDERERS, render_html
 from telemetryd.report.summary import previous_period, summarize
 from telemetryd.templating import language
 

@@ -31,7 +31,6 @@ external files), outage tables and what was excluded; the chain at the end.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 from bisect import bisect_right
@@ -51,6 +50,7 @@ from telemetryd.report.figures import (
     Period,
     Report,
     SchoolReport,
+    SpeedTestPoint,
     by_district,
     local_time,
 )
@@ -334,7 +334,8 @@ class SpeedChart:
     upload_ranges: str
     upload_medians: str
     below_floor: str
-    """A cross on every successful test below the floor at its time."""
+    """Over each day's range, the part below the floor (drawn red): one segment a day and direction
+    at most, where a cross per low test cost the PDF 0.1 s a page."""
 
 
 T = TypeVar("T")
@@ -399,9 +400,17 @@ def daily_bars(school: SchoolReport, period: Period) -> tuple[Bar, ...]:
     return tuple(bars)
 
 
+def bar_paths(bars: Sequence[Bar]) -> list[tuple[str, str]]:
+    """The bars as one SVG path per colour, (colour, path data): a few elements a page, not 31."""
+    by_color: dict[str, list[str]] = {}
+    for b in bars:
+        by_color.setdefault(b.color, []).append(f"M{b.x:.1f},{b.y:.1f}h{b.width:.1f}v{b.height:.1f}h{-b.width:.1f}z")
+    return [(color, "".join(d)) for color, d in sorted(by_color.items())]
+
+
 def speed_chart(school: SchoolReport, period: Period) -> SpeedChart:
     """Each local day's successful tests as a low-high range with a median tick (download to the left
-    of the day, upload to the right), a cross on each test below the floor, and the floor line."""
+    of the day, upload to the right), the range's part below the floor in red, and the floor line."""
     width, height, left, bottom = CHART_WIDTH, SPEED_HEIGHT, 34, 16
     tests = [p for p in school.tests if p.ok]
     floors = [(p.at, p.floor_mbps) for p in school.tests if p.floor_mbps is not None]
@@ -427,22 +436,22 @@ def speed_chart(school: SchoolReport, period: Period) -> SpeedChart:
     days = [d.start for d in school.daily] or [period.start]
     day_width = plot_w / max(len(days), 1)
     paths: dict[str, tuple[str, str]] = {}
+    below = []
     for direction, shift in (("download", 0.3), ("upload", 0.7)):
-        by_day: dict[int, list[float]] = {}
+        by_day: dict[int, list[SpeedTestPoint]] = {}
         for p in tests:
             if p.direction == direction:
-                by_day.setdefault(bisect_right(days, p.at) - 1, []).append(p.mbps)
+                by_day.setdefault(bisect_right(days, p.at) - 1, []).append(p)
         ranges, medians = [], []
-        for day, mbps in sorted(by_day.items()):
+        for day, points_of_day in sorted(by_day.items()):
             x = left + (max(day, 0) + shift) * day_width
-            ranges.append(f"M{x:.1f},{y_of(min(mbps)):.1f}V{min(y_of(max(mbps)), y_of(min(mbps)) - 1):.1f}")
-            medians.append(f"M{x - 2:.1f},{y_of(median(mbps)):.1f}h4")
+            low = min(points_of_day, key=lambda p: p.mbps)
+            high = max(p.mbps for p in points_of_day)
+            ranges.append(f"M{x:.1f},{y_of(low.mbps):.1f}V{min(y_of(high), y_of(low.mbps) - 1):.1f}")
+            medians.append(f"M{x - 2:.1f},{y_of(median(p.mbps for p in points_of_day)):.1f}h4")
+            if low.floor_mbps is not None and low.mbps < low.floor_mbps:
+                below.append(f"M{x:.1f},{y_of(low.mbps):.1f}V{y_of(low.floor_mbps):.1f}")
         paths[direction] = ("".join(ranges), "".join(medians))
-    below = "".join(
-        f"M{x_of(p.at) - 1.5:.1f},{y_of(p.mbps) - 1.5:.1f}l3,3m0,-3l-3,3"
-        for p in tests
-        if p.floor_mbps is not None and p.mbps < p.floor_mbps
-    )
     last_floor = floors[-1][1] if floors else None
     return SpeedChart(
         width,
@@ -456,8 +465,13 @@ def speed_chart(school: SchoolReport, period: Period) -> SpeedChart:
         y_of(last_floor) if last_floor is not None else 0.0,
         *paths["download"],
         *paths["upload"],
-        below,
+        "".join(below),
     )
+
+
+def school_pages(report: Report) -> list[SchoolReport]:
+    """The schools in the order of the table and of their pages: by district."""
+    return [s for _, schools in by_district(report.schools) for s in schools]
 
 
 def render_html(
@@ -476,6 +490,34 @@ def render_html(
     chain page out: each school's page alone (the first one without a page break), with the
     chain head in the heading, for a principal or a district office.
     """
+    return document_html(
+        report,
+        lang=lang,
+        summary=summary,
+        front=not schools_only,
+        heading=schools_only,
+        pages=() if summary_only else school_pages(report),
+        chain=not (summary_only or schools_only),
+        links=not summary_only,
+    )
+
+
+def document_html(
+    report: Report,
+    *,
+    lang: Language,
+    summary: object | None,
+    front: bool,
+    heading: bool,
+    pages: Sequence[SchoolReport],
+    chain: bool,
+    links: bool,
+    page_numbers: bool = True,
+) -> str:
+    """The report's parts as one HTML document (see ``report/sla.html``): the front (title,
+    summary, table; links to the school pages when `links`), the short `heading`, the school
+    `pages`, the `chain` page. Without `page_numbers` the footer is left blank (a PDF made of
+    parts numbers its pages once joined: telemetryd.report.pdf)."""
     period = report.period
 
     def when(at: float | None) -> datetime | None:
@@ -488,8 +530,12 @@ def render_html(
             report=report,
             period=period,
             summary=summary,
-            summary_only=summary_only,
-            schools_only=schools_only,
+            front=front,
+            heading=heading,
+            pages=pages,
+            chain=chain,
+            links=links,
+            page_numbers=page_numbers,
             # PDF metadata from the period, not the clock: the same data gives the same bytes.
             document_date=local_time(period.nominal_end, period).isoformat(),
             first_day=local_time(period.start, period).date(),
@@ -497,6 +543,7 @@ def render_html(
             when=when,
             mark=mark,
             daily_bars=lambda s: daily_bars(s, period),
+            bar_paths=bar_paths,
             speed_chart=lambda s: speed_chart(s, period),
             # The table and the school pages in one order: by district.
             districts=by_district(report.schools),
@@ -507,31 +554,6 @@ def render_html(
             compliance_marks=COMPLIANCE_MARKS,
         )
     )
-
-
-def render_pdf(
-    report: Report,
-    *,
-    lang: Language = "en",
-    summary: object | None = None,
-    summary_only: bool = False,
-    schools_only: bool = False,
-) -> bytes:
-    """The HTML report (same options) as an A4 PDF (WeasyPrint); byte-identical for the same report.
-
-    The document's dates are the period's end (``dcterms.created``/``modified`` in the
-    HTML head) and its file identifier a digest of the HTML, so nothing varies from run
-    to run but what the report says (its "generated" time among them).
-    """
-    # 1 s of imports only `--format pdf` pays; WeasyPrint ships no type information.
-    from weasyprint import HTML  # type: ignore[import-untyped]  # noqa: PLC0415
-
-    page = render_html(report, lang=lang, summary=summary, summary_only=summary_only, schools_only=schools_only)
-    identifier = hashlib.sha256(page.encode()).hexdigest()[:32].encode()
-    pdf = HTML(string=page).write_pdf(pdf_identifier=identifier)
-    if not isinstance(pdf, bytes):  # no target given: WeasyPrint returns the bytes
-        raise TypeError(f"WeasyPrint returned {type(pdf).__name__}, not the PDF bytes")
-    return pdf
 
 
 RENDERERS: dict[str, Callable[[Report], str]] = {"json": render_json, "csv": render_csv, "html": render_html}
