@@ -10,7 +10,9 @@ Starts a throwaway PostgreSQL 15 as the postgres user (needs root) and fills Oct
 * every row sealed into the hash chain in links of 1,000 rows, as the writer does.
 
 Then it times `telemetryd report sla --month 2026-10 --format json` (chain verification
-included) and, as the peer, the cost of reading the same month of evidence once:
+included), the same with `--format pdf --lang ru`, and in-process the PDF alone from the
+built figures (summary, WeasyPrint layout in worker processes, join); and, as the peer,
+the cost of reading the same month of evidence once:
 `COPY (SELECT * FROM <each history table> WHERE <in the month>) TO STDOUT` into
 /dev/null. The ratio says how far the report is from the floor of touching the data.
 
@@ -27,13 +29,19 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import asyncpg
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from telemetryd.config.settings import Settings
 from telemetryd.history import migrate
+from telemetryd.report.command import _build
+from telemetryd.report.figures import month_period
+from telemetryd.report.pdf import render_pdf, workers
+from telemetryd.report.summary import summarize
 from telemetryd.sim.postgres import PgServer, started_server
 
 MONTH = "2026-10"
@@ -178,6 +186,19 @@ def report(dsn: str, workdir: Path, *options: str) -> float:
     return elapsed
 
 
+async def render(dsn: str) -> float:
+    """Seconds to turn the month's figures into the PDF (ru) in-process: what --format pdf adds to JSON."""
+    settings = Settings.model_validate({"inventory": "inventory.yaml"})
+    config = SimpleNamespace(settings=settings)  # _build reads only the settings of a Config
+    period = month_period(MONTH, settings.speedtest.utc_offset_hours, time.time())
+    built, previous, _ = await _build(
+        dsn, None, period, wanted=None, config=config, inventory=[], now=time.time(), store=False, with_previous=True
+    )
+    started = time.perf_counter()
+    render_pdf(built, lang="ru", summary=summarize(built, previous))
+    return time.perf_counter() - started
+
+
 def _pages(pdf: Path) -> int:
     """The PDF's page count, from poppler's pdfinfo."""
     info = subprocess.run(["pdfinfo", str(pdf)], check=True, capture_output=True, text=True).stdout
@@ -200,6 +221,7 @@ def main() -> None:
         report_seconds = report(dsn, workdir, "--format", "json")
         pdf_seconds = report(dsn, workdir, "--format", "pdf", "--lang", "ru")
         pages = _pages(workdir / "report.out")
+        render_seconds = asyncio.run(render(dsn))
         rows = sum(v for k, v in counts.items() if k != "chain links")
         print(f"{args.schools} schools x 35 devices, {MONTH} ({DAYS} days), PostgreSQL 15 on loopback (fsync off)")
         for table, count in counts.items():
@@ -212,6 +234,7 @@ def main() -> None:
             print(f"{label:<46}{seconds:>8.1f} s  {rows / seconds:>12,.0f} rows/s")
         print(f"report / peer: {report_seconds / peer_seconds:.2f}x")
         print(f"{'telemetryd report sla (PDF, ru)':<46}{pdf_seconds:>8.1f} s  {pages} pages")
+        print(f"{'  of which the PDF (summary, layout, join)':<46}{render_seconds:>8.1f} s  ({workers()} processes)")
     finally:
         server.kill()
         shutil.rmtree(server.root, ignore_errors=True)
